@@ -1,0 +1,1 @@
+"""First-party realfill components, installed as the package `realfill_plugins`."""

@@ -1,0 +1,304 @@
+"""The run config: fixed sections (train, sample, select) plus one config per component role.
+
+Component sections are a pydantic union discriminated on ``name``, built from the registries at
+run time, so a preset or a ``--set`` typo fails in one validation step with the bad key named.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import tomli_w
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+
+from realfill.components import ComponentConfig
+from realfill.errors import UserError
+
+#: run-config field -> registry role
+COMPONENT_FIELDS = {"backbone": "backbone", "adapter": "adapter", "masking": "masking", "ranker": "ranker"}
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class TrainConfig(Section):
+    """Fine-tuning (DESIGN.md: the paper's recipe is the default)."""
+
+    steps: int = Field(2000, ge=0)
+    batch_size: int = Field(16, ge=1)
+    resolution: int = Field(512, ge=8)
+    lr_unet: float = Field(2e-4, gt=0)
+    lr_text_encoder: float = Field(4e-5, gt=0)
+    lr_schedule: Literal["constant", "cosine", "linear"] = "constant"
+    warmup_steps: int = Field(0, ge=0)
+    weight_decay: float = Field(1e-2, ge=0)
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-8
+    max_grad_norm: float = Field(1.0, gt=0)
+    prompt: str = "a photo of sks"
+    prompt_dropout: float = Field(0.1, ge=0, le=1)
+    full_mask_prob: float = Field(0.1, ge=0, le=1)
+    crop_scale_min: float = Field(0.5, gt=0, le=1)
+    checkpoint_every: int = Field(500, ge=0)
+    log_every: int = Field(10, ge=1)
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    gradient_checkpointing: bool = False
+    attention: Literal["default", "sdpa"] = "sdpa"
+    threads: int | None = Field(None, ge=1)
+
+
+class SampleConfig(Section):
+    """Sampling (DESIGN.md: DDPM, 200 steps, guidance 1.0, 64 samples)."""
+
+    scheduler: Literal["ddpm", "ddim", "dpm", "euler"] = "ddpm"
+    steps: int = Field(200, ge=1)
+    guidance_scale: float = Field(1.0, ge=0)
+    num_samples: int = Field(64, ge=1)
+    batch_size: int = Field(8, ge=1)
+    prompt: str | None = None  # None: the training prompt
+    mask_dilate: int = Field(8, ge=0)  # pixels, at the target's size, grown before compositing
+    feather: int = Field(8, ge=0)  # pixels of the blend band
+
+
+class SelectConfig(Section):
+    """Seed selection: how many ranked samples to keep (the paper keeps the top 25-75%)."""
+
+    keep: int | None = Field(None, ge=1)
+    keep_fraction: float = Field(0.25, gt=0, le=1)
+
+
+class RunConfigBase(Section):
+    seed: int = 0
+    device: str = "auto"
+    max_references: int = Field(5, ge=1)
+    train: TrainConfig = TrainConfig()
+    sample: SampleConfig = SampleConfig()
+    select: SelectConfig = SelectConfig()
+
+
+_model_cache: dict[tuple, type[RunConfigBase]] = {}
+
+
+def _component_type(configs: list[type[ComponentConfig]], role: str) -> Any:
+    if not configs:
+        raise UserError(f"no {role} component is registered; is a plugin blocked or broken? (see `realfill plugins`)")
+    if len(configs) == 1:
+        return configs[0]
+    return Annotated[Union[tuple(configs)], Field(discriminator="name")]  # noqa: UP007
+
+
+def run_config_model(plugins=None) -> type[RunConfigBase]:
+    """The RunConfig class for the components registered in ``plugins`` (default: the global set)."""
+    from realfill.plugins import get_plugins
+
+    plugins = plugins or get_plugins()
+    configs = {f: tuple(c.Config for c in plugins.registry(role)) for f, role in COMPONENT_FIELDS.items()}
+    key = tuple(configs.items())
+    if key not in _model_cache:
+        fields = {f: (_component_type(list(c), COMPONENT_FIELDS[f]), ...) for f, c in configs.items()}
+        model = create_model("RunConfig", __base__=RunConfigBase, **fields)
+        model.model_rebuild()
+        _model_cache[key] = model
+    return _model_cache[key]
+
+
+# -- presets and files -----------------------------------------------------------------------------
+
+
+def preset_names() -> list[str]:
+    files = resources.files("realfill") / "presets"
+    return sorted(p.name.removesuffix(".toml") for p in files.iterdir() if p.name.endswith(".toml"))
+
+
+def load_preset(name: str) -> dict:
+    names = preset_names()
+    if name not in names:
+        raise UserError(f"unknown preset '{name}'; presets: {', '.join(names)}")
+    return tomllib.loads((resources.files("realfill") / "presets" / f"{name}.toml").read_text())
+
+
+def read_toml(path: Path) -> dict:
+    try:
+        return tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such config file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not a valid TOML file ({exc})") from None
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``train.steps=10`` -> (["train", "steps"], 10). Values are TOML literals, else strings."""
+    if "=" not in item:
+        raise UserError(f"--set {item!r}: expected key=value, e.g. --set train.steps=10")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not re.fullmatch(r"[A-Za-z_][\w-]*(\.[A-Za-z_][\w-]*)*", key):
+        raise UserError(f"--set {item!r}: '{key}' is not a dotted key like train.steps")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key.split("."), value
+
+
+def set_component(data: dict, field: str, name: str) -> None:
+    """Choose the component for a role; a different name drops the previous component's settings."""
+    section = data.get(field)
+    if not isinstance(section, dict) or section.get("name") != name:
+        data[field] = {"name": name}
+
+
+def apply_override(data: dict, path: list[str], value: Any) -> None:
+    if path[-1] == "name" and len(path) == 2 and path[0] in COMPONENT_FIELDS:
+        set_component(data, path[0], value)
+        return
+    node = data
+    for part in path[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise UserError(f"--set {'.'.join(path)}: '{part}' is a value, not a section")
+        node = child
+    node[path[-1]] = value
+
+
+def format_validation_error(exc: ValidationError, model: type[BaseModel], source: str) -> str:
+    """One line naming the first bad key and, for unknown keys, the valid ones."""
+    err = exc.errors()[0]
+    loc = list(err["loc"])
+    # drop the discriminator tags pydantic inserts for union members
+    cls: Any = model
+    keys: list[str] = []
+    for part in loc:
+        fields = getattr(cls, "model_fields", None)
+        if fields is not None and part in fields:
+            keys.append(str(part))
+            cls = _member_for(fields[part].annotation)
+        elif isinstance(cls, dict) and part in cls:  # a union: tag -> member class
+            cls = cls[part]
+        else:
+            keys.append(str(part))
+            cls = None
+    key = ".".join(keys) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        parent = _resolve(model, keys[:-1])
+        valid = ", ".join(sorted(parent.model_fields)) if parent is not None else "?"
+        return f"{source}: unknown config key '{key}'; valid keys there: {valid}"
+    if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        tags = err.get("ctx", {}).get("expected_tags", "")
+        got = err.get("ctx", {}).get("tag", "")
+        return f"{source}: unknown {keys[-1] if keys else 'component'} '{got}' at '{key}.name'; known: {tags}"
+    return f"{source}: config key '{key}': {err['msg']} (got {err.get('input')!r})"
+
+
+def _member_for(annotation: Any) -> Any:
+    """A model class, or for a discriminated union a dict tag -> member class."""
+    args = getattr(annotation, "__args__", None)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if getattr(annotation, "__metadata__", None) is not None:  # Annotated[Union[...], Field]
+        return _member_for(annotation.__origin__)
+    if args:
+        members = {}
+        for arg in args:
+            if isinstance(arg, type) and issubclass(arg, BaseModel) and "name" in arg.model_fields:
+                members[arg.model_fields["name"].default] = arg
+        return members
+    return None
+
+
+def _resolve(model: type[BaseModel], keys: list[str]) -> Any:
+    cls: Any = model
+    for key in keys:
+        if isinstance(cls, dict):
+            return None
+        cls = _member_for(cls.model_fields[key].annotation)
+        if isinstance(cls, dict):  # member chosen by the config's name; resolved by caller's data
+            return cls
+    return cls
+
+
+def validate_config(data: dict, source: str, plugins=None) -> RunConfigBase:
+    model = run_config_model(plugins)
+    for field, role in COMPONENT_FIELDS.items():  # friendlier than pydantic's union message
+        section = data.get(field)
+        if isinstance(section, dict) and "name" in section:
+            registry = (plugins or _plugins()).registry(role)
+            if section["name"] not in registry:
+                raise UserError(f"{source}: {registry.unknown_message(str(section['name']))}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise UserError(format_validation_error(exc, model, source)) from None
+
+
+def _plugins():
+    from realfill.plugins import get_plugins
+
+    return get_plugins()
+
+
+def resolve_config(
+    *,
+    preset: str | None = None,
+    config_file: Path | None = None,
+    components: dict[str, str | None] | None = None,
+    sections: dict[str, dict[str, Any]] | None = None,
+    overrides: list[str] = (),
+    plugins=None,
+) -> RunConfigBase:
+    """Preset (or a saved config file) <- component flags <- section flags <- ``--set`` overrides."""
+    if config_file is not None:
+        data, source = read_toml(config_file), str(config_file)
+    else:
+        data, source = load_preset(preset or "paper"), f"preset '{preset or 'paper'}'"
+    for field, name in (components or {}).items():
+        if name is not None:
+            set_component(data, field, name)
+    for section, values in (sections or {}).items():
+        for key, value in values.items():
+            if value is not None:
+                apply_override(data, [section, key], value)
+    for item in overrides:
+        path, value = parse_override(item)
+        apply_override(data, path, value)
+    if overrides:
+        source += " with --set"
+    return validate_config(data, source, plugins)
+
+
+def dump_config(config: BaseModel) -> str:
+    return tomli_w.dumps(config.model_dump(mode="json", exclude_none=True))
+
+
+def write_config(config: BaseModel, path: Path) -> None:
+    Path(path).write_text(dump_config(config))
+
+
+def run_name(config: RunConfigBase) -> str:
+    """A run named after its settings, e.g. ``tiny-sd2+lora+lama-boxes+sift-s30-r64-seed0``."""
+    parts = "+".join(getattr(config, f).name for f in COMPONENT_FIELDS)
+    return f"{parts}-s{config.train.steps}-r{config.train.resolution}-n{config.sample.num_samples}-seed{config.seed}"
+
+
+# a model validator hook kept for subclasses that need cross-field checks
+__all__ = [
+    "RunConfigBase",
+    "TrainConfig",
+    "SampleConfig",
+    "SelectConfig",
+    "resolve_config",
+    "validate_config",
+    "run_config_model",
+    "write_config",
+    "dump_config",
+    "run_name",
+    "preset_names",
+    "load_preset",
+    "model_validator",
+]

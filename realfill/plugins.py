@@ -1,0 +1,268 @@
+"""The plugin manager: built-in plugins, then the ``realfill`` entry-point group, then validation.
+
+Built-in components live in ``realfill_plugins`` (the repository's ``plugins/`` folder) and register
+through exactly the same hooks as third-party packages (pytest and datasette do the same). The core
+talks to plugins only through the typed methods of :class:`RealfillPlugins`, never ``pm.hook.*``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+import pluggy
+
+from realfill import __version__, hookspecs
+from realfill.components import ROLES
+from realfill.errors import DuplicateComponentError, UserError
+from realfill.registry import ComponentRegistry
+
+ENTRY_POINT_GROUP = "realfill"
+DISABLE_AUTOLOAD_ENV = "REALFILL_DISABLE_PLUGIN_AUTOLOAD"
+BLOCK_ENV = "REALFILL_NO_PLUGINS"
+BUILTIN_PREFIX = "realfill_plugins."
+
+#: The built-in plugin modules, registered in this order before any entry point.
+BUILTIN_PLUGINS: tuple[str, ...] = (
+    "realfill_plugins.backbones.tiny",
+    "realfill_plugins.backbones.sd2_inpaint",
+    "realfill_plugins.backbones.sdxl_inpaint",
+    "realfill_plugins.backbones.scratch_pixel",
+    "realfill_plugins.adapters.lora",
+    "realfill_plugins.adapters.full",
+    "realfill_plugins.masking.lama_boxes",
+    "realfill_plugins.masking.target_own_mask",
+    "realfill_plugins.masking.strokes",
+    "realfill_plugins.rankers.sift",
+    "realfill_plugins.rankers.lightglue",
+    "realfill_plugins.rankers.loftr",
+    "realfill_plugins.metrics.pixel",
+    "realfill_plugins.metrics.learned",
+    "realfill_plugins.observers.train_log",
+)
+
+_REGISTER_HOOKS = {
+    "backbone": "realfill_register_backbones",
+    "adapter": "realfill_register_adapters",
+    "masking": "realfill_register_masking",
+    "ranker": "realfill_register_rankers",
+    "metric": "realfill_register_metrics",
+}
+
+
+class RealfillPluginWarning(UserWarning):
+    """A plugin failed to load or to register, and was skipped."""
+
+
+@dataclass
+class PluginInfo:
+    name: str
+    version: str
+    builtin: bool
+    distribution: str | None = None
+    components: dict[str, list[str]] = field(default_factory=dict)
+
+
+class _Manager(pluggy.PluginManager):
+    """Accepts unmarked ``realfill_*`` functions as hook implementations, like pytest, so that a
+    plugin with a misspelled hook name fails ``check_pending`` instead of silently doing nothing."""
+
+    def parse_hookimpl_opts(self, plugin, name):
+        opts = super().parse_hookimpl_opts(plugin, name)
+        if opts is None and name.startswith("realfill_"):
+            method = getattr(plugin, name, None)
+            if inspect.isroutine(method):
+                return {}
+        return opts
+
+
+def _blocked_from_env() -> set[str]:
+    raw = os.environ.get(BLOCK_ENV, "")
+    return {part.strip() for part in raw.split(",") if part.strip()}
+
+
+class RealfillPlugins:
+    """Typed access to the plugins: registries per role and the run lifecycle notifications."""
+
+    def __init__(self, *, autoload: bool | None = None, blocked: Iterable[str] = (), builtins: Iterable[str] | None = None):
+        self.pm = _Manager(hookspecs.PROJECT_NAME)
+        self.pm.add_hookspecs(hookspecs)
+        self.problems: list[str] = []
+        self._versions: dict[str, tuple[str, str | None]] = {}
+        self._builtin_names: set[str] = set()
+        self._registries: dict[str, ComponentRegistry] | None = None
+        self.blocked = set(blocked) | _blocked_from_env()
+        if autoload is None:
+            autoload = not os.environ.get(DISABLE_AUTOLOAD_ENV)
+        for module_name in BUILTIN_PLUGINS if builtins is None else builtins:
+            self._register_builtin(module_name)
+        if autoload:
+            self._load_entry_points()
+        self._check_pending()
+
+    # -- loading ------------------------------------------------------------------------------
+
+    def _is_blocked(self, name: str) -> bool:
+        short = name.removeprefix(BUILTIN_PREFIX)
+        return name in self.blocked or short in self.blocked
+
+    def _warn(self, message: str) -> None:
+        self.problems.append(message)
+        warnings.warn(message, RealfillPluginWarning, stacklevel=3)
+
+    def _register_builtin(self, module_name: str) -> None:
+        if self._is_blocked(module_name):
+            return
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:  # not written (yet): nothing to register
+                return
+            self._warn(f"built-in plugin '{module_name}' failed to import ({exc}); skipped")
+            return
+        except Exception as exc:  # noqa: BLE001 - report any import failure by name
+            self._warn(f"built-in plugin '{module_name}' failed to import ({type(exc).__name__}: {exc}); skipped")
+            return
+        self.register(module, name=module_name, version=__version__, distribution="realfill")
+        self._builtin_names.add(module_name)
+
+    def _load_entry_points(self) -> None:
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            if self._is_blocked(ep.name) or self.pm.get_plugin(ep.name) is not None:
+                continue
+            dist = getattr(ep, "dist", None)
+            dist_name = dist.metadata["Name"] if dist is not None else None
+            version = dist.version if dist is not None else "unknown"
+            try:
+                plugin = ep.load()
+            except Exception as exc:  # noqa: BLE001 - a broken plugin must not take the platform down
+                self._warn(
+                    f"plugin '{ep.name}' ({dist_name or 'unknown distribution'}) failed to import "
+                    f"({type(exc).__name__}: {exc}); skipped"
+                )
+                continue
+            try:
+                self.register(plugin, name=ep.name, version=version, distribution=dist_name)
+            except Exception as exc:  # noqa: BLE001
+                self._warn(f"plugin '{ep.name}' could not be registered ({exc}); skipped")
+
+    def register(self, plugin: Any, name: str, version: str = "unknown", distribution: str | None = None) -> None:
+        """Register a plugin object (module or instance). Tests and embedding code may call this directly."""
+        self.pm.register(plugin, name=name)
+        self._versions[name] = (version, distribution)
+        self._registries = None
+
+    def _check_pending(self) -> None:
+        """Unregister (with a warning) every plugin that implements a hook no spec defines."""
+        while True:
+            try:
+                self.pm.check_pending()
+                return
+            except pluggy.PluginValidationError as exc:
+                name = self.pm.get_name(exc.plugin) or repr(exc.plugin)
+                self.pm.unregister(exc.plugin)
+                self._versions.pop(name, None)
+                self._warn(f"plugin '{name}' implements an unknown hook ({exc}); skipped")
+
+    # -- registries ---------------------------------------------------------------------------
+
+    @property
+    def registries(self) -> dict[str, ComponentRegistry]:
+        if self._registries is None:
+            self._registries = {role: self._build_registry(role) for role in ROLES}
+        return self._registries
+
+    def _build_registry(self, role: str) -> ComponentRegistry:
+        registry = ComponentRegistry(role)
+        hook = getattr(self.pm.hook, _REGISTER_HOOKS[role])
+        # call plugin by plugin (registration order) so that a failure is attributed and contained
+        for impl in reversed(hook.get_hookimpls()):
+            before = set(registry.names())
+            try:
+                with registry.adding_for(impl.plugin_name):
+                    impl.function(*[registry for _ in impl.argnames])
+            except DuplicateComponentError as exc:
+                raise UserError(str(exc)) from None
+            except Exception as exc:  # noqa: BLE001
+                for added in set(registry.names()) - before:
+                    registry._components.pop(added)
+                    registry._plugin_of.pop(added)
+                self._warn(
+                    f"plugin '{impl.plugin_name}' raised while registering {role}s "
+                    f"({type(exc).__name__}: {exc}); its {role}s are skipped"
+                )
+        return registry
+
+    def registry(self, role: str) -> ComponentRegistry:
+        if role not in self.registries:
+            raise UserError(f"unknown role '{role}'; roles: {', '.join(ROLES)}")
+        return self.registries[role]
+
+    backbones = property(lambda self: self.registries["backbone"])
+    adapters = property(lambda self: self.registries["adapter"])
+    masking = property(lambda self: self.registries["masking"])
+    rankers = property(lambda self: self.registries["ranker"])
+    metrics = property(lambda self: self.registries["metric"])
+
+    # -- listing ------------------------------------------------------------------------------
+
+    def plugin_infos(self) -> list[PluginInfo]:
+        infos = {}
+        for name, _plugin in self.pm.list_name_plugin():
+            version, dist = self._versions.get(name, ("unknown", None))
+            infos[name] = PluginInfo(name=name, version=version, builtin=name in self._builtin_names, distribution=dist)
+        for role, registry in self.registries.items():
+            for component_name in registry.names():
+                owner = registry.plugin_of(component_name)
+                if owner in infos:
+                    infos[owner].components.setdefault(role, []).append(component_name)
+        return list(infos.values())
+
+    # -- run lifecycle ------------------------------------------------------------------------
+
+    def _notify(self, hook_name: str, **kwargs: Any) -> None:
+        hook = getattr(self.pm.hook, hook_name)
+        for impl in reversed(hook.get_hookimpls()):
+            try:
+                impl.function(*[kwargs[arg] for arg in impl.argnames])
+            except Exception as exc:  # noqa: BLE001 - an observer must not break the run
+                self._warn(f"plugin '{impl.plugin_name}' raised in {hook_name} ({type(exc).__name__}: {exc})")
+
+    def run_start(self, *, run_dir: Path, config: Any, scene: Any) -> None:
+        self._notify("realfill_run_start", run_dir=run_dir, config=config, scene=scene)
+
+    def train_step_end(self, *, step: int, loss: float, learning_rates: dict[str, float], seconds: float) -> None:
+        self._notify("realfill_train_step_end", step=step, loss=loss, learning_rates=learning_rates, seconds=seconds)
+
+    def sampling_done(self, *, run_dir: Path, sample_paths: list[Path]) -> None:
+        self._notify("realfill_sampling_done", run_dir=run_dir, sample_paths=sample_paths)
+
+    def ranking_done(self, *, run_dir: Path, ranking: list[dict]) -> None:
+        self._notify("realfill_ranking_done", run_dir=run_dir, ranking=ranking)
+
+    def run_end(self, *, run_dir: Path, result_path: Path | None, error: str | None) -> None:
+        self._notify("realfill_run_end", run_dir=run_dir, result_path=result_path, error=error)
+
+
+_default: RealfillPlugins | None = None
+
+
+def get_plugins() -> RealfillPlugins:
+    """The process-wide plugin manager with default settings (autoload per the environment)."""
+    global _default
+    if _default is None:
+        _default = RealfillPlugins()
+    return _default
+
+
+def set_plugins(plugins: RealfillPlugins | None) -> None:
+    """Replace the process-wide plugin manager (the CLI does this for ``--no-plugin``)."""
+    global _default
+    _default = plugins
