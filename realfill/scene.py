@@ -1,0 +1,133 @@
+"""Scenes in the RealBench layout: ``ref/*``, ``target/target.png``, ``target/mask.png``, ``target/gt.png``.
+
+Images load as HxWx3 uint8 RGB whatever their file holds (PNG or JPEG; RGB, RGBA, grayscale, 16-bit;
+EXIF orientation applied). Every problem is a :class:`UserError` naming the file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from realfill.errors import UserError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+@dataclass
+class Scene:
+    root: Path
+    name: str
+    references: list[np.ndarray]
+    reference_paths: list[Path]
+    target: np.ndarray
+    mask: np.ndarray  # HxW bool, True = the region to fill
+    gt: np.ndarray | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the target."""
+        return self.target.shape[1], self.target.shape[0]
+
+    def masked_target(self) -> np.ndarray:
+        """The target with its region to fill blanked to mid-gray, as shown in contact sheets."""
+        out = self.target.copy()
+        out[self.mask] = 127
+        return out
+
+
+def _to_uint8(array: np.ndarray) -> np.ndarray:
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype == bool:
+        return array.astype(np.uint8) * 255
+    if np.issubdtype(array.dtype, np.floating):
+        top = 1.0 if array.max(initial=0) <= 1.0 else 255.0
+        return np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    top = 65535 if array.max(initial=0) > 255 else 255
+    return np.clip(array.astype(np.float64) / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def _open(path: Path) -> Image.Image:
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    try:
+        image = Image.open(path)
+        image.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise UserError(f"{path}: not a readable image ({type(exc).__name__})") from None
+    return ImageOps.exif_transpose(image)
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """Any PNG/JPEG as HxWx3 uint8 RGB (alpha dropped, gray replicated, 16-bit scaled down)."""
+    image = _open(Path(path))
+    if image.mode in ("RGB", "L", "RGBA", "LA", "P", "CMYK", "YCbCr"):
+        return np.asarray(image.convert("RGB"))
+    gray = _to_uint8(np.asarray(image))  # I;16, I, F
+    if gray.ndim == 3:
+        return gray[..., :3]
+    return np.repeat(gray[..., None], 3, axis=2)
+
+
+def read_mask(path: Path) -> tuple[np.ndarray, str | None]:
+    """A mask as HxW bool (white = fill). Non-binary masks are thresholded at half range, with a note."""
+    image = _open(Path(path))
+    if image.mode in ("RGB", "RGBA", "P", "LA", "CMYK", "YCbCr"):
+        image = image.convert("L")
+    values = _to_uint8(np.asarray(image))
+    if values.ndim == 3:
+        values = values[..., 0]
+    levels = np.unique(values)
+    mask = values >= 128
+    note = None
+    if not set(levels.tolist()) <= {0, 255}:
+        note = f"{path}: mask is not binary ({len(levels)} gray levels); thresholded at 128"
+    return mask, note
+
+
+def list_images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def load_scene(path: str | Path, max_references: int = 5) -> Scene:
+    root = Path(path)
+    if not root.is_dir():
+        raise UserError(f"{root}: no such scene folder (expected ref/ and target/ inside)")
+    ref_dir = root / "ref"
+    if not ref_dir.is_dir() or not (ref_paths := list_images(ref_dir)):
+        raise UserError(f"{ref_dir}: no reference images (.png/.jpg); a scene needs 1-{max_references}")
+    if len(ref_paths) > max_references:
+        raise UserError(
+            f"{ref_dir}: {len(ref_paths)} references, more than max_references={max_references}; "
+            "remove some or raise it with --set max_references=N"
+        )
+    target_path = root / "target" / "target.png"
+    mask_path = root / "target" / "mask.png"
+    target = read_rgb(target_path)
+    mask, note = read_mask(mask_path)
+    notes = [note] if note else []
+    if mask.shape != target.shape[:2]:
+        raise UserError(
+            f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but the target is "
+            f"{target.shape[1]}x{target.shape[0]}; they must be the same size"
+        )
+    if not mask.any():
+        raise UserError(f"{mask_path}: the mask has nothing to fill (no white pixels)")
+    if mask.all():
+        raise UserError(f"{mask_path}: the mask covers the whole target; nothing is known to complete from")
+    references = [read_rgb(p) for p in ref_paths]
+    gt = None
+    gt_path = root / "target" / "gt.png"
+    if gt_path.exists():
+        gt = read_rgb(gt_path)
+        if gt.shape != target.shape:
+            raise UserError(
+                f"{gt_path}: ground truth is {gt.shape[1]}x{gt.shape[0]} but the target is "
+                f"{target.shape[1]}x{target.shape[0]}"
+            )
+    return Scene(root, root.resolve().name, references, ref_paths, target, mask, gt, notes)
