@@ -1,0 +1,154 @@
+"""The ``realfill`` command line. Subcommands live one per module in :mod:`realfill.commands`.
+
+Bad input (unknown names, config typos, broken files) prints one line and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+
+from realfill import __version__
+from realfill.errors import UserError
+
+EXIT_BAD_INPUT = 2
+
+
+@dataclass
+class Context:
+    plugins: object  # realfill.plugins.RealfillPlugins
+    console: Console  # stderr: progress, warnings, tables a person reads
+    out: Console  # stdout: results, --json
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports bad usage as a UserError (one line, exit 2) instead of usage text."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UserError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def _command_modules():
+    import realfill.commands as package
+
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        if hasattr(module, "NAME") and hasattr(module, "run"):
+            yield module
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="realfill", description="Reference-driven authentic image completion (RealFill).")
+    parser.add_argument("--version", action="version", version=f"realfill {__version__}")
+    parser.add_argument(
+        "--no-plugin",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="do not load this plugin (entry-point name or built-in module); repeatable. "
+        "Also: REALFILL_NO_PLUGINS=a,b; REALFILL_DISABLE_PLUGIN_AUTOLOAD=1 skips every third-party plugin",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for module in _command_modules():
+        command = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
+        module.add_arguments(command)
+        command.set_defaults(_module=module)
+    return parser
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, *, out: bool = True) -> None:
+    """The run-config flags shared by fill, train, sample and ablate."""
+    group = parser.add_argument_group("run config")
+    group.add_argument("--preset", help="a named preset: paper (default), smoke, cpu, ...")
+    group.add_argument("--config", type=Path, help="a config.toml to repeat (e.g. RUN/config.toml)")
+    group.add_argument("--backbone", help="backbone component name")
+    group.add_argument("--adapter", help="adapter component name")
+    group.add_argument("--masking", help="masking strategy name")
+    group.add_argument("--matcher", "--ranker", dest="ranker", help="ranker component name")
+    group.add_argument("--steps", type=int, help="training steps (train.steps)")
+    group.add_argument("--samples", type=int, help="number of samples (sample.num_samples)")
+    group.add_argument("--keep", type=int, help="keep the K best-ranked samples (select.keep)")
+    group.add_argument("--seed", type=int, help="random seed")
+    group.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override any config key, e.g. --set train.steps=10 --set ranker.ratio=0.8",
+    )
+    if out:
+        group.add_argument("--out", type=Path, help="the run folder (default: runs/SCENE-RUNNAME)")
+
+
+def config_from_args(args: argparse.Namespace, ctx: Context):
+    """The validated RunConfig these flags describe."""
+    from realfill.config import resolve_config
+
+    if args.config is not None and args.preset is not None:
+        raise UserError("--config and --preset exclude each other: a saved config already holds its preset")
+    overrides = list(args.overrides)
+    if args.seed is not None:
+        overrides.insert(0, f"seed={args.seed}")
+    return resolve_config(
+        preset=args.preset,
+        config_file=args.config,
+        components={"backbone": args.backbone, "adapter": args.adapter, "masking": args.masking, "ranker": args.ranker},
+        sections={
+            "train": {"steps": args.steps},
+            "sample": {"num_samples": args.samples},
+            "select": {"keep": args.keep},
+        },
+        overrides=overrides,
+        plugins=ctx.plugins,
+    )
+
+
+def print_error(exc: BaseException) -> None:
+    """One line on stderr, never wrapped: what was wrong and where."""
+    from realfill.console import console
+
+    console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from realfill.console import console, stdout
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UserError as exc:
+        print_error(exc)
+        return EXIT_BAD_INPUT
+    if getattr(args, "_module", None) is None:
+        build_parser().print_help(sys.stderr)
+        return EXIT_BAD_INPUT
+    from realfill.plugins import RealfillPlugins, set_plugins
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # printed below, one line each
+            plugins = RealfillPlugins(blocked=args.no_plugin)
+            plugins.registries  # noqa: B018 - build now, so registration problems show up front
+        for problem in plugins.problems:
+            console.print(f"[yellow]warning:[/] {escape(problem)}", soft_wrap=True)
+        set_plugins(plugins)
+        ctx = Context(plugins=plugins, console=console, out=stdout)
+        return int(args._module.run(args, ctx) or 0)
+    except UserError as exc:
+        print_error(exc)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]", markup=True)
+        return 130
+    finally:
+        set_plugins(None)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
