@@ -1,0 +1,7 @@
+"""``python -m realfill`` is the ``realfill`` command."""
+
+import sys
+
+from realfill.cli import main
+
+sys.exit(main())

@@ -1,0 +1,69 @@
+"""Shared fixtures: the bundled example scene, a plugin manager, fake entry points."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TEST_PLUGINS = Path(__file__).resolve().parent / "plugins"
+
+
+@pytest.fixture(scope="session")
+def example_scene() -> Path:
+    return ROOT / "examples" / "motorcycle"
+
+
+@pytest.fixture
+def plugins():
+    """A fresh plugin manager with the built-ins only (no third-party entry points)."""
+    from realfill.plugins import RealfillPlugins
+
+    return RealfillPlugins(autoload=False)
+
+
+class DummyDist:
+    def __init__(self, name: str, version: str):
+        self.metadata = {"Name": name}
+        self.version = version
+
+
+class DummyEntryPoint:
+    """Stands in for an installed package's entry point (pytest's testing/test_config.py does the same):
+    ``load()`` really imports the plugin file from tests/plugins/."""
+
+    group = "realfill"
+
+    def __init__(self, name: str, filename: str, dist: str = "dummy-dist", version: str = "1.2.3"):
+        self.name = name
+        self.value = f"tests.plugins.{filename}"
+        self.filename = filename
+        self.dist = DummyDist(dist, version)
+
+    def load(self):
+        module_name = f"realfill_test_plugin_{self.filename}"
+        spec = importlib.util.spec_from_file_location(module_name, TEST_PLUGINS / f"{self.filename}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            sys.modules.pop(module_name, None)
+            raise
+        return module
+
+
+@pytest.fixture
+def fake_entry_points(monkeypatch):
+    """Call with DummyEntryPoints; RealfillPlugins created afterwards (autoload on) load them."""
+    import realfill.plugins as plugins_module
+
+    def install(*eps: DummyEntryPoint):
+        monkeypatch.setattr(plugins_module, "entry_points", lambda group: [ep for ep in eps if group == ep.group])
+        monkeypatch.delenv("REALFILL_DISABLE_PLUGIN_AUTOLOAD", raising=False)
+        monkeypatch.delenv("REALFILL_NO_PLUGINS", raising=False)
+
+    return install
