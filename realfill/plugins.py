@@ -183,7 +183,7 @@ class RealfillPlugins:
         registry = ComponentRegistry(role)
         hook = getattr(self.pm.hook, _REGISTER_HOOKS[role])
         # call plugin by plugin (registration order) so that a failure is attributed and contained
-        for impl in reversed(hook.get_hookimpls()):
+        for impl in hook.get_hookimpls():
             before = set(registry.names())
             try:
                 with registry.adding_for(impl.plugin_name):
@@ -229,7 +229,7 @@ class RealfillPlugins:
 
     def _notify(self, hook_name: str, **kwargs: Any) -> None:
         hook = getattr(self.pm.hook, hook_name)
-        for impl in reversed(hook.get_hookimpls()):
+        for impl in hook.get_hookimpls():
             try:
                 impl.function(*[kwargs[arg] for arg in impl.argnames])
             except Exception as exc:  # noqa: BLE001 - an observer must not break the run
