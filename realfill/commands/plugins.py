@@ -13,6 +13,9 @@ HELP = "list the loaded plugins, their versions and the components they add"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON on stdout")
+    parser.add_argument(
+        "--inventory", action="store_true", help="print the built-in components as registry.toml (the checked-in inventory)"
+    )
 
 
 def plugins_as_dict(plugins) -> dict:
@@ -45,6 +48,11 @@ def plugins_as_dict(plugins) -> dict:
 
 
 def run(args: argparse.Namespace, ctx) -> int:
+    if args.inventory:
+        from realfill.inventory import render
+
+        print(render(ctx.plugins), end="")
+        return 0
     data = plugins_as_dict(ctx.plugins)
     if args.json:
         print(json.dumps(data, indent=2))
