@@ -45,7 +45,6 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "realfill_plugins.rankers.loftr",
     "realfill_plugins.metrics.pixel",
     "realfill_plugins.metrics.learned",
-    "realfill_plugins.observers.train_log",
 )
 
 _REGISTER_HOOKS = {
