@@ -41,7 +41,7 @@ def _torch_hub_checkpoints() -> Path:
 
 
 def _to_float(image: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255.0
+    return torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1)[None].float() / 255.0
 
 
 class _LearnedMetric(Metric):

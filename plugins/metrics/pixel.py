@@ -35,7 +35,7 @@ MS_SSIM_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
     """HxWx3 uint8 -> 1x3xHxW float64 in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].to(torch.float64) / 255.0
+    return torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1)[None].to(torch.float64) / 255.0
 
 
 def _symmetric_pad(x: torch.Tensor, pad: int) -> torch.Tensor:

@@ -1,0 +1,61 @@
+"""``realfill evaluate``: metrics of a run's result (or any result image) against the scene's gt.png."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from rich.table import Table
+
+from realfill.errors import UserError
+
+NAME = "evaluate"
+HELP = "PSNR/SSIM/MS-SSIM inside the mask and overall, and the learned metrics whose weights are here"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("path", type=Path, metavar="RUN_DIR|SCENE",
+                        help="a run folder (writes RUN_DIR/metrics.json), or with --result the scene folder")
+    parser.add_argument("--result", type=Path, metavar="IMG", help="evaluate this image against SCENE's gt.png")
+    parser.add_argument("--scene", type=Path, help="the run's scene, when the run folder does not record it")
+    parser.add_argument("--metric", action="append", default=[], metavar="NAME",
+                        help="only these metrics (repeatable; default: every registered metric)")
+    parser.add_argument("--metric-weights", action="append", default=[], metavar="NAME=PATH",
+                        help="local weights for a learned metric, e.g. --metric-weights dino=/models/dino-vits16")
+    parser.add_argument("--json", action="store_true", help="print JSON on stdout")
+
+
+def render(record: dict) -> Table:
+    table = Table(title=f"metrics of {record['result']}", title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_column("better")
+    for key, value in record["values"].items():
+        shown = record.get("non_finite", {}).get(key) if value is None else f"{value:.4f}"
+        table.add_row(key, shown, "higher" if record["higher_is_better"].get(key, True) else "lower")
+    for name, reason in record["skipped"].items():
+        table.add_row(name, "skipped", reason, style="dim")
+    return table
+
+
+def run(args: argparse.Namespace, ctx) -> int:
+    from realfill.evaluation import build_metrics, evaluate_result, evaluate_run, parse_metric_weights
+    from realfill.scene import load_scene
+
+    metrics = build_metrics(ctx.plugins, args.metric, parse_metric_weights(args.metric_weights))
+    if args.result is not None:
+        if args.scene is not None:
+            raise UserError("--result takes the scene as its positional argument; drop --scene")
+        if not args.result.is_file():
+            raise UserError(f"{args.result}: no such result image")
+        scene = load_scene(args.path)
+        evaluation = evaluate_result(args.result, scene, metrics)
+        record = {"result": str(args.result), "scene": str(scene.root), **evaluation.as_dict()}
+    else:
+        record = evaluate_run(args.path, metrics, scene_path=args.scene)
+    if args.json:
+        print(json.dumps(record, indent=2))
+    else:
+        ctx.out.print(render(record))
+    return 0

@@ -1,0 +1,130 @@
+"""Evaluate a result image against a scene's ground truth with the registered metrics.
+
+Every registered metric runs; one that cannot run here (missing weights) or fails is reported under
+``skipped`` with the reason, and the others go on. A run folder's evaluation lands in ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from realfill.errors import UserError
+from realfill.scene import Scene, load_scene, read_rgb
+
+METRICS_FILE = "metrics.json"
+RUN_RECORD = "run.json"  # written by the ablation engine and the baselines: {"scene": PATH, ...}
+#: the paper's table order; metrics from other plugins follow, by name
+PAPER_ORDER = ("psnr", "ssim", "ms-ssim", "lpips", "dreamsim", "dino", "clip")
+
+
+@dataclass
+class Evaluation:
+    values: dict[str, float] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)  # metric name -> why it did not run
+    higher_is_better: dict[str, bool] = field(default_factory=dict)  # value name -> direction
+
+    def as_dict(self) -> dict:
+        return {
+            "values": {k: (v if math.isfinite(v) else None) for k, v in self.values.items()},
+            "non_finite": {k: str(v) for k, v in self.values.items() if not math.isfinite(v)},
+            "skipped": dict(self.skipped),
+            "higher_is_better": dict(self.higher_is_better),
+        }
+
+
+def parse_metric_weights(items: list[str]) -> dict[str, Path]:
+    """``["dino=/models/dino"]`` -> ``{"dino": Path("/models/dino")}``."""
+    weights = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise UserError(f"--metric-weights {item!r}: expected NAME=PATH, e.g. --metric-weights dino=/models/dino")
+        weights[name.strip()] = Path(path).expanduser()
+    return weights
+
+
+def build_metrics(plugins, names: list[str] | None = None, weights: dict[str, Path] | None = None) -> list:
+    """Instantiate the named metrics (default: every registered one), with local weight paths if given."""
+    registry = plugins.metrics
+    if not names:
+        names = sorted(registry.names(), key=lambda n: (PAPER_ORDER.index(n) if n in PAPER_ORDER else len(PAPER_ORDER), n))
+    weights = weights or {}
+    for name in weights:
+        if name not in names:
+            registry.get(name)  # unknown names raise with the known ones
+    metrics = []
+    for name in names:
+        cls = registry.get(name)
+        settings = {}
+        if name in weights:
+            if "weights" not in cls.Config.model_fields:
+                raise UserError(f"--metric-weights {name}=...: metric '{name}' takes no weights")
+            settings["weights"] = weights[name]
+        metrics.append(cls(cls.Config(**settings)))
+    return metrics
+
+
+def evaluate_images(result: np.ndarray, gt: np.ndarray, mask: np.ndarray, metrics: list) -> Evaluation:
+    """All ``metrics`` on one result; shapes must agree (HxWx3 uint8 images, HxW bool mask)."""
+    if result.shape != gt.shape:
+        raise UserError(
+            f"result is {result.shape[1]}x{result.shape[0]} but the ground truth is {gt.shape[1]}x{gt.shape[0]}"
+        )
+    evaluation = Evaluation()
+    for metric in metrics:
+        reason = metric.available()
+        if reason is not None:
+            evaluation.skipped[metric.name] = reason
+            continue
+        try:
+            values = metric.compute(result, gt, mask)
+        except Exception as exc:  # noqa: BLE001 - one broken metric must not lose the others
+            evaluation.skipped[metric.name] = f"failed: {type(exc).__name__}: {exc}"
+            continue
+        for key, value in values.items():
+            evaluation.values[key] = float(value)
+            evaluation.higher_is_better[key] = metric.higher_is_better
+    return evaluation
+
+
+def evaluate_result(result_path: Path, scene: Scene, metrics: list) -> Evaluation:
+    if scene.gt is None:
+        raise UserError(f"{scene.root / 'target' / 'gt.png'}: no ground truth; evaluation needs one")
+    return evaluate_images(read_rgb(result_path), scene.gt, scene.mask, metrics)
+
+
+def scene_of_run(run_dir: Path) -> Path | None:
+    """The scene a run folder was made from, if it recorded one (``run.json``: ``{"scene": PATH}``)."""
+    record = Path(run_dir) / RUN_RECORD
+    if record.is_file():
+        try:
+            scene = json.loads(record.read_text()).get("scene")
+        except (json.JSONDecodeError, AttributeError):
+            raise UserError(f"{record}: not a valid run record (JSON object with a 'scene' path)") from None
+        if scene:
+            path = Path(scene)
+            return path if path.is_absolute() else (Path(run_dir) / path).resolve()
+    return None
+
+
+def evaluate_run(run_dir: Path, metrics: list, scene_path: Path | None = None, max_references: int = 5) -> dict:
+    """Evaluate ``RUN_DIR/result.png`` against its scene; write and return ``RUN_DIR/metrics.json``."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir}: no such run folder")
+    result_path = run_dir / "result.png"
+    if not result_path.is_file():
+        raise UserError(f"{result_path}: no result in this run folder (is the run finished?)")
+    scene_path = scene_path or scene_of_run(run_dir)
+    if scene_path is None:
+        raise UserError(f"{run_dir}: the run does not record its scene ({RUN_RECORD}); pass --scene SCENE")
+    scene = load_scene(scene_path, max_references=max_references)
+    evaluation = evaluate_result(result_path, scene, metrics)
+    record = {"result": str(result_path), "scene": str(Path(scene_path).resolve()), **evaluation.as_dict()}
+    (run_dir / METRICS_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    return record
