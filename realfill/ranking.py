@@ -317,12 +317,15 @@ def rank_candidates(
     """Rank ``candidates`` (HxWx3 uint8 RGB, the target's size) of ``scene`` with ``ranker``.
 
     Returns one dict per candidate, best first: ``file`` (its name), ``score``, ``rank`` (1 = best),
-    ``details`` (``matches``, ``inliers``, ``per_reference``) and ``kept`` (see :func:`mark_kept`).
+    ``details`` (``matches``, ``inliers``, ``per_reference``), ``ranker`` (its name) and ``kept``
+    (see :func:`mark_kept`).
     With ``run_dir``, also writes ``run_dir/ranking.json`` and ``run_dir/correspondences/NNN.png``
     for the ``pictures`` best candidates (NNN = the rank).
     """
     scores = score_candidates(ranker, scene, candidates, names)
     ranking = order_by_score(scores, names)
+    for entry in ranking:
+        entry["ranker"] = ranker.name
     mark_kept(ranking, keep=keep, keep_fraction=keep_fraction)
     if run_dir is not None:
         run_dir = Path(run_dir)

@@ -1,0 +1,199 @@
+"""``realfill rank``: rank a folder of candidate completions of a scene, or re-rank a run without sampling again.
+
+``--samples DIR`` is either any folder of images (samples from another tool too) or a run folder
+(``DIR/samples/`` inside): then ``DIR/ranking.json``, ``DIR/result.png`` and ``DIR/correspondences/``
+are rewritten. Candidates must have the target's size (a wrong size is an error naming the file:
+resizing would move the hole away from the mask).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from rich.table import Table
+
+from realfill.errors import UserError
+
+NAME = "rank"
+HELP = "rank candidate images (any folder, or a run's samples) by correspondences with the references"
+
+#: the preset whose ranker ranks a plain folder when no --config/--preset says otherwise (sift: CPU, no weights)
+DEFAULT_PRESET = "cpu"
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{value} is not in (0, 1]")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("scene", type=Path, metavar="SCENE", help="the scene folder (ref/, target/)")
+    parser.add_argument("--samples", type=Path, required=True, metavar="DIR",
+                        help="a folder of candidate images, or a run folder (ranks DIR/samples, rewrites its ranking)")
+    parser.add_argument("--matcher", "--ranker", dest="ranker", metavar="NAME",
+                        help="ranker component (default: the run's, else the cpu preset's: sift)")
+    keep = parser.add_mutually_exclusive_group()
+    keep.add_argument("--keep", type=_positive_int, metavar="K", help="keep the K best (select.keep)")
+    keep.add_argument("--keep-fraction", type=_fraction, metavar="F",
+                      help="keep the best fraction F in (0, 1] (select.keep_fraction)")
+    parser.add_argument("--json", action="store_true",
+                        help="print a JSON array on stdout: one object per candidate (file, score, rank, kept, ...)")
+    parser.add_argument("--pictures", type=int, default=4, metavar="N",
+                        help="correspondence pictures for the N best (default 4; written with a run folder or --out)")
+    parser.add_argument("--out", type=Path, metavar="DIR",
+                        help="write ranking.json, result.png and correspondences/ here (default: the run folder; "
+                        "nothing is written for a plain folder without --out)")
+    group = parser.add_argument_group("run config")
+    group.add_argument("--preset", help="take the ranker and select settings from this preset")
+    group.add_argument("--config", type=Path, help="take them from this config.toml (default: RUN/config.toml)")
+    group.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config key, e.g. --set ranker.ratio=0.75 --set ranker.geometric_check=none")
+
+
+#: the config keys ranking reads; a --set outside them would be silently ignored, so it is refused
+RANK_KEYS = ("ranker", "select", "max_references")
+
+
+class _RankSettings:
+    """The part of a run config that ranking reads: the ranker, the select section, max_references."""
+
+    def __init__(self, ranker, select, max_references: int):
+        self.ranker, self.select, self.max_references = ranker, select, max_references
+
+
+def _resolve(args: argparse.Namespace, ctx, run_dir: Path | None) -> _RankSettings:
+    """Preset or config file <- --matcher <- --keep/--keep-fraction <- --set, validated for ranking only
+    (ranking must not need the backbone or training sections to be valid or their plugins installed)."""
+    from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+
+    from realfill.config import (
+        SelectConfig,
+        apply_override,
+        format_validation_error,
+        load_preset,
+        parse_override,
+        read_toml,
+        set_component,
+    )
+
+    if args.config is not None and args.preset is not None:
+        raise UserError("--config and --preset exclude each other: a saved config already holds its preset")
+    config_file, preset = args.config, args.preset
+    if config_file is None and preset is None:
+        if run_dir is not None and (run_dir / "config.toml").is_file():
+            config_file = run_dir / "config.toml"
+        else:
+            preset = DEFAULT_PRESET
+    if config_file is not None:
+        data, source = read_toml(config_file), str(config_file)
+    else:
+        data, source = load_preset(preset), f"preset '{preset}'"
+    if args.ranker is not None:
+        set_component(data, "ranker", args.ranker)
+    select = data.setdefault("select", {})
+    if not isinstance(select, dict):
+        raise UserError(f"{source}: 'select' must be a section")
+    if args.keep is not None:
+        select["keep"] = args.keep
+    if args.keep_fraction is not None:
+        select.pop("keep", None)  # the fraction asked for wins over a K saved in the config
+        select["keep_fraction"] = args.keep_fraction
+    for item in args.overrides:
+        path, value = parse_override(item)
+        if path[0] not in RANK_KEYS:
+            raise UserError(f"--set {item}: ranking reads only {', '.join(k + '.*' for k in RANK_KEYS[:2])} "
+                            "and max_references")
+        apply_override(data, path, value)
+        source = f"{source} with --set"
+    section = data.get("ranker")
+    if not isinstance(section, dict) or "name" not in section:
+        raise UserError(f"{source}: no [ranker] section with a name; choose one with --matcher NAME")
+    registry = ctx.plugins.rankers
+    if section["name"] not in registry:
+        raise UserError(f"{source}: {registry.unknown_message(str(section['name']))}")
+    model = create_model(
+        "RankConfig",
+        __config__=ConfigDict(extra="ignore"),
+        ranker=(registry.get(section["name"]).Config, ...),
+        select=(SelectConfig, SelectConfig()),
+        max_references=(int, 5),
+    )
+    try:
+        valid: BaseModel = model.model_validate(data)
+    except ValidationError as exc:
+        raise UserError(format_validation_error(exc, model, source)) from None
+    if valid.max_references < 1:
+        raise UserError(f"{source}: max_references must be at least 1")
+    return _RankSettings(valid.ranker, valid.select, valid.max_references)
+
+
+def _render(ranking: list[dict], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column, justify in (("rank", "right"), ("file", "left"), ("score", "right"), ("matches", "right"),
+                            ("inliers", "right"), ("kept", "left")):
+        table.add_column(column, justify=justify)
+    for entry in ranking:
+        inliers = entry["details"].get("inliers")
+        table.add_row(str(entry["rank"]), entry["file"], f"{entry['score']:g}", str(entry["details"]["matches"]),
+                      "-" if inliers is None else str(inliers), "yes" if entry["kept"] else "")
+    return table
+
+
+def run(args: argparse.Namespace, ctx) -> int:
+    from realfill.ranking import rank_candidates
+    from realfill.scene import list_images, load_scene, read_rgb
+
+    folder = args.samples
+    if not folder.is_dir():
+        raise UserError(f"{folder}: no such folder of samples")
+    run_dir = folder if (folder / "samples").is_dir() else None
+    image_dir = folder / "samples" if run_dir is not None else folder
+    paths = list_images(image_dir)
+    if not paths:
+        raise UserError(f"{image_dir}: no candidate images (.png/.jpg) to rank")
+    if args.pictures < 0:
+        raise UserError(f"--pictures {args.pictures}: must be 0 or more")
+
+    config = _resolve(args, ctx, run_dir)
+    scene = load_scene(args.scene, max_references=config.max_references)
+    candidates = [read_rgb(p) for p in paths]
+    names = [p.relative_to(folder).as_posix() for p in paths]
+    ranker = ctx.plugins.rankers.create(config.ranker)
+    out_dir = args.out if args.out is not None else run_dir
+
+    ctx.console.print(f"ranking {len(paths)} candidates of {scene.name} with {ranker.name} "
+                      f"against {len(scene.references)} references")
+    ranking = rank_candidates(ranker, scene, candidates, names, run_dir=out_dir, keep=config.select.keep,
+                              keep_fraction=config.select.keep_fraction, pictures=args.pictures)
+    if out_dir is not None:
+        from PIL import Image
+
+        Image.fromarray(candidates[names.index(ranking[0]["file"])]).save(out_dir / "result.png")
+        ctx.plugins.ranking_done(run_dir=out_dir, ranking=ranking)
+        ctx.console.print(f"wrote {out_dir / 'ranking.json'}, {out_dir / 'result.png'} "
+                          f"and {min(args.pictures, len(ranking))} pictures in {out_dir / 'correspondences'}")
+
+    if args.json:
+        rows = [{"file": e["file"], "score": e["score"], "rank": e["rank"], "kept": e["kept"],
+                 "matches": e["details"]["matches"], "inliers": e["details"]["inliers"]} for e in ranking]
+        print(json.dumps(rows, indent=1))
+    else:
+        ctx.out.print(_render(ranking, f"{scene.name}: {len(ranking)} candidates ranked by {ranker.name}"))
+    return 0
