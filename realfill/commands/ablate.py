@@ -1,0 +1,112 @@
+"""``realfill ablate``: configurations x scenes, stages shared, resumable, locally or on Ray."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from realfill.errors import UserError
+
+NAME = "ablate"
+HELP = "run an ablation (repeated flags make axes; or --sweep FILE.toml) with shared stages and a report"
+
+#: flag dest -> config key; a flag given N times is an axis with N values
+AXES = {
+    "backbone": "backbone.name",
+    "adapter": "adapter.name",
+    "masking": "masking.name",
+    "ranker": "ranker.name",
+    "steps": "train.steps",
+    "samples": "sample.num_samples",
+    "seed": "seed",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("scenes", nargs="+", type=Path, metavar="SCENE", help="scene folders (RealBench layout)")
+    base = parser.add_argument_group("base config (every run)")
+    base.add_argument("--preset", help="a named preset: paper (default), smoke, cpu, ...")
+    base.add_argument("--config", type=Path, help="a config.toml to start from")
+    base.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                      help="override a config key in every run, e.g. --set train.steps=2")
+    axes = parser.add_argument_group("axes (repeat a flag to add values; runs are the cartesian product)")
+    axes.add_argument("--backbone", action="append", default=[])
+    axes.add_argument("--adapter", action="append", default=[])
+    axes.add_argument("--masking", action="append", default=[])
+    axes.add_argument("--matcher", "--ranker", dest="ranker", action="append", default=[])
+    axes.add_argument("--steps", type=int, action="append", default=[], help="train.steps")
+    axes.add_argument("--samples", type=int, action="append", default=[], help="sample.num_samples")
+    axes.add_argument("--seed", type=int, action="append", default=[])
+    axes.add_argument("--sweep", type=Path, metavar="FILE.toml",
+                      help="the configurations from a file: [axes] (a product) or [[run]] (a list)")
+    axes.add_argument("--baseline", action="append", default=[], metavar="NAME",
+                      help="add a baseline beside every table: telea, geometric, backbone-untuned (repeatable)")
+    run = parser.add_argument_group("running")
+    run.add_argument("--out", type=Path, default=Path("runs/ablation"), help="the ablation folder (default runs/ablation)")
+    run.add_argument("--executor", choices=("local", "ray"), default="local")
+    run.add_argument("--address", help="Ray cluster address (default: start a local one)")
+    run.add_argument("--ray-cpus", type=int, help="CPUs of the local Ray instance (default: all)")
+    run.add_argument("--no-tui", action="store_true", help="plain lines instead of the live terminal UI")
+    run.add_argument("--metric", action="append", default=[], metavar="NAME", help="only these metrics (repeatable)")
+    run.add_argument("--metric-weights", action="append", default=[], metavar="NAME=PATH",
+                     help="local weights for a learned metric, e.g. dino=/models/dino-vits16")
+
+
+def configurations_from_args(args, plugins):
+    from realfill.ablation import Configuration, product_configurations, read_sweep
+    from realfill.baselines import BASELINE_NAMES, IMAGE_BASELINES
+
+    axes = {key: getattr(args, dest) for dest, key in AXES.items() if getattr(args, dest)}
+    base = {"preset": args.preset, "config": args.config, "set": list(args.overrides)}
+    if args.sweep is not None:
+        if axes:
+            raise UserError(f"--sweep {args.sweep}: give the axes in the sweep file or as flags, not both")
+        sweep_base, configurations = read_sweep(args.sweep)
+        if sweep_base.get("preset") and not args.preset and not args.config:
+            base["preset"] = sweep_base["preset"]
+        if sweep_base.get("config") and not args.preset and not args.config:
+            base["config"] = (args.sweep.parent / sweep_base["config"]).resolve()
+        base["set"] = [*sweep_base.get("set", []), *base["set"]]
+    else:
+        for dest, key in AXES.items():
+            values = getattr(args, dest)
+            if len(values) != len(set(values)):
+                raise UserError(f"--{dest}: a value is given twice ({', '.join(map(str, values))})")
+        configurations = product_configurations(axes) if axes else [Configuration("base")]
+    if base["preset"] and base["config"]:
+        raise UserError("--config and --preset exclude each other: a saved config already holds its preset")
+    for name in args.baseline:
+        if name not in BASELINE_NAMES:
+            raise UserError(f"--baseline {name}: unknown baseline; known baselines: {', '.join(BASELINE_NAMES)}")
+    extra = []
+    if "backbone-untuned" in args.baseline:
+        for c in configurations:
+            label = "backbone-untuned" if len(configurations) == 1 else f"{c.label},untuned"
+            extra.append(Configuration(label, [*c.overrides, "train.steps=0"]))
+    extra += [Configuration(name, baseline=name) for name in args.baseline if name in IMAGE_BASELINES]
+    return base, configurations + extra
+
+
+def run(args: argparse.Namespace, ctx) -> int:
+    from realfill.ablation import LocalExecutor, RayExecutor, build_plan, run_ablation
+    from realfill.evaluation import parse_metric_weights
+    from realfill.tui import make_reporter
+
+    if args.address and args.executor != "ray":
+        raise UserError("--address is for --executor ray")
+    base, configurations = configurations_from_args(args, ctx.plugins)
+    weights = parse_metric_weights(args.metric_weights)
+    for name in [*args.metric, *weights]:
+        ctx.plugins.metrics.get(name)  # unknown names fail before anything runs
+    plan = build_plan(args.scenes, configurations, args.out, preset=base["preset"], config_file=base["config"],
+                      overrides=base["set"], plugins=ctx.plugins)
+    executor = RayExecutor(args.address, args.ray_cpus) if args.executor == "ray" else LocalExecutor()
+    blocked = sorted(getattr(ctx.plugins, "blocked", ()) or ())
+    try:
+        with make_reporter(ctx.console, ctx.plugins, tui=not args.no_tui) as reporter:
+            outcome = run_ablation(plan, executor, reporter, metrics=args.metric, metric_weights=weights, blocked=blocked)
+    finally:
+        if hasattr(executor, "close"):
+            executor.close()
+    ctx.console.print(f"results: {plan.out / 'results.csv'}, {plan.out / 'report.md'}", soft_wrap=True)
+    return 1 if outcome.failed else 0
