@@ -294,17 +294,20 @@ def measured(record: dict):
 
 # -- the stages (top-level functions of plain dicts, so a Ray worker can run them) -------------------
 
-_plugins_by_blocked: dict[tuple, Any] = {}
+_worker_plugin_sets: dict[tuple, Any] = {}
 
 
-def _worker_plugins(blocked: tuple[str, ...]):
-    from realfill.plugins import RealfillPlugins, get_plugins
+def _worker_plugins(task: dict):
+    """This process's plugins: the caller's (set_plugins, as the CLI does) in the driver; in a Ray worker,
+    a manager built like the driver's (third-party autoload on or off, the same blocked plugins)."""
+    import realfill.plugins as plugins_module
 
-    if not blocked:
-        return get_plugins()
-    if blocked not in _plugins_by_blocked:
-        _plugins_by_blocked[blocked] = RealfillPlugins(blocked=blocked)
-    return _plugins_by_blocked[blocked]
+    if plugins_module._default is not None:
+        return plugins_module._default
+    key = (bool(task.get("autoload", True)), tuple(task.get("blocked", ())))
+    if key not in _worker_plugin_sets:
+        _worker_plugin_sets[key] = plugins_module.RealfillPlugins(autoload=key[0], blocked=key[1])
+    return _worker_plugin_sets[key]
 
 
 class _StepObserver:
@@ -333,7 +336,7 @@ def _stage(task: dict, body: Callable[[dict, Any], dict], progress: Callable | N
     """Run a stage body with timing, memory and error capture; mark it done only when it succeeded."""
     directory = Path(task["dir"])
     record: dict[str, Any] = {"kind": task["kind"], "key": task["key"], "dir": str(directory)}
-    plugins = _worker_plugins(tuple(task.get("blocked", ())))
+    plugins = _worker_plugins(task)
     try:
         with measured(record):
             record.update(body(task, plugins, progress) or {})
@@ -537,6 +540,7 @@ def run_ablation(
     metrics: list[str] | None = None,
     metric_weights: dict[str, Path] | None = None,
     blocked: Iterable[str] = (),
+    plugins=None,
 ) -> AblationOutcome:
     """Train, sample and rank what the plan needs and is not yet finished; write the results."""
     out = plan.out
@@ -545,7 +549,8 @@ def run_ablation(
         "base": plan.base,
         "runs": [{"scene": str(r.scene), "configuration": r.configuration.as_dict(), "run_dir": str(r.run_dir)} for r in plan.runs],
     })
-    common = {"blocked": list(blocked), "metrics": list(metrics or []),
+    autoload = plugins is None or any(not info.builtin for info in plugins.plugin_infos())
+    common = {"blocked": list(blocked), "autoload": autoload, "metrics": list(metrics or []),
               "metric_weights": {k: str(v) for k, v in (metric_weights or {}).items()}}
     ran = {"train": 0, "sample": 0, "run": 0}
     skipped = {"train": 0, "sample": 0, "run": 0}

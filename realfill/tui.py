@@ -108,8 +108,8 @@ class LiveReporter(PlainReporter):
         self.stage_tasks: dict[str, Any] = {}
         self.rows: list[tuple[dict, bool]] = []
         self.header = ""
-        self.live = Live(self._render(), console=console, refresh_per_second=8, transient=False)
         self.messages: list[str] = []
+        self.live = Live(self._render(), console=console, refresh_per_second=8, transient=False)
 
     def __enter__(self):
         self.live.__enter__()

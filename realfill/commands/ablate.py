@@ -71,7 +71,8 @@ def configurations_from_args(args, plugins):
         for dest, key in AXES.items():
             values = getattr(args, dest)
             if len(values) != len(set(values)):
-                raise UserError(f"--{dest}: a value is given twice ({', '.join(map(str, values))})")
+                flag = "matcher" if dest == "ranker" else dest
+                raise UserError(f"--{flag}: a value is given twice ({', '.join(map(str, values))})")
         configurations = product_configurations(axes) if axes else [Configuration("base")]
     if base["preset"] and base["config"]:
         raise UserError("--config and --preset exclude each other: a saved config already holds its preset")
@@ -104,7 +105,8 @@ def run(args: argparse.Namespace, ctx) -> int:
     blocked = sorted(getattr(ctx.plugins, "blocked", ()) or ())
     try:
         with make_reporter(ctx.console, ctx.plugins, tui=not args.no_tui) as reporter:
-            outcome = run_ablation(plan, executor, reporter, metrics=args.metric, metric_weights=weights, blocked=blocked)
+            outcome = run_ablation(plan, executor, reporter, metrics=args.metric, metric_weights=weights,
+                                   blocked=blocked, plugins=ctx.plugins)
     finally:
         if hasattr(executor, "close"):
             executor.close()
