@@ -180,6 +180,10 @@ class CorrespondenceRanker(Ranker):
 
     # -- what a subclass implements ---------------------------------------------------------
 
+    def load(self) -> Any:
+        """Load models and weights now, so that missing weights fail before any work (none here)."""
+        return None
+
     def extract(self, images: list[np.ndarray], regions: list[np.ndarray] | None) -> list[Any]:
         """Features of same-size HxWx3 uint8 RGB ``images`` (one entry per image).
 

@@ -93,7 +93,7 @@ class LightGlueRanker(CorrespondenceRanker):
                                  self.config.extractor_weights, extractor_places, HOW.format(key="extractor_weights"))
         return matcher, extractor
 
-    def _load(self):
+    def load(self):
         if self._models is not None:
             return self._models
         import torch
@@ -128,7 +128,7 @@ class LightGlueRanker(CorrespondenceRanker):
     def extract(self, images, regions):
         import torch
 
-        extractor, _, device = self._load()
+        extractor, _, device = self.load()
         batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).to(device=device, dtype=torch.float32) / 255
         h, w = images[0].shape[:2]
         with torch.inference_mode():
@@ -148,7 +148,7 @@ class LightGlueRanker(CorrespondenceRanker):
     def match(self, candidate_features, reference_features):
         import torch
 
-        _, matcher, device = self._load()
+        _, matcher, device = self.load()
         empty = np.zeros((0, 2), np.float32)
         f0, f1 = candidate_features, reference_features
         if len(f0["keypoints"]) == 0 or len(f1["keypoints"]) == 0:

@@ -54,7 +54,7 @@ class LoftrRanker(CorrespondenceRanker):
         return find_weights(f"LoFTR ({variant})", "ranker.weights", self.config.weights, [place],
                             HOW.format(variant=variant))
 
-    def _load(self):
+    def load(self):
         if self._model is not None:
             return self._model
         from kornia.feature import LoFTR as LoFTR_
@@ -75,7 +75,7 @@ class LoftrRanker(CorrespondenceRanker):
     def extract(self, images, regions):
         import torch
 
-        model, device = self._load()
+        model, device = self.load()
         gray = np.stack([img.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32) for img in images])
         batch = torch.from_numpy(gray)[:, None].to(device) / 255
         with torch.inference_mode():
@@ -85,7 +85,7 @@ class LoftrRanker(CorrespondenceRanker):
     def match(self, candidate_features, reference_features):
         import torch
 
-        model, _ = self._load()
+        model, _ = self.load()
         with torch.inference_mode():
             out = model({"features0": candidate_features, "features1": reference_features})
         # LoFTR puts pixel centres at +0.5; the rest of the platform at integer coordinates

@@ -177,6 +177,8 @@ def run(args: argparse.Namespace, ctx) -> int:
     names = [p.relative_to(folder).as_posix() for p in paths]
     ranker = ctx.plugins.rankers.create(config.ranker)
     out_dir = args.out if args.out is not None else run_dir
+    if hasattr(ranker, "load"):
+        ranker.load()  # missing weights: one line before any progress
 
     ctx.console.print(f"ranking {len(paths)} candidates of {scene.name} with {ranker.name} "
                       f"against {len(scene.references)} references")
