@@ -229,6 +229,16 @@ def test_unknown_ranker_is_a_user_error(scenes, tmp_path, plugins, capsys):
     assert "unknown ranker 'nope'" in err and "known rankers:" in err and "Traceback" not in err
 
 
+def test_baselines_only_from_the_command_line(scenes, tmp_path, capsys):
+    out = tmp_path / "abl"
+    assert ablate(*scenes, "--baselines-only", "--baseline", "telea", "--metric", "psnr", "--out", out) == 0
+    rows = read_csv(out / "results.csv")
+    assert [(r["scene"], r["method"], r["status"]) for r in rows] == [("motorcycle", "telea", "ok"), ("coffee", "telea", "ok")]
+    assert "finished: 2 runs, 0 failed" in capsys.readouterr().err
+    assert ablate(scenes[0], "--baselines-only", "--baseline", "telea", "--matcher", "sift", "--out", out) == 2
+    assert "--baselines-only: give only image baselines" in capsys.readouterr().err
+
+
 def test_missing_scene_is_a_user_error(tmp_path, capsys):
     assert ablate(tmp_path / "nowhere", "--out", tmp_path / "o") == 2
     assert "no such scene folder" in capsys.readouterr().err

@@ -41,6 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="the configurations from a file: [axes] (a product) or [[run]] (a list)")
     axes.add_argument("--baseline", action="append", default=[], metavar="NAME",
                       help="add a baseline beside every table: telea, geometric, backbone-untuned (repeatable)")
+    axes.add_argument("--baselines-only", action="store_true",
+                      help="run only the image baselines (telea, geometric): no fine-tuning, no backbone needed")
     run = parser.add_argument_group("running")
     run.add_argument("--out", type=Path, default=Path("runs/ablation"), help="the ablation folder (default runs/ablation)")
     run.add_argument("--executor", choices=("local", "ray"), default="local")
@@ -79,6 +81,12 @@ def configurations_from_args(args, plugins):
     for name in args.baseline:
         if name not in BASELINE_NAMES:
             raise UserError(f"--baseline {name}: unknown baseline; known baselines: {', '.join(BASELINE_NAMES)}")
+    if args.baselines_only:
+        image_baselines = [name for name in args.baseline if name in IMAGE_BASELINES]
+        if not image_baselines or axes or args.sweep or len(image_baselines) != len(args.baseline):
+            raise UserError("--baselines-only: give only image baselines (--baseline telea, --baseline geometric), "
+                            "and no axes or sweep")
+        return base, [Configuration(name, baseline=name) for name in image_baselines]
     extra = []
     if "backbone-untuned" in args.baseline:
         for c in configurations:
