@@ -56,7 +56,7 @@ ERROR = "error.json"
 #: the flags that make axes, and the run-config field each sets
 AXIS_FLAGS = {"backbone": "backbone.name", "adapter": "adapter.name", "masking": "masking.name", "ranker": "ranker.name"}
 #: metrics shown in summaries first (the paper's table), when present
-KEY_METRICS = ("psnr_masked", "ssim_masked", "ms_ssim_masked", "lpips", "dreamsim", "dino", "clip")
+KEY_METRICS = ("psnr_masked", "ssim_masked", "ms_ssim_masked", "lpips", "dreamsim", "dino", "clip", "psnr", "ssim", "ms_ssim")
 
 
 # -- configurations ----------------------------------------------------------------------------------
@@ -729,7 +729,7 @@ def write_results(plan: Plan, rows: list[dict]) -> None:
     _write_json(out / "results.json", {"rows": rows, "summary": summary})
     chart = names[0] if names else None
     if chart:
-        bar_chart(summary, [m for m in names if m in KEY_METRICS][:4] or names[:1]).save(out / "chart.png")
+        bar_chart(summary, [m for m in names if m in KEY_METRICS[:7]][:4] or names[:1]).save(out / "chart.png")
     (out / "report.md").write_text(report_markdown(plan, rows, summary, chart is not None))
 
 
@@ -752,7 +752,10 @@ def report_markdown(plan: Plan, rows: list[dict], summary: list[dict], chart: bo
         cells = [entry["configuration"], f"{entry['ok']}/{entry['runs']}"]
         for name in names:
             m = entry["metrics"].get(name)
-            cells.append(f"{m['mean']:.4f} ± {m['std']:.4f}" if m else "—")
+            if m is None:
+                cells.append("—")
+            else:  # one scene has no spread
+                cells.append(f"{m['mean']:.4f} ± {m['std']:.4f}" if m["n"] > 1 else f"{m['mean']:.4f}")
         lines.append("| " + " | ".join(cells) + " |")
     skipped = {k: v for r in rows for k, v in r.get("skipped_metrics", {}).items()}
     if skipped:
