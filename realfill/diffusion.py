@@ -1,0 +1,286 @@
+"""What a backbone's ``load()`` returns: an inpainting diffusion model, as training and sampling see it.
+
+:class:`InpaintModel` is generic over latent vs pixel space and over zero, one or two text encoders:
+
+- ``denoiser`` takes ``noisy (+) mask (+) masked-image latents`` (the 9-channel SD inpainting input; a
+  pixel-space model takes ``3 + 1 + 3``) and predicts what ``noise_scheduler.config.prediction_type`` says
+  (``epsilon``, ``v_prediction`` or ``sample``);
+- ``encode_images`` / ``decode_latents`` map ``[-1, 1]`` images to the space the denoiser works in
+  (``latent_factor`` pixels per latent cell: 8 for the SD VAEs, 1 in pixel space);
+- ``encode_prompts`` returns the conditioning as a dict of batch-first tensors (empty without a text
+  encoder); :func:`select_conditioning` and :func:`cat_conditioning` index and join such dicts;
+- ``generate`` samples completions; the default is the generic loop of :mod:`realfill.sampling`;
+  :class:`DiffusersInpaintModel` uses its stock diffusers pipeline so that our samples are exactly what
+  ``StableDiffusion(XL)InpaintPipeline`` gives for the same weights.
+
+Training (:mod:`realfill.training`) needs only the members below, so a new backbone (a third-party one, or
+``scratch-pixel``) subclasses :class:`InpaintModel` and fills in the abstract methods.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Conditioning = dict[str, torch.Tensor]
+
+#: the parameter-group names adapters and learning rates use (TrainConfig.lr_unet / lr_text_encoder)
+DENOISER_GROUP = "unet"
+TEXT_ENCODER_GROUP = "text_encoder"
+
+
+class InpaintModel:
+    """An inpainting diffusion model. Subclasses set the attributes and implement the abstract methods."""
+
+    #: the network trained and called at every step (a UNet for the SD backbones)
+    denoiser: nn.Module
+    #: the text encoders, in the order their names in :meth:`trainable_modules` follow; empty if none
+    text_encoders: list[nn.Module]
+    #: the training noise schedule (a diffusers scheduler; ``config.prediction_type`` is honoured)
+    noise_scheduler: Any
+    #: pixels per latent cell (8 for SD VAEs, 1 in pixel space)
+    latent_factor: int = 8
+    #: image sides (pixels) must be multiples of this for the denoiser (its downsampling x latent_factor)
+    size_multiple: int = 64
+    #: the resolution the published weights were trained at (a hint; TrainConfig.resolution decides)
+    native_resolution: int = 512
+    device: torch.device = torch.device("cpu")
+    dtype: torch.dtype = torch.float32
+
+    # -- what every backbone implements -------------------------------------------------------------
+
+    def encode_images(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``[B, 3, H, W]`` in ``[-1, 1]`` -> what the denoiser works on (scaled latents, or the pixels)."""
+        raise NotImplementedError
+
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """The inverse of :meth:`encode_images`: -> ``[B, 3, H, W]`` in about ``[-1, 1]``."""
+        raise NotImplementedError
+
+    def encode_prompts(self, prompts: list[str]) -> Conditioning:
+        """The conditioning for each prompt, batch-first tensors (``{}`` for an unconditional model).
+
+        Gradients flow when a text encoder trains; call under ``torch.no_grad()`` otherwise."""
+        return {}
+
+    def denoise(
+        self,
+        noisy: torch.Tensor,
+        timesteps: torch.Tensor,
+        mask: torch.Tensor,
+        masked_latents: torch.Tensor,
+        cond: Conditioning,
+    ) -> torch.Tensor:
+        """The denoiser's prediction for ``noisy`` at ``timesteps``, given the latent-size ``mask``
+        (1 = fill) and the encoded masked image."""
+        raise NotImplementedError
+
+    # -- shared behaviour (override where a backbone differs) ----------------------------------------
+
+    def latent_mask(self, mask: torch.Tensor) -> torch.Tensor:
+        """A pixel-size mask ``[B, 1, H, W]`` at the denoiser's size (nearest, as the SD pipelines do)."""
+        if self.latent_factor == 1:
+            return mask
+        h, w = mask.shape[-2] // self.latent_factor, mask.shape[-1] // self.latent_factor
+        return F.interpolate(mask, size=(h, w))
+
+    def trainable_modules(self) -> dict[str, nn.Module]:
+        """Modules an adapter may train, by the name used for files and learning rates:
+        ``unet`` (the denoiser), ``text_encoder``, ``text_encoder_2``."""
+        modules: dict[str, nn.Module] = {DENOISER_GROUP: self.denoiser}
+        for i, encoder in enumerate(self.text_encoders):
+            modules[TEXT_ENCODER_GROUP if i == 0 else f"{TEXT_ENCODER_GROUP}_{i + 1}"] = encoder
+        return modules
+
+    def frozen_modules(self) -> list[nn.Module]:
+        """Modules that never train (a VAE); kept in eval mode without gradients."""
+        return []
+
+    def freeze(self) -> None:
+        """No parameter trains until an adapter says so."""
+        for module in [*self.trainable_modules().values(), *self.frozen_modules()]:
+            module.requires_grad_(False)
+
+    def enable_gradient_checkpointing(self) -> None:
+        for module in self.trainable_modules().values():
+            for method in ("enable_gradient_checkpointing", "gradient_checkpointing_enable"):
+                if hasattr(module, method):
+                    getattr(module, method)()
+                    break
+
+    def set_attention(self, kind: str) -> None:
+        """``sdpa`` (PyTorch's scaled_dot_product_attention) or ``default`` (the plain processor)."""
+
+    def to(self, device: Any = None, dtype: torch.dtype | None = None) -> InpaintModel:
+        for module in [*self.trainable_modules().values(), *self.frozen_modules()]:
+            module.to(device=device, dtype=dtype)
+        if device is not None:
+            self.device = torch.device(device)
+        if dtype is not None:
+            self.dtype = dtype
+        return self
+
+    def make_scheduler(self, name: str) -> Any:
+        """A sampling scheduler (``ddpm``, ``ddim``, ``dpm``, ``euler``) from the training schedule's config."""
+        from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
+
+        classes = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "dpm": DPMSolverMultistepScheduler,
+                   "euler": EulerDiscreteScheduler}
+        return classes[name].from_config(self.noise_scheduler.config)
+
+    def generate(
+        self,
+        image: torch.Tensor,
+        mask: torch.Tensor,
+        prompt: str,
+        *,
+        generators: list[torch.Generator],
+        scheduler: Any,
+        steps: int,
+        guidance_scale: float = 1.0,
+    ) -> torch.Tensor:
+        """Sample ``len(generators)`` completions of ``image`` (``[1, 3, H, W]`` in ``[-1, 1]``) where
+        ``mask`` (``[1, 1, H, W]``, 1 = fill) says; one generator per sample. Returns ``[N, 3, H, W]`` in
+        ``[0, 1]``, not yet composited. The default is the generic loop of :mod:`realfill.sampling`."""
+        from realfill.sampling import denoise_loop
+
+        return denoise_loop(self, image, mask, prompt, generators=generators, scheduler=scheduler, steps=steps,
+                            guidance_scale=guidance_scale)
+
+
+def select_conditioning(cond: Conditioning, index: torch.Tensor) -> Conditioning:
+    """The rows ``index`` of every tensor in ``cond``."""
+    return {key: value[index] for key, value in cond.items()}
+
+
+def cat_conditioning(conds: list[Conditioning]) -> Conditioning:
+    if not conds or not conds[0]:
+        return {}
+    return {key: torch.cat([c[key] for c in conds]) for key in conds[0]}
+
+
+# -------------------------------------------------------------------------------------------------
+# The diffusers family: StableDiffusionInpaintPipeline (SD2) and StableDiffusionXLInpaintPipeline (SDXL).
+# Training encodes prompts and time ids with the pipeline's own methods, so training and sampling agree.
+# -------------------------------------------------------------------------------------------------
+
+
+class DiffusersInpaintModel(InpaintModel):
+    """An SD2- or SDXL-style inpainting pipeline (VAE latents, 9-channel UNet, CLIP text encoder(s))."""
+
+    latent_factor = 8
+
+    def __init__(self, pipeline, *, native_resolution: int = 512):
+        self.pipeline = pipeline
+        self.pipeline.set_progress_bar_config(disable=True)
+        self.vae = pipeline.vae
+        self.denoiser = pipeline.unet
+        self.text_encoders = [e for e in (pipeline.text_encoder, getattr(pipeline, "text_encoder_2", None)) if e is not None]
+        self.noise_scheduler = self._training_scheduler(pipeline.scheduler)
+        self.is_sdxl = getattr(pipeline.unet.config, "addition_embed_type", None) == "text_time"
+        self.latent_factor = pipeline.vae_scale_factor
+        downsamples = len(pipeline.unet.config.block_out_channels) - 1
+        self.size_multiple = self.latent_factor * 2**downsamples
+        self.native_resolution = native_resolution
+        self.device = pipeline.unet.device
+        self.dtype = pipeline.unet.dtype
+
+    @staticmethod
+    def _training_scheduler(scheduler):
+        from diffusers import DDPMScheduler
+
+        return DDPMScheduler.from_config(scheduler.config)
+
+    def frozen_modules(self) -> list[nn.Module]:
+        return [self.vae]
+
+    def to(self, device: Any = None, dtype: torch.dtype | None = None) -> DiffusersInpaintModel:
+        super().to(device, dtype)
+        if self.is_sdxl and dtype == torch.float16 and self.vae.config.force_upcast:
+            self.vae.to(torch.float32)  # the SDXL VAE overflows in fp16 (the pipeline upcasts it too)
+        return self
+
+    def set_attention(self, kind: str) -> None:
+        from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+        processor = AttnProcessor2_0 if kind == "sdpa" else AttnProcessor
+        for module in (self.denoiser, self.vae):
+            module.set_attn_processor(processor())
+
+    def encode_images(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        vae_dtype = next(self.vae.parameters()).dtype
+        posterior = self.vae.encode(images.to(vae_dtype)).latent_dist
+        latents = posterior.sample(generator=generator) if generator is not None else posterior.mode()
+        return (latents * self.vae.config.scaling_factor).to(self.dtype)
+
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        vae_dtype = next(self.vae.parameters()).dtype
+        return self.vae.decode(latents.to(vae_dtype) / self.vae.config.scaling_factor).sample
+
+    def encode_prompts(self, prompts: list[str]) -> Conditioning:
+        if self.is_sdxl:
+            embeds, _, pooled, _ = self.pipeline.encode_prompt(
+                prompts, device=self.device, num_images_per_prompt=1, do_classifier_free_guidance=False
+            )
+            return {"encoder_hidden_states": embeds, "text_embeds": pooled}
+        embeds, _ = self.pipeline.encode_prompt(prompts, self.device, 1, False)
+        return {"encoder_hidden_states": embeds}
+
+    def time_ids(self, height: int, width: int, batch: int) -> torch.Tensor:
+        """SDXL's added time ids for a ``height x width`` image, uncropped: what the pipeline uses when
+        sampling at that size (original = target size, crop at (0, 0))."""
+        size = (height, width)
+        projection_dim = self.text_encoders[-1].config.projection_dim
+        ids, _ = self.pipeline._get_add_time_ids(
+            size, (0, 0), size, 6.0, 2.5, size, (0, 0), size, dtype=self.dtype,
+            text_encoder_projection_dim=projection_dim,
+        )
+        return ids.to(self.device).repeat(batch, 1)
+
+    def denoise(self, noisy, timesteps, mask, masked_latents, cond):
+        model_input = torch.cat([noisy, mask.to(noisy.dtype), masked_latents.to(noisy.dtype)], dim=1)
+        added = None
+        if self.is_sdxl:
+            h, w = noisy.shape[-2] * self.latent_factor, noisy.shape[-1] * self.latent_factor
+            added = {"text_embeds": cond["text_embeds"], "time_ids": self.time_ids(h, w, noisy.shape[0])}
+        return self.denoiser(
+            model_input, timesteps, encoder_hidden_states=cond["encoder_hidden_states"],
+            added_cond_kwargs=added, return_dict=False,
+        )[0]
+
+    def generate(self, image, mask, prompt, *, generators, scheduler, steps, guidance_scale=1.0):
+        """The stock pipeline's ``__call__`` (so a stock pipeline with the same weights gives the same
+        samples); ``image`` in ``[-1, 1]``, ``mask`` 0/1, both ``[1, C, H, W]``."""
+        self.pipeline.scheduler = scheduler
+        height, width = image.shape[-2:]
+        n = len(generators)
+        kwargs: dict[str, Any] = {}
+        if self.is_sdxl:
+            kwargs["strength"] = 1.0
+        out = self.pipeline(
+            prompt=[prompt] * n,
+            image=((image + 1) / 2).expand(n, -1, -1, -1),  # the pipeline takes tensors in [0, 1]
+            mask_image=mask.expand(n, -1, -1, -1),
+            height=height,
+            width=width,
+            num_inference_steps=steps,
+            guidance_scale=guidance_scale,
+            generator=list(generators),
+            output_type="pt",
+            **kwargs,
+        )
+        return out.images.float().clamp(0, 1)
+
+
+def to_tensor_image(image: np.ndarray) -> torch.Tensor:
+    """HxWx3 uint8 -> ``[1, 3, H, W]`` float in ``[-1, 1]``."""
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+
+
+def to_tensor_mask(mask: np.ndarray) -> torch.Tensor:
+    """HxW bool -> ``[1, 1, H, W]`` float 0/1."""
+    return torch.from_numpy(np.ascontiguousarray(mask)).float()[None, None]
