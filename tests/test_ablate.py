@@ -9,7 +9,6 @@ import csv
 import io
 import json
 import shutil
-import time
 from pathlib import Path
 
 import cv2
@@ -84,9 +83,7 @@ BASELINES = [Configuration("telea", baseline="telea"), Configuration("geometric"
 def test_baseline_ablation_writes_results_and_a_second_run_skips_everything(scenes, tmp_path, plugins):
     out = tmp_path / "abl"
     plan = build_plan(scenes, BASELINES, out, plugins=plugins)
-    start = time.perf_counter()
     first = run_ablation(plan, LocalExecutor(), PlainReporter(Console(file=io.StringIO())), metrics=["psnr", "ssim"])
-    first_s = time.perf_counter() - start
     assert first.ran["run"] == 4 and not first.failed
     rows = read_csv(out / "results.csv")
     assert [(r["scene"], r["configuration"]) for r in rows] == [
@@ -104,13 +101,12 @@ def test_baseline_ablation_writes_results_and_a_second_run_skips_everything(scen
             float(row["psnr_masked"]))
 
     log = io.StringIO()
-    start = time.perf_counter()
+    mtimes = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/*/result.png")}
     second = run_ablation(plan, LocalExecutor(), PlainReporter(Console(file=log, width=200)), metrics=["psnr", "ssim"])
-    second_s = time.perf_counter() - start
     assert second.ran["run"] == 0 and second.skipped["run"] == 4
     assert "skipped 4 finished runs" in log.getvalue()
     assert read_csv(out / "results.csv") == rows
-    assert second_s < first_s
+    assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/*/result.png")} == mtimes  # nothing was redone
 
 
 def test_a_killed_run_is_redone_and_only_it(scenes, tmp_path, plugins):
@@ -222,8 +218,9 @@ def test_bad_ablate_input_is_one_line_exit_2(args, fragment, scenes, tmp_path, c
 
 
 def test_unknown_ranker_is_a_user_error(scenes, tmp_path, plugins, capsys):
-    if not len(plugins.backbones):
-        pytest.skip("no backbone is registered yet, so no run config validates")
+    missing = [role for role in ("backbone", "adapter", "masking", "ranker") if not len(plugins.registry(role))]
+    if missing:
+        pytest.skip(f"no {', '.join(missing)} component is registered yet, so no run config validates")
     assert ablate(scenes[0], "--preset", "smoke", "--matcher", "sift", "--matcher", "nope", "--out", tmp_path / "o") == 2
     err = capsys.readouterr().err
     assert "unknown ranker 'nope'" in err and "known rankers:" in err and "Traceback" not in err
@@ -289,9 +286,7 @@ def test_smoke_ablation_two_rankers_two_scenes(scenes, tmp_path, plugins, capsys
     out = tmp_path / "abl"
     argv = [*scenes, "--preset", "smoke", "--matcher", "sift", "--matcher", "lightglue", *SMOKE_SETTINGS,
             *PIXEL_METRICS, "--out", out]
-    start = time.perf_counter()
     assert ablate(*argv) == 0, capsys.readouterr().err
-    first_s = time.perf_counter() - start
     rows = read_csv(out / "results.csv")
     assert len(rows) == 4 and {r["ranker"] for r in rows} == {"sift", "lightglue"}
     assert all(r["status"] == "ok" and float(r["psnr_masked"]) > 0 for r in rows)
@@ -301,12 +296,9 @@ def test_smoke_ablation_two_rankers_two_scenes(scenes, tmp_path, plugins, capsys
         mine = [r for r in rows if r["scene"] == scene]
         assert float(mine[0]["train_s"]) == float(mine[1]["train_s"])  # the same stage record
     capsys.readouterr()
-    start = time.perf_counter()
-    assert ablate(*argv) == 0
-    second_s = time.perf_counter() - start
+    assert ablate(*argv) == 0  # how much faster it is: benchmarks/test_ablate_resume.py
     err = capsys.readouterr().err
-    assert "skipped 4 finished runs" in err and "ran 0 train, 0 sample, 0 rank stages" in err
-    assert second_s < 0.5 * first_s, (first_s, second_s)
+    assert "ran 0 train, 0 sample, 0 rank stages; skipped 4 finished runs" in err
     assert read_csv(out / "results.csv") == rows
 
 
