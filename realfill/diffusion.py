@@ -44,6 +44,8 @@ class InpaintModel:
     noise_scheduler: Any
     #: pixels per latent cell (8 for SD VAEs, 1 in pixel space)
     latent_factor: int = 8
+    #: channels of what the denoiser denoises (4 SD latents; 3 in RGB pixel space)
+    latent_channels: int = 4
     #: image sides (pixels) must be multiples of this for the denoiser (its downsampling x latent_factor)
     size_multiple: int = 64
     #: the resolution the published weights were trained at (a hint; TrainConfig.resolution decides)
@@ -117,7 +119,10 @@ class InpaintModel:
 
     def to(self, device: Any = None, dtype: torch.dtype | None = None) -> InpaintModel:
         for module in [*self.trainable_modules().values(), *self.frozen_modules()]:
-            module.to(device=device, dtype=dtype)
+            if dtype is None:
+                module.to(device)
+            else:
+                module.to(device=device, dtype=dtype)
         if device is not None:
             self.device = torch.device(device)
         if dtype is not None:
@@ -183,6 +188,7 @@ class DiffusersInpaintModel(InpaintModel):
         self.noise_scheduler = self._training_scheduler(pipeline.scheduler)
         self.is_sdxl = getattr(pipeline.unet.config, "addition_embed_type", None) == "text_time"
         self.latent_factor = pipeline.vae_scale_factor
+        self.latent_channels = pipeline.vae.config.latent_channels
         downsamples = len(pipeline.unet.config.block_out_channels) - 1
         self.size_multiple = self.latent_factor * 2**downsamples
         self.native_resolution = native_resolution
