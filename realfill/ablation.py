@@ -466,6 +466,22 @@ class LocalExecutor:
             on_done(task, fn(task, lambda done, total, t=task: on_progress(t, done, total)))
 
 
+def _probe(address: str, timeout: float = 5.0) -> None:
+    """Fail fast, with the address named, when nothing listens there (ray.init would retry for minutes)."""
+    import socket
+
+    target = address.split("://", 1)[-1]
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto" and other forms: let Ray resolve them
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise UserError(f"--address {address}: no Ray cluster answers there ({exc}); start one with "
+                        "`ray start --head` or drop --address for a local instance") from None
+
+
 class RayExecutor:
     """Each stage is a Ray task (1 CPU) on the cluster at ``address`` (default: a new local one)."""
 
@@ -477,6 +493,8 @@ class RayExecutor:
         except ImportError:
             raise UserError("--executor ray: ray is not installed; pip install 'realfill[ray]'") from None
         self.ray = ray
+        if address:
+            _probe(address)
         self.started_here = not ray.is_initialized()
         if self.started_here:
             kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}

@@ -236,6 +236,18 @@ def test_baselines_only_from_the_command_line(scenes, tmp_path, capsys):
     assert "--baselines-only: give only image baselines" in capsys.readouterr().err
 
 
+def test_unreachable_ray_address_is_a_user_error(scenes, tmp_path, capsys):
+    pytest.importorskip("ray", reason="ray is not installed (pip install 'realfill[ray]')")
+    import socket
+
+    with socket.socket() as free:  # a port nothing listens on
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    assert ablate(scenes[0], "--baselines-only", "--baseline", "telea", "--executor", "ray",
+                  "--address", f"127.0.0.1:{port}", "--out", tmp_path / "o") == 2
+    assert f"--address 127.0.0.1:{port}: no Ray cluster answers there" in capsys.readouterr().err
+
+
 def test_missing_scene_is_a_user_error(tmp_path, capsys):
     assert ablate(tmp_path / "nowhere", "--out", tmp_path / "o") == 2
     assert "no such scene folder" in capsys.readouterr().err
