@@ -46,6 +46,8 @@ class Backbone(Component):
     """
 
     role = "backbone"
+    #: a plain warning the run folder and contact sheet must carry (e.g. "not the paper's prior"); None if none
+    disclaimer: ClassVar[str | None] = None
 
     def load(self, device: Any = "cpu", dtype: Any = None):  # -> InpaintModel
         raise NotImplementedError
