@@ -174,7 +174,9 @@ def format_validation_error(exc: ValidationError, model: type[BaseModel], source
     # drop the discriminator tags pydantic inserts for union members
     cls: Any = model
     keys: list[str] = []
+    owner: Any = None  # the model class that owns the last key (a union member once its tag is read)
     for part in loc:
+        owner = cls
         fields = getattr(cls, "model_fields", None)
         if fields is not None and part in fields:
             keys.append(str(part))
@@ -186,8 +188,8 @@ def format_validation_error(exc: ValidationError, model: type[BaseModel], source
             cls = None
     key = ".".join(keys) or "(top level)"
     if err["type"] == "extra_forbidden":
-        parent = _resolve(model, keys[:-1])
-        valid = ", ".join(sorted(parent.model_fields)) if parent is not None else "?"
+        parent = owner if isinstance(owner, type) else _resolve(model, keys[:-1])
+        valid = ", ".join(sorted(parent.model_fields)) if isinstance(parent, type) else "?"
         return f"{source}: unknown config key '{key}'; valid keys there: {valid}"
     if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
         tags = err.get("ctx", {}).get("expected_tags", "")
