@@ -284,9 +284,9 @@ class DiffusersInpaintModel(InpaintModel):
 
 def to_tensor_image(image: np.ndarray) -> torch.Tensor:
     """HxWx3 uint8 -> ``[1, 3, H, W]`` float in ``[-1, 1]``."""
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+    return torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float() / 127.5 - 1.0
 
 
 def to_tensor_mask(mask: np.ndarray) -> torch.Tensor:
     """HxW bool -> ``[1, 1, H, W]`` float 0/1."""
-    return torch.from_numpy(np.ascontiguousarray(mask)).float()[None, None]
+    return torch.from_numpy(np.array(mask)).float()[None, None]

@@ -1,0 +1,69 @@
+"""``full``: fine-tune every parameter of the denoiser and, optionally, of the text encoder(s). Works on
+any backbone (latent or pixel). Saved as ``adapter/<module>.safetensors``, one file per trained module."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from realfill.components import Adapter, ComponentConfig
+from realfill.diffusion import DENOISER_GROUP, TEXT_ENCODER_GROUP
+from realfill.errors import UserError
+from realfill.hookspecs import hookimpl
+
+
+class Full(Adapter):
+    name = "full"
+    summary = "full fine-tune of the denoiser (UNet), optionally the text encoder(s)"
+
+    class Config(ComponentConfig):
+        name: Literal["full"] = "full"
+        train_text_encoder: bool = False
+        # learning rates for a full fine-tune; None = train.lr_unet / train.lr_text_encoder
+        lr_unet: float | None = Field(None, gt=0)
+        lr_text_encoder: float | None = Field(None, gt=0)
+
+    def _modules(self, model):
+        modules = model.trainable_modules()
+        if not self.config.train_text_encoder:
+            modules = {DENOISER_GROUP: modules[DENOISER_GROUP]}
+        return modules
+
+    def apply(self, model) -> list[dict]:
+        groups: dict[str, dict] = {}
+        for key, module in self._modules(model).items():
+            module.requires_grad_(True)
+            group = DENOISER_GROUP if key == DENOISER_GROUP else TEXT_ENCODER_GROUP
+            entry = groups.setdefault(group, {"name": group, "params": []})
+            entry["params"].extend(module.parameters())
+            lr = self.config.lr_unet if group == DENOISER_GROUP else self.config.lr_text_encoder
+            if lr is not None:
+                entry["lr"] = lr
+        return list(groups.values())
+
+    def save(self, model, directory) -> None:
+        from safetensors.torch import save_file
+
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        for key, module in self._modules(model).items():
+            state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+            save_file(state, str(Path(directory) / f"{key}.safetensors"))
+
+    def load(self, model, directory) -> None:
+        from safetensors.torch import load_file
+
+        for key, module in self._modules(model).items():
+            path = Path(directory) / f"{key}.safetensors"
+            if not path.is_file():
+                raise UserError(f"{path}: no such weights file; train first or point at a run's adapter/")
+            missing, unexpected = module.load_state_dict(load_file(str(path)), strict=False)
+            if missing or unexpected:
+                raise UserError(f"{path}: does not fit backbone module '{key}' "
+                                f"({len(missing)} missing, {len(unexpected)} unexpected keys); same backbone?")
+
+
+@hookimpl
+def realfill_register_adapters(registry):
+    registry.add(Full)

@@ -1,0 +1,93 @@
+"""``lora``: peft LoRA on the UNet's attention projections and on the text encoder(s) (RealFill's recipe:
+rank 8, alpha 16, dropout 0.1). Saved with the pipeline's own ``save_lora_weights`` (with the adapter
+configs as metadata), so a stock diffusers pipeline reads ``adapter/`` with ``load_lora_weights``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from realfill.components import Adapter, ComponentConfig
+from realfill.diffusion import DENOISER_GROUP, TEXT_ENCODER_GROUP
+from realfill.errors import UserError
+from realfill.hookspecs import hookimpl
+
+WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
+
+
+class Lora(Adapter):
+    name = "lora"
+    summary = "peft LoRA on UNet attention (to_q/k/v/out) and text encoder(s); rank 8, alpha 16, dropout 0.1"
+
+    class Config(ComponentConfig):
+        name: Literal["lora"] = "lora"
+        rank: int = Field(8, ge=1)
+        alpha: float = Field(16, gt=0)
+        dropout: float = Field(0.1, ge=0, lt=1)
+        unet_targets: list[str] = ["to_q", "to_k", "to_v", "to_out.0"]
+        train_text_encoder: bool = True
+        text_encoder_targets: list[str] = ["q_proj", "k_proj", "v_proj", "out_proj"]
+
+    def _lora_config(self, targets):
+        from peft import LoraConfig
+
+        c = self.config
+        return LoraConfig(r=c.rank, lora_alpha=c.alpha, lora_dropout=c.dropout, init_lora_weights="gaussian",
+                          target_modules=list(targets))
+
+    @staticmethod
+    def _pipeline(model):
+        pipeline = getattr(model, "pipeline", None)
+        if pipeline is None or not hasattr(pipeline, "save_lora_weights"):
+            raise UserError(
+                f"adapter 'lora': backbone '{type(model).__name__}' is not a diffusers pipeline; use --adapter full"
+            )
+        return pipeline
+
+    def _modules(self, model):
+        modules = model.trainable_modules()
+        if not self.config.train_text_encoder:
+            modules = {DENOISER_GROUP: modules[DENOISER_GROUP]}
+        return modules
+
+    def apply(self, model) -> list[dict]:
+        self._pipeline(model)
+        groups = []
+        for key, module in self._modules(model).items():
+            targets = self.config.unet_targets if key == DENOISER_GROUP else self.config.text_encoder_targets
+            try:
+                module.add_adapter(self._lora_config(targets))
+            except ValueError as exc:
+                raise UserError(f"adapter.{'unet' if key == DENOISER_GROUP else 'text_encoder'}_targets: {exc}") from None
+            params = [p for p in module.parameters() if p.requires_grad]
+            group = DENOISER_GROUP if key == DENOISER_GROUP else TEXT_ENCODER_GROUP
+            if groups and groups[-1]["name"] == group:
+                groups[-1]["params"].extend(params)
+            else:
+                groups.append({"name": group, "params": params})
+        return groups
+
+    def save(self, model, directory) -> None:
+        from diffusers.utils import convert_state_dict_to_diffusers
+        from peft.utils import get_peft_model_state_dict
+
+        pipeline = self._pipeline(model)
+        layers, metadata = {}, {}
+        for key, module in self._modules(model).items():
+            layers[f"{key}_lora_layers"] = convert_state_dict_to_diffusers(get_peft_model_state_dict(module))
+            metadata[f"{key}_lora_adapter_metadata"] = module.peft_config["default"].to_dict()
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        type(pipeline).save_lora_weights(directory, **layers, **metadata, weight_name=WEIGHTS_NAME)
+
+    def load(self, model, directory) -> None:
+        path = Path(directory) / WEIGHTS_NAME
+        if not path.is_file():
+            raise UserError(f"{path}: no LoRA weights here; train first (realfill train) or point at a run's adapter/")
+        self._pipeline(model).load_lora_weights(str(directory), weight_name=WEIGHTS_NAME)
+
+
+@hookimpl
+def realfill_register_adapters(registry):
+    registry.add(Lora)

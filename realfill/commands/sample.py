@@ -1,0 +1,43 @@
+"""``realfill sample SCENE --run DIR``: the sampling stage alone, from a trained run's ``adapter/``.
+
+The config is ``DIR/config.toml`` unless ``--config``/``--preset`` say otherwise; ``--samples``,
+``--seed`` and ``--set sample.*`` change it. Samples go to ``--out`` (default: DIR) as ``samples/NNN.png``;
+an existing ``samples/`` folder there is refused rather than overwritten.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from realfill.errors import UserError
+
+NAME = "sample"
+HELP = "sample completions from a trained run (DIR/adapter) into DIR/samples or --out"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from realfill.cli import add_config_arguments
+
+    parser.add_argument("scene", type=Path, metavar="SCENE", help="the scene folder (ref/, target/)")
+    parser.add_argument("--run", type=Path, required=True, metavar="DIR", help="a trained run (config.toml, adapter/)")
+    add_config_arguments(parser)
+
+
+def run(args: argparse.Namespace, ctx) -> int:
+    from realfill.cli import config_from_args
+    from realfill.run import CONFIG_FILE, SAMPLES_DIR, load_trained, sample_stage
+    from realfill.scene import load_scene
+
+    if args.config is None and args.preset is None:
+        args.config = args.run / CONFIG_FILE
+    config = config_from_args(args, ctx)
+    scene = load_scene(args.scene, max_references=config.max_references)
+    out = args.out if args.out is not None else args.run
+    if (out / SAMPLES_DIR).is_dir() and any((out / SAMPLES_DIR).iterdir()):
+        raise UserError(f"{out / SAMPLES_DIR}: already holds samples; choose another --out")
+    model = load_trained(config, args.run, plugins=ctx.plugins)
+    paths = sample_stage(scene, config, args.run, out, plugins=ctx.plugins, console=ctx.console, model=model)
+    ctx.console.print(f"[green]{len(paths)} samples:[/] {out / SAMPLES_DIR}", soft_wrap=True)
+    ctx.out.print(str(out / SAMPLES_DIR))
+    return 0

@@ -1,0 +1,219 @@
+"""``realfill fill``: fine-tune, sample, rank, and write the run folder of DESIGN.md.
+
+The stages are separately callable so that runs which differ only later share the earlier ones (the
+ablation runner fine-tunes and samples once for several rankers):
+
+- :func:`train_stage` (scene, config, dir) -> the fine-tuned model; writes ``adapter/``, ``train_log.jsonl``;
+- :func:`sample_stage` (scene, config, train_dir, dir) -> ``samples/NNN.png`` paths;
+- :func:`rank_stage` (scene, config, dir, sample paths) -> ``ranking.json``, ``result.png``,
+  ``contact_sheet.png``.
+
+:func:`fill` runs all three after validating everything it can (scene, config, run folder, weights) before
+it writes a single file, so bad input never touches an existing run folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from realfill.config import dump_config, run_name, write_config
+from realfill.errors import UserError
+from realfill.training import ADAPTER_DIR, TRAIN_LOG, fine_tune, resolve_device, training_finished
+
+CONFIG_FILE = "config.toml"
+SAMPLES_DIR = "samples"
+RANKING_FILE = "ranking.json"
+RESULT_FILE = "result.png"
+CONTACT_SHEET = "contact_sheet.png"
+
+
+def _plugins(plugins):
+    if plugins is not None:
+        return plugins
+    from realfill.plugins import get_plugins
+
+    return get_plugins()
+
+
+def _threads(config) -> None:
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
+
+
+def load_backbone(config, plugins):
+    """The backbone's model on the configured device (missing weights raise before any file is written)."""
+    device = resolve_device(config.device)
+    return plugins.backbones.create(config.backbone).load(device=device)
+
+
+def train_stage(scene, config, directory: Path, *, plugins=None, resume: bool = False, console=None, model=None):
+    """Fine-tune on ``scene``; writes ``directory/adapter/`` and ``directory/train_log.jsonl``. Returns the
+    model with its adapter applied (in eval mode). A finished training in ``directory`` is reused when
+    ``resume`` is set."""
+    plugins = _plugins(plugins)
+    _threads(config)
+    directory = Path(directory)
+    model = model if model is not None else load_backbone(config, plugins)
+    adapter = plugins.adapters.create(config.adapter)
+    if resume and training_finished(directory):
+        adapter.load(model, directory / ADAPTER_DIR)
+        if console is not None:
+            console.print(f"training already finished in {directory}; reusing {directory / ADAPTER_DIR}")
+        return model
+    masking = plugins.masking.create(config.masking)
+    fine_tune(model, adapter, masking, scene, config, directory, plugins=plugins, resume=resume, console=console)
+    return model
+
+
+def load_trained(config, train_dir: Path, *, plugins=None):
+    """The backbone with the adapter weights of ``train_dir/adapter/`` loaded (a fresh process)."""
+    plugins = _plugins(plugins)
+    adapter_dir = Path(train_dir) / ADAPTER_DIR
+    if not adapter_dir.is_dir():
+        raise UserError(f"{adapter_dir}: no trained adapter here; run `realfill train` (or fill) first")
+    model = load_backbone(config, plugins)
+    plugins.adapters.create(config.adapter).load(model, adapter_dir)
+    for module in [*model.trainable_modules().values(), *model.frozen_modules()]:
+        module.eval()
+    return model
+
+
+def sample_stage(scene, config, train_dir: Path | None, directory: Path, *, plugins=None, console=None, model=None) -> list[Path]:
+    """``config.sample.num_samples`` completions, composited at the target's size, as
+    ``directory/samples/NNN.png``; the model is ``model`` or the backbone with ``train_dir``'s adapter."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from realfill.sampling import sample_completions
+
+    plugins = _plugins(plugins)
+    _threads(config)
+    if model is None:
+        model = load_trained(config, Path(train_dir), plugins=plugins)
+    s = config.sample
+    out = Path(directory) / SAMPLES_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    progress = Progress(TextColumn("sample"), BarColumn(), MofNCompleteColumn(), console=console,
+                        disable=console is None, transient=True)
+    with progress:
+        task = progress.add_task("sample", total=s.num_samples)
+        images = sample_completions(
+            model, scene.target, scene.mask, prompt=s.prompt if s.prompt is not None else config.train.prompt,
+            resolution=config.train.resolution, scheduler=s.scheduler, steps=s.steps,
+            guidance_scale=s.guidance_scale, num_samples=s.num_samples, batch_size=s.batch_size,
+            mask_dilate=s.mask_dilate, feather=s.feather, seed=config.seed,
+            on_batch=lambda done, total: progress.update(task, completed=done),
+        )
+    paths = []
+    for i, image in enumerate(images):
+        path = out / f"{i:03d}.png"
+        Image.fromarray(image).save(path)
+        paths.append(path)
+    plugins.sampling_done(run_dir=Path(directory), sample_paths=paths)
+    return paths
+
+
+def rank_stage(scene, config, directory: Path, sample_paths: list[Path], *, plugins=None, console=None) -> list[dict]:
+    """Rank the samples with the configured ranker (``realfill.ranking``); write ``ranking.json``,
+    ``result.png`` (the best) and ``contact_sheet.png``."""
+    from realfill.contact_sheet import contact_sheet
+    from realfill.scene import read_rgb
+
+    plugins = _plugins(plugins)
+    directory = Path(directory)
+    candidates = [read_rgb(p) for p in sample_paths]
+    names = [p.name for p in sample_paths]
+    try:
+        from realfill.ranking import rank_candidates
+    except ImportError:  # the ranking core is not installed: keep sample order, and say so
+        import json
+
+        ranking = [{"file": n, "score": 0.0, "rank": i + 1, "kept": True,
+                    "details": {"note": "no ranker available (realfill.ranking missing): sample order"}}
+                   for i, n in enumerate(names)]
+        (directory / RANKING_FILE).write_text(json.dumps(ranking, indent=2) + "\n")
+    else:
+        ranker = plugins.rankers.create(config.ranker)
+        ranking = rank_candidates(ranker, scene, candidates, names, run_dir=directory, keep=config.select.keep,
+                                  keep_fraction=config.select.keep_fraction)
+    best = candidates[names.index(ranking[0]["file"])]
+    Image.fromarray(best).save(directory / RESULT_FILE)
+    ranked = [(f"#{r['rank']} {Path(r['file']).stem} score {r['score']:.0f}", candidates[names.index(r["file"])])
+              for r in ranking]
+    contact_sheet(scene.references, scene.masked_target(), ranked, scene.gt).save(directory / CONTACT_SHEET)
+    plugins.ranking_done(run_dir=directory, ranking=ranking)
+    return ranking
+
+
+def default_run_dir(scene_path: Path, config) -> Path:
+    return Path("runs") / f"{Path(scene_path).resolve().name}-{run_name(config)}"
+
+
+def check_run_dir(run_dir: Path, config, resume: bool) -> None:
+    """Refuse a folder that holds something this run could overwrite: a non-empty folder needs
+    ``--resume``, and a resumed folder must hold this very config."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"{run_dir}: exists and is not a folder; choose another --out")
+    if not run_dir.is_dir() or not any(run_dir.iterdir()):
+        return
+    if not resume:
+        raise UserError(f"{run_dir}: the run folder already holds files; continue it with --resume or "
+                        "choose another --out")
+    saved = run_dir / CONFIG_FILE
+    if not saved.is_file():
+        raise UserError(f"{saved}: missing, so {run_dir} is not a run folder to resume; choose another --out")
+    if saved.read_text() != dump_config(config):
+        raise UserError(f"{saved}: differs from this run's config; resume with --config {saved} "
+                        "(and no other settings)")
+
+
+def fill(scene_path: Path, config, run_dir: Path | None = None, *, plugins=None, resume: bool = False,
+         console=None) -> Path:
+    """The whole method on one scene; returns the run folder."""
+    from realfill.scene import load_scene
+
+    plugins = _plugins(plugins)
+    scene = load_scene(scene_path, max_references=config.max_references)  # bad scenes fail here
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(scene_path, config)
+    check_run_dir(run_dir, config, resume)
+    ranker = plugins.rankers.create(config.ranker)
+    if hasattr(ranker, "load"):
+        ranker.load()  # missing ranker weights fail now, not after an hour of training
+    plugins.adapters.create(config.adapter)
+    plugins.masking.create(config.masking)
+    _threads(config)
+    model = load_backbone(config, plugins)  # missing backbone weights fail before anything is written
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_config(config, run_dir / CONFIG_FILE)
+    for note in scene.notes:
+        if console is not None:
+            console.print(f"[yellow]note:[/] {note}", soft_wrap=True)
+    plugins.run_start(run_dir=run_dir, config=config, scene=scene)
+    error = None
+    try:
+        model = train_stage(scene, config, run_dir, plugins=plugins, resume=resume, console=console, model=model)
+        paths = sample_stage(scene, config, run_dir, run_dir, plugins=plugins, console=console, model=model)
+        rank_stage(scene, config, run_dir, paths, plugins=plugins, console=console)
+    except BaseException as exc:
+        error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        raise
+    finally:
+        with contextlib.suppress(Exception):
+            plugins.run_end(run_dir=run_dir, result_path=run_dir / RESULT_FILE if error is None else None, error=error)
+    return run_dir
+
+
+def known_pixels_kept(result: np.ndarray, target: np.ndarray, mask: np.ndarray, dilate: int, feather: int) -> bool:
+    """True when ``result`` equals ``target`` exactly outside the dilated and feathered band."""
+    from realfill.sampling import blend_weights
+
+    outside = blend_weights(mask, dilate, feather) == 0
+    return bool(np.array_equal(result[outside], target[outside]))
+
+
+__all__ = ["fill", "train_stage", "sample_stage", "rank_stage", "load_trained", "check_run_dir",
+           "default_run_dir", "known_pixels_kept", "TRAIN_LOG"]

@@ -1,0 +1,400 @@
+"""RealFill fine-tuning: the paper's loop on the references and the target (DESIGN.md).
+
+Every step draws a real batch of ``train.batch_size`` items (images drawn uniformly, with replacement, from
+the references and the target), each a random resized square crop at ``train.resolution``. The masking
+strategy makes the training masks; with ``full_mask_prob`` the whole item is masked, with
+``prompt_dropout`` the prompt is empty. The denoiser sees ``noisy latents (+) mask (+) masked-image
+latents`` and the loss is the MSE of its prediction (noise, velocity or sample, as the scheduler says),
+weighted **zero** on every latent cell that touches the target's unknown region. The target's unknown
+pixels are also blanked to gray before anything reads them, so they cannot reach the loss or its
+gradients through the VAE either.
+
+All randomness comes from one seeded ``torch.Generator`` (crops, masks, dropout decisions, noise,
+timesteps, VAE posterior samples) plus the global torch RNG (LoRA dropout), and both are checkpointed:
+``--resume`` continues a killed run exactly as if it had not stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from realfill.diffusion import DENOISER_GROUP, InpaintModel, select_conditioning
+from realfill.errors import UserError
+
+CHECKPOINT_DIR = "checkpoint"
+TRAIN_LOG = "train_log.jsonl"
+ADAPTER_DIR = "adapter"
+TRAIN_STATE = "train_state.json"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"device: '{name}' is not a torch device (auto, cpu, cuda, cuda:1, ...)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device: '{name}' asked for, but this machine has no CUDA GPU; use device=cpu or auto")
+    return device
+
+
+# -- the training images ---------------------------------------------------------------------------
+
+
+@dataclass
+class TrainingImages:
+    """The scene's images as ``[3, H, W]`` tensors in ``[-1, 1]`` (references first, the target last, its
+    unknown pixels blanked to 0), with each one's unknown region ``[1, H, W]`` (zeros for references)."""
+
+    images: list[torch.Tensor]
+    unknown: list[torch.Tensor]
+    is_target: list[bool]
+
+    @classmethod
+    def from_scene(cls, scene, resolution: int, crop_scale_min: float = 0.5) -> TrainingImages:
+        # no crop needs more pixels than this: the smallest crop side is sqrt(crop_scale_min) x the short side
+        limit = int(math.ceil(resolution / math.sqrt(crop_scale_min)))
+        images, unknown, is_target = [], [], []
+        for array, mask, target in [*[(r, None, False) for r in scene.references], (scene.target, scene.mask, True)]:
+            image = torch.from_numpy(np.array(array)).permute(2, 0, 1).float() / 127.5 - 1.0
+            hole = torch.zeros(1, *image.shape[1:]) if mask is None else torch.from_numpy(mask).float()[None]
+            short = min(image.shape[1:])
+            if short > limit:
+                size = (round(image.shape[1] * limit / short), round(image.shape[2] * limit / short))
+                image = F.interpolate(image[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
+                hole = (F.interpolate(hole[None], size=size, mode="area")[0] > 0).float()
+            if target:
+                image = image * (1 - hole)  # the unknown pixels never reach the model
+            images.append(image)
+            unknown.append(hole)
+            is_target.append(target)
+        return cls(images, unknown, is_target)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def random_resized_crops(
+    data: TrainingImages, indices: list[int], resolution: int, scale_min: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Square crops covering ``scale_min``-1 of each image's short side squared, resized to
+    ``resolution``. Returns images ``[B,3,R,R]``, unknown ``[B,1,R,R]`` (1 where any unknown pixel fell)
+    and is_target ``[B]``."""
+    images, unknown = [], []
+    for index in indices:
+        image, hole = data.images[index], data.unknown[index]
+        h, w = image.shape[1:]
+        scale = scale_min + (1 - scale_min) * float(torch.rand((), generator=generator))
+        side = max(1, int(round(math.sqrt(scale) * min(h, w))))
+        top = int(torch.randint(0, h - side + 1, (), generator=generator))
+        left = int(torch.randint(0, w - side + 1, (), generator=generator))
+        crop = image[:, top : top + side, left : left + side][None]
+        crop_hole = hole[:, top : top + side, left : left + side][None]
+        if side != resolution:
+            crop = F.interpolate(crop, size=(resolution, resolution), mode="bilinear", antialias=side > resolution,
+                                 align_corners=False)
+            crop_hole = (F.interpolate(crop_hole, size=(resolution, resolution), mode="area") > 0).float()
+        images.append(crop)
+        unknown.append(crop_hole)
+    is_target = torch.tensor([data.is_target[i] for i in indices])
+    return torch.cat(images), torch.cat(unknown), is_target
+
+
+def loss_weights(unknown: torch.Tensor, latent_factor: int) -> torch.Tensor:
+    """1 on latent cells whose pixels are all known, 0 on any cell touching the unknown region."""
+    if latent_factor > 1:
+        unknown = F.max_pool2d(unknown, kernel_size=latent_factor, stride=latent_factor)
+    return 1.0 - unknown
+
+
+@dataclass
+class Batch:
+    images: torch.Tensor
+    unknown: torch.Tensor
+    is_target: torch.Tensor
+    masks: torch.Tensor
+    drop_prompt: torch.Tensor
+
+
+# -- the trainer -----------------------------------------------------------------------------------
+
+
+class Trainer:
+    """One fine-tuning run's state: the model with its adapter applied, optimizer, schedule, RNGs."""
+
+    def __init__(self, model: InpaintModel, adapter, masking, scene, train, *, seed: int = 0):
+        self.model, self.adapter, self.masking, self.train = model, adapter, masking, train
+        self.device = model.device
+        model.freeze()
+        torch.manual_seed(seed)  # adapter initialisation (LoRA's A matrices) and, later, LoRA dropout
+        groups = adapter.apply(model)
+        rates = {DENOISER_GROUP: train.lr_unet}
+        for group in groups:
+            group.setdefault("lr", rates.get(group["name"], train.lr_text_encoder))
+        groups = [g for g in groups if g["params"]]
+        if not groups:
+            raise UserError(f"adapter '{adapter.name}': nothing to train on backbone '{type(model).__name__}'")
+        self.group_names = [g["name"] for g in groups]
+        self.params = [p for g in groups for p in g["params"]]
+        for p in self.params:  # trainable parameters stay in float32 whatever the model's dtype
+            p.data = p.data.float()
+        self.optimizer = torch.optim.AdamW(
+            groups, betas=(train.adam_beta1, train.adam_beta2), eps=train.adam_epsilon, weight_decay=train.weight_decay
+        )
+        from diffusers.optimization import get_scheduler
+
+        self.lr_scheduler = get_scheduler(train.lr_schedule, self.optimizer, num_warmup_steps=train.warmup_steps,
+                                          num_training_steps=max(train.steps, 1))
+        self.data = TrainingImages.from_scene(scene, train.resolution, train.crop_scale_min)
+        self.generator = torch.Generator("cpu").manual_seed(seed)
+        self.step = 0
+        self.text_trains = any(p.requires_grad for e in model.text_encoders for p in e.parameters())
+        self.autocast_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(train.mixed_precision)
+        if self.autocast_dtype is not None and self.device.type != "cuda":
+            raise UserError(f"train.mixed_precision={train.mixed_precision} needs a CUDA device; use 'no' on a CPU")
+        self.scaler = torch.amp.GradScaler("cuda") if train.mixed_precision == "fp16" else None
+        if train.gradient_checkpointing:
+            model.enable_gradient_checkpointing()
+        model.set_attention(train.attention)
+        self._cond_cache = None
+        if not self.text_trains:  # the text encoders are frozen: encode the two prompts once
+            with torch.no_grad():
+                self._cond_cache = model.encode_prompts([train.prompt, ""])
+
+    # -- one step ------------------------------------------------------------------------------------
+
+    def draw_batch(self) -> Batch:
+        g, t = self.generator, self.train
+        indices = torch.randint(0, len(self.data), (t.batch_size,), generator=g).tolist()
+        images, unknown, is_target = random_resized_crops(self.data, indices, t.resolution, t.crop_scale_min, g)
+        masks = self.masking.make_masks(t.batch_size, t.resolution, t.resolution, is_target=is_target,
+                                        target_masks=unknown, generator=g).float()
+        full = torch.rand(t.batch_size, generator=g) < t.full_mask_prob
+        masks[full] = 1.0
+        masks = torch.maximum(masks, unknown)  # the target's unknown region is never shown as known
+        drop_prompt = torch.rand(t.batch_size, generator=g) < t.prompt_dropout
+        return Batch(images, unknown, is_target, masks, drop_prompt)
+
+    def conditioning(self, drop_prompt: torch.Tensor):
+        table = self._cond_cache if self._cond_cache is not None else self.model.encode_prompts([self.train.prompt, ""])
+        return select_conditioning(table, drop_prompt.long().to(self.device))
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        """The weighted noise-prediction MSE of ``batch`` (draws noise, timesteps and VAE samples)."""
+        model, g, device = self.model, self.generator, self.device
+        images = batch.images.to(device, model.dtype)
+        masks = batch.masks.to(device, model.dtype)
+        with torch.no_grad():
+            latents = model.encode_images(images, generator=g)
+            masked_latents = model.encode_images(images * (masks < 0.5), generator=g)
+        latent_masks = model.latent_mask(masks)
+        weights = loss_weights(batch.unknown, model.latent_factor).to(device)
+        noise = torch.randn(latents.shape, generator=g, dtype=torch.float32).to(device, latents.dtype)
+        scheduler = model.noise_scheduler
+        timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],), generator=g).to(device)
+        noisy = scheduler.add_noise(latents, noise, timesteps)
+        kind = scheduler.config.prediction_type
+        if kind == "epsilon":
+            target = noise
+        elif kind == "v_prediction":
+            target = scheduler.get_velocity(latents, noise, timesteps)
+        elif kind == "sample":
+            target = latents
+        else:
+            raise UserError(f"backbone: unsupported prediction_type '{kind}' (epsilon, v_prediction or sample)")
+        with torch.autocast(device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+            cond = self.conditioning(batch.drop_prompt)
+            prediction = model.denoise(noisy, timesteps, latent_masks, masked_latents, cond)
+        error = (prediction.float() - target.float()) ** 2 * weights
+        return error.sum() / (weights.sum() * error.shape[1]).clamp(min=1.0)
+
+    def train_step(self) -> float:
+        self._set_train_mode(True)
+        batch = self.draw_batch()
+        loss = self.loss(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.params, self.train.max_grad_norm)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.params, self.train.max_grad_norm)
+            self.optimizer.step()
+        self.lr_scheduler.step()
+        self.step += 1
+        return float(loss.detach())
+
+    def _set_train_mode(self, on: bool) -> None:
+        for name, module in self.model.trainable_modules().items():
+            trains = any(p.requires_grad for p in module.parameters())
+            module.train(on and trains)
+        for module in self.model.frozen_modules():
+            module.eval()
+
+    def finish(self) -> None:
+        self._set_train_mode(False)
+
+    def learning_rates(self) -> dict[str, float]:
+        return {name: group["lr"] for name, group in zip(self.group_names, self.optimizer.param_groups)}
+
+    # -- checkpoints ---------------------------------------------------------------------------------
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        state = {}
+        for key, module in self.model.trainable_modules().items():
+            for name, p in module.named_parameters():
+                if p.requires_grad:
+                    state[f"{key}.{name}"] = p.detach().cpu().clone()
+        return state
+
+    def state_dict(self) -> dict:
+        rng = {"generator": self.generator.get_state(), "torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {
+            "step": self.step,
+            "trainable": self.trainable_state(),
+            "optimizer": self.optimizer.state_dict(),
+            "lr_scheduler": self.lr_scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "rng": rng,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        params = {}
+        for key, module in self.model.trainable_modules().items():
+            for name, p in module.named_parameters():
+                if p.requires_grad:
+                    params[f"{key}.{name}"] = p
+        if set(params) != set(state["trainable"]):
+            raise UserError("checkpoint: its trained parameters do not match this run's backbone and adapter; "
+                            "resume with the same config (RUN/config.toml)")
+        with torch.no_grad():
+            for name, p in params.items():
+                p.copy_(state["trainable"][name])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.generator.set_state(state["rng"]["generator"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self.step = int(state["step"])
+
+
+def save_checkpoint(trainer: Trainer, run_dir: Path) -> Path:
+    """``run_dir/checkpoint/``: ``state.pt`` (trained parameters, optimizer, schedule, step, RNG states) and
+    ``adapter/`` (the adapter's own format), replaced atomically so a kill never leaves half a checkpoint."""
+    final = run_dir / CHECKPOINT_DIR
+    tmp = run_dir / f"{CHECKPOINT_DIR}.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    torch.save(trainer.state_dict(), tmp / "state.pt")
+    trainer.adapter.save(trainer.model, tmp / ADAPTER_DIR)
+    old = run_dir / f"{CHECKPOINT_DIR}.old"
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    if old.exists():
+        shutil.rmtree(old)
+    return final
+
+
+def load_checkpoint(run_dir: Path) -> dict | None:
+    for name in (CHECKPOINT_DIR, f"{CHECKPOINT_DIR}.old"):  # .old: killed between the two renames
+        path = run_dir / name / "state.pt"
+        if path.is_file():
+            return torch.load(path, map_location="cpu", weights_only=False)
+    return None
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+def training_finished(run_dir: Path) -> bool:
+    path = Path(run_dir) / TRAIN_STATE
+    return path.is_file() and json.loads(path.read_text()).get("finished", False)
+
+
+def fine_tune(
+    model: InpaintModel,
+    adapter,
+    masking,
+    scene,
+    config,
+    run_dir: Path,
+    *,
+    plugins=None,
+    resume: bool = False,
+    console=None,
+    on_step: Callable[[int, float], None] | None = None,
+) -> Trainer:
+    """Fine-tune ``model`` on ``scene`` per ``config.train``; writes ``run_dir/train_log.jsonl``,
+    ``run_dir/checkpoint/`` every ``checkpoint_every`` steps and ``run_dir/adapter/`` at the end.
+    With ``resume``, continues from ``run_dir/checkpoint/`` (the log is cut back to it)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    train = config.train
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if train.threads:
+        torch.set_num_threads(train.threads)
+    trainer = Trainer(model, adapter, masking, scene, train, seed=config.seed)
+    log_path = run_dir / TRAIN_LOG
+    if resume and (state := load_checkpoint(run_dir)) is not None:
+        trainer.load_state_dict(state)
+        _truncate_log(log_path, trainer.step)
+        if console is not None:
+            console.print(f"resuming from step {trainer.step} ({run_dir / CHECKPOINT_DIR})")
+    else:
+        log_path.write_text("")
+    (run_dir / TRAIN_STATE).write_text(json.dumps({"finished": False, "steps": train.steps}) + "\n")
+    start = time.perf_counter()
+    progress = Progress(
+        TextColumn("fine-tune"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
+        TimeRemainingColumn(), console=console, disable=console is None, transient=True,
+    )
+    with progress, log_path.open("a") as log:
+        task = progress.add_task("train", total=train.steps, completed=trainer.step, loss="-")
+        while trainer.step < train.steps:
+            loss = trainer.train_step()
+            step = trainer.step
+            if not math.isfinite(loss):
+                raise RuntimeError(f"training diverged at step {step} (loss {loss}); lower train.lr_unet")
+            progress.update(task, completed=step, loss=f"{loss:.4f}")
+            if step % train.log_every == 0 or step == train.steps:
+                rates = trainer.learning_rates()
+                seconds = time.perf_counter() - start
+                log.write(json.dumps({"step": step, "loss": loss, "lr": rates, "seconds": round(seconds, 3)}) + "\n")
+                log.flush()
+                if plugins is not None:
+                    plugins.train_step_end(step=step, loss=loss, learning_rates=rates, seconds=seconds)
+            if on_step is not None:
+                on_step(step, loss)
+            if train.checkpoint_every and step % train.checkpoint_every == 0 and step < train.steps:
+                save_checkpoint(trainer, run_dir)
+    trainer.finish()
+    adapter.save(model, run_dir / ADAPTER_DIR)
+    shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)  # the adapter is the result now
+    (run_dir / TRAIN_STATE).write_text(json.dumps({"finished": True, "steps": train.steps}) + "\n")
+    return trainer
