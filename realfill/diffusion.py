@@ -290,3 +290,63 @@ def to_tensor_image(image: np.ndarray) -> torch.Tensor:
 def to_tensor_mask(mask: np.ndarray) -> torch.Tensor:
     """HxW bool -> ``[1, 1, H, W]`` float 0/1."""
     return torch.from_numpy(np.array(mask)).float()[None, None]
+
+
+# -------------------------------------------------------------------------------------------------
+# Finding real weights offline: a local model folder, a single checkpoint file, or the local HF cache.
+# -------------------------------------------------------------------------------------------------
+
+TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def hub_cache_dir():
+    from huggingface_hub import constants
+
+    return constants.HF_HUB_CACHE
+
+
+def load_pipeline(pipeline_class, *, what: str, model: str, default_model: str, variant: str | None,
+                  dtype: torch.dtype, extra: dict | None = None):
+    """``pipeline_class`` from ``model``: a diffusers model folder, a single ``.safetensors``/``.ckpt`` file
+    (its configuration from ``default_model`` in the local cache), or a model id in the local cache.
+    Never downloads. Raises :class:`MissingWeightsError` naming every place looked."""
+    import warnings
+    from pathlib import Path
+
+    from realfill.errors import MissingWeightsError, UserError
+
+    warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
+
+    extra = dict(extra or {})
+    path = Path(model).expanduser()
+    places: list[str] = []
+    failure = ""
+    how = (f"Download them once where there is network (`hf download {default_model}` fills the local model "
+           f"cache), or copy a diffusers model folder or a single checkpoint file here and pass "
+           f"--set backbone.model=PATH")
+    if path.is_dir():
+        if not (path / "model_index.json").is_file():
+            raise UserError(f"backbone.model: {path} is a folder without model_index.json; give a diffusers "
+                            "model folder (as saved by save_pretrained) or a single checkpoint file")
+        try:
+            return pipeline_class.from_pretrained(str(path), torch_dtype=dtype, variant=variant,
+                                                  local_files_only=True, **extra)
+        except (OSError, ValueError) as exc:
+            raise UserError(f"backbone.model: {path} could not be loaded as {pipeline_class.__name__} ({exc})") from None
+    if path.is_file():
+        try:
+            return pipeline_class.from_single_file(str(path), config=default_model, torch_dtype=dtype,
+                                                   local_files_only=True, **extra)
+        except (OSError, ValueError) as exc:
+            places.append(f"{path} (a single file: its configuration '{default_model}' is not in the local cache)")
+            failure = f" ({type(exc).__name__})"
+    elif path.suffix in (".safetensors", ".ckpt") or model.startswith((".", "/", "~")):
+        places.append(f"{path} (no such file or folder)")
+    else:
+        places.append(f"the local model cache {hub_cache_dir()} for '{model}'")
+        try:
+            return pipeline_class.from_pretrained(model, torch_dtype=dtype, variant=variant, local_files_only=True,
+                                                  **extra)
+        except (OSError, ValueError):
+            pass
+    raise MissingWeightsError(what + failure, places, how)

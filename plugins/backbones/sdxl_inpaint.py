@@ -1,0 +1,40 @@
+"""``sdxl-inpaint``: SDXL inpainting (``StableDiffusionXLInpaintPipeline``), both text encoders, pooled
+embeddings and time ids in training as in sampling. Weights from a local diffusers folder, a single
+checkpoint file, or the local model cache (default ``diffusers/stable-diffusion-xl-1.0-inpainting-0.1``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from realfill.components import Backbone, ComponentConfig
+from realfill.diffusion import TORCH_DTYPES, DiffusersInpaintModel, load_pipeline
+from realfill.hookspecs import hookimpl
+
+DEFAULT_MODEL = "diffusers/stable-diffusion-xl-1.0-inpainting-0.1"
+
+
+class SDXLInpaint(Backbone):
+    name = "sdxl-inpaint"
+    summary = "SDXL 1.0 inpainting (two text encoders, pooled embeds, time ids), 1024 px"
+    needs = ("weights: diffusers/stable-diffusion-xl-1.0-inpainting-0.1 (local folder, file, or model cache)",)
+
+    class Config(ComponentConfig):
+        name: Literal["sdxl-inpaint"] = "sdxl-inpaint"
+        model: str = DEFAULT_MODEL
+        variant: str | None = None
+        dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+
+    def load(self, device="cpu", dtype=None):
+        from diffusers import StableDiffusionXLInpaintPipeline
+
+        c = self.config
+        pipeline = load_pipeline(
+            StableDiffusionXLInpaintPipeline, what="backbone sdxl-inpaint", model=c.model,
+            default_model=DEFAULT_MODEL, variant=c.variant, dtype=dtype or TORCH_DTYPES[c.dtype],
+        )
+        return DiffusersInpaintModel(pipeline, native_resolution=1024).to(device)
+
+
+@hookimpl
+def realfill_register_backbones(registry):
+    registry.add(SDXLInpaint)
