@@ -58,12 +58,15 @@ def run(args: argparse.Namespace, ctx) -> int:
         print(json.dumps(data, indent=2))
         return 0
     table = Table(title="realfill plugins", show_lines=False)
-    table.add_column("plugin")
+    table.add_column("plugin", no_wrap=True)
     table.add_column("version")
     table.add_column("components")
     for plugin in data["plugins"]:
         adds = "; ".join(f"{role}: {', '.join(names)}" for role, names in plugin["components"].items())
-        name = plugin["name"] + ("" if plugin["builtin"] else f"  ({plugin['distribution']})")
+        if plugin["builtin"]:
+            name = plugin["name"].removeprefix("realfill_plugins.") + " [dim](built-in)[/]"
+        else:
+            name = f"{plugin['name']} [dim]({plugin['distribution']})[/]"
         table.add_row(name, plugin["version"], adds or "[dim]observer[/]")
     ctx.out.print(table)
     for role, components in data["components"].items():
