@@ -389,33 +389,25 @@ def _sample_body(task, plugins, progress):
 
 
 def _rank_body(task, plugins, progress):
-    from realfill.ranking import rank_candidates
-    from realfill.scene import load_scene, read_rgb
+    from realfill.scene import load_scene
 
     config = validate_config(task["config"], "ablation config", plugins)
     scene = load_scene(task["scene"], max_references=config.max_references)
-    run_dir = Path(task["dir"])
     sample_paths = sorted((Path(task["sample_dir"]) / "samples").glob("*.png"))
     if not sample_paths:
         raise RuntimeError(f"{task['sample_dir']}: the sampling stage left no samples")
-    candidates = [read_rgb(p) for p in sample_paths]
-    names = [p.name for p in sample_paths]
-    ranker = plugins.rankers.create(config.ranker)
-    ranking = rank_candidates(ranker, scene, candidates, names, run_dir=run_dir, keep=config.select.keep,
-                              keep_fraction=config.select.keep_fraction)
-    best = candidates[names.index(ranking[0]["file"])]
-    Image.fromarray(best).save(run_dir / "result.png")
-    ranked = [(f"#{r['rank']} {r['score']:.0f}", candidates[names.index(r["file"])]) for r in ranking[:6]]
-    contact_sheet(scene, ranked).save(run_dir / "contact_sheet.png")
+    ranking = _stage_api().rank_stage(scene, config, Path(task["dir"]), sample_paths, plugins=plugins)
     return {"best": ranking[0]["file"], "best_score": ranking[0]["score"]}
 
 
 def _baseline_body(task, plugins, progress):
+    from realfill.contact_sheet import contact_sheet
     from realfill.scene import load_scene, read_rgb
 
     scene = load_scene(task["scene"])
     path = run_image_baseline(task["baseline"], scene, Path(task["dir"]))
-    contact_sheet(scene, [(task["baseline"], read_rgb(path))]).save(Path(task["dir"]) / "contact_sheet.png")
+    sheet = contact_sheet(scene.references, scene.masked_target(), [(task["baseline"], read_rgb(path))], scene.gt)
+    sheet.save(Path(task["dir"]) / "contact_sheet.png")
     return {}
 
 
@@ -792,32 +784,6 @@ def report_markdown(plan: Plan, rows: list[dict], summary: list[dict], chart: bo
 
 
 # -- pictures (Pillow; matplotlib is not a dependency) ------------------------------------------------
-
-
-def _thumb(image: np.ndarray, height: int) -> Image.Image:
-    picture = Image.fromarray(image)
-    width = max(1, round(picture.width * height / picture.height))
-    return picture.resize((width, height), Image.LANCZOS)
-
-
-def contact_sheet(scene, ranked: list[tuple[str, np.ndarray]], height: int = 128) -> Image.Image:
-    """References, the masked target, the ranked results, and the ground truth if any; labelled."""
-    from PIL import ImageDraw
-
-    tiles = [(f"ref {i + 1}", r) for i, r in enumerate(scene.references)]
-    tiles += [("masked target", scene.masked_target()), *ranked]
-    if scene.gt is not None:
-        tiles.append(("ground truth", scene.gt))
-    thumbs = [(label, _thumb(image, height)) for label, image in tiles]
-    gap, caption = 4, 14
-    sheet = Image.new("RGB", (sum(t.width for _, t in thumbs) + gap * (len(thumbs) + 1), height + caption + 2 * gap), "white")
-    draw = ImageDraw.Draw(sheet)
-    x = gap
-    for label, thumb in thumbs:
-        sheet.paste(thumb, (x, gap))
-        draw.text((x, gap + height + 1), label, fill="black")
-        x += thumb.width + gap
-    return sheet
 
 
 PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),

@@ -96,7 +96,7 @@ class _AlexNetFeatures(nn.Module):
 class LPIPS(_LearnedMetric):
     name = "lpips"
     summary = "LPIPS v0.1 (AlexNet) distance of the whole image; lower is better"
-    needs = ("weights: torchvision AlexNet (alexnet-owt-7be5be79.pth in metric.weights or the torch hub cache)",)
+    needs = ("weights: torchvision AlexNet (alexnet-owt-7be5be79.pth via --metric-weights lpips=PATH or the torch hub cache)",)
     higher_is_better: ClassVar[bool] = False
 
     class Config(ComponentConfig):
@@ -200,7 +200,7 @@ class _EmbeddingSimilarity(_LearnedMetric):
 class DINO(_EmbeddingSimilarity):
     name = "dino"
     summary = "cosine similarity of DINO ViT-S/16 CLS embeddings of the whole image; higher is better"
-    needs = ("weights: facebook/dino-vits16 (metric.weights folder or the Hugging Face cache)",)
+    needs = ("weights: facebook/dino-vits16 (--metric-weights dino=FOLDER or the Hugging Face cache)",)
     repo_id = "facebook/dino-vits16"
 
     class Config(ComponentConfig):
@@ -219,7 +219,7 @@ class DINO(_EmbeddingSimilarity):
 class CLIP(_EmbeddingSimilarity):
     name = "clip"
     summary = "cosine similarity of CLIP ViT-B/32 image embeddings of the whole image; higher is better"
-    needs = ("weights: openai/clip-vit-base-patch32 (metric.weights folder or the Hugging Face cache)",)
+    needs = ("weights: openai/clip-vit-base-patch32 (--metric-weights clip=FOLDER or the Hugging Face cache)",)
     repo_id = "openai/clip-vit-base-patch32"
     mean, std = CLIP_MEAN, CLIP_STD
 
@@ -242,7 +242,7 @@ class CLIP(_EmbeddingSimilarity):
 class DreamSim(_LearnedMetric):
     name = "dreamsim"
     summary = "DreamSim perceptual distance of the whole image; lower is better"
-    needs = ("package: dreamsim", "weights: DreamSim checkpoints (metric.weights or ~/.cache/dreamsim)")
+    needs = ("package: dreamsim", "weights: DreamSim checkpoints (--metric-weights dreamsim=FOLDER or ~/.cache/dreamsim)")
     higher_is_better: ClassVar[bool] = False
 
     class Config(ComponentConfig):

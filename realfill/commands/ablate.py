@@ -96,6 +96,23 @@ def configurations_from_args(args, plugins):
     return base, configurations + extra
 
 
+def _quiet_libraries() -> None:
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        pass
+    try:
+        from diffusers.utils import logging as diffusers_logging
+
+        diffusers_logging.set_verbosity_error()
+        diffusers_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass
+
+
 def run(args: argparse.Namespace, ctx) -> int:
     from realfill.ablation import LocalExecutor, RayExecutor, build_plan, run_ablation
     from realfill.evaluation import parse_metric_weights
@@ -109,6 +126,7 @@ def run(args: argparse.Namespace, ctx) -> int:
         ctx.plugins.metrics.get(name)  # unknown names fail before anything runs
     plan = build_plan(args.scenes, configurations, args.out, preset=base["preset"], config_file=base["config"],
                       overrides=base["set"], plugins=ctx.plugins)
+    _quiet_libraries()  # their per-load progress bars and notices would break the live display
     executor = RayExecutor(args.address, args.ray_cpus) if args.executor == "ray" else LocalExecutor()
     blocked = sorted(getattr(ctx.plugins, "blocked", ()) or ())
     try:
