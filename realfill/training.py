@@ -69,13 +69,15 @@ class TrainingImages:
         for array, mask, target in [*[(r, None, False) for r in scene.references], (scene.target, scene.mask, True)]:
             image = torch.from_numpy(np.array(array)).permute(2, 0, 1).float() / 127.5 - 1.0
             hole = torch.zeros(1, *image.shape[1:]) if mask is None else torch.from_numpy(mask).float()[None]
+            if target:
+                image = image * (1 - hole)  # the unknown pixels never reach the model (blanked before resizing)
             short = min(image.shape[1:])
             if short > limit:
                 size = (round(image.shape[1] * limit / short), round(image.shape[2] * limit / short))
                 image = F.interpolate(image[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
                 hole = (F.interpolate(hole[None], size=size, mode="area")[0] > 0).float()
-            if target:
-                image = image * (1 - hole)  # the unknown pixels never reach the model
+                if target:
+                    image = image * (1 - hole)
             images.append(image)
             unknown.append(hole)
             is_target.append(target)
