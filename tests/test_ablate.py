@@ -325,3 +325,35 @@ def test_smoke_ablation_through_ray_gives_the_same_metrics(scenes, tmp_path, plu
     for a, b in zip(local, remote, strict=True):
         for metric in ("psnr_masked", "ssim_masked", "ms_ssim_masked", "psnr", "ssim"):
             assert float(a[metric]) == pytest.approx(float(b[metric]), abs=1e-6), (a["configuration"], metric)
+
+
+class RecordingReporter(PlainReporter):
+    """Plain lines, plus every progress call the engine makes (what the live UI's stage bars show)."""
+
+    def __init__(self):
+        super().__init__(Console(file=io.StringIO()))
+        self.progress: list[tuple[str, int, int]] = []
+
+    def stage_progress(self, stage_id, done, total):
+        self.progress.append((stage_id, done, total))
+
+
+def test_untuned_backbone_baseline_and_live_training_progress(scenes, tmp_path, plugins):
+    _pipeline_or_skip(plugins)
+    from realfill.commands.ablate import configurations_from_args
+    from realfill.cli import build_parser
+
+    args = build_parser().parse_args(["ablate", str(scenes[0]), "--preset", "smoke", "--baseline", "backbone-untuned",
+                                      *map(str, SMOKE_SETTINGS)])
+    base, configurations = configurations_from_args(args, plugins)
+    assert [c.label for c in configurations] == ["base", "backbone-untuned"]
+    plan = build_plan([scenes[0]], configurations, tmp_path / "abl", preset=base["preset"], overrides=base["set"],
+                      plugins=plugins)
+    reporter = RecordingReporter()
+    outcome = run_ablation(plan, LocalExecutor(), reporter, metrics=["psnr"], plugins=plugins)
+    assert not outcome.failed and outcome.ran == {"train": 2, "sample": 2, "run": 2}
+    assert [r["method"] for r in outcome.rows] == ["realfill", "backbone-untuned"]
+    untuned = json.loads((plan.stage_dir("train", plan.runs[1]) / "done.json").read_text())
+    assert untuned["steps"] == 0
+    steps = [(done, total) for stage, done, total in reporter.progress if stage.startswith("train:")]
+    assert steps and steps[-1] == (2, 2)  # the fine-tune's steps reached the display through the hook
