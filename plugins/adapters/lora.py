@@ -1,6 +1,7 @@
 """``lora``: peft LoRA on the UNet's attention projections and on the text encoder(s) (RealFill's recipe:
 rank 8, alpha 16, dropout 0.1). Saved with the pipeline's own ``save_lora_weights`` (with the adapter
-configs as metadata), so a stock diffusers pipeline reads ``adapter/`` with ``load_lora_weights``."""
+configs as metadata, dropout set to 0), so a stock diffusers pipeline reads ``adapter/`` with
+``load_lora_weights`` and samples exactly what we sample."""
 
 from __future__ import annotations
 
@@ -77,7 +78,9 @@ class Lora(Adapter):
         layers, metadata = {}, {}
         for key, module in self._modules(model).items():
             layers[f"{key}_lora_layers"] = convert_state_dict_to_diffusers(get_peft_model_state_dict(module))
-            metadata[f"{key}_lora_adapter_metadata"] = module.peft_config["default"].to_dict()
+            # dropout is for training only; saved as 0 because diffusers' load_lora_weights leaves the new
+            # UNet LoRA layers in train mode, where a saved dropout would randomise every stock sample
+            metadata[f"{key}_lora_adapter_metadata"] = {**module.peft_config["default"].to_dict(), "lora_dropout": 0.0}
         Path(directory).mkdir(parents=True, exist_ok=True)
         type(pipeline).save_lora_weights(directory, **layers, **metadata, weight_name=WEIGHTS_NAME)
 
