@@ -1,0 +1,62 @@
+"""The reference training loop: the public RealFill recipe's work, every step, with no shortcut.
+
+What ``train_realfill.py`` (the public re-implementation the paper's recipe comes from) does per step, in
+fp32: VAE-encode the images, then VAE-encode the masked images in a second pass; tokenize one prompt per
+batch item (the empty prompt where it was dropped) and run the text encoder on all of them; run the UNet;
+backward; clip; step a for-loop ``torch.optim.AdamW`` (PyTorch's default on a CPU). Nothing is cached
+between steps.
+
+It is :class:`realfill.training.Trainer` with only the per-step work replaced, so the batch (crops, masks,
+dropout decisions), the random draws (VAE posterior samples, noise, timesteps, in the same order) and the
+loss formula are the same: on the same seed both loops give the same loss to float tolerance
+(``tests/test_reference_loop.py``), and the benchmark compares only how the work is done.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from realfill.training import Batch, Trainer, loss_weights
+
+
+class ReferenceTrainer(Trainer):
+    """The public recipe's per-step work on our batch and RNG stream (see the module docstring)."""
+
+    def __init__(self, model, adapter, masking, scene, train, *, seed: int = 0):
+        super().__init__(model, adapter, masking, scene, train, seed=seed)
+        self._cond_cache = None  # the recipe runs the text encoder every step, frozen or not
+        groups = [{"params": g["params"], "lr": g["initial_lr"] if "initial_lr" in g else g["lr"]}
+                  for g in self.optimizer.param_groups]
+        self.optimizer = torch.optim.AdamW(  # the default on a CPU: neither fused nor foreach
+            groups, betas=(train.adam_beta1, train.adam_beta2), eps=train.adam_epsilon,
+            weight_decay=train.weight_decay, foreach=False, fused=False,
+        )
+        from diffusers.optimization import get_scheduler
+
+        self.lr_scheduler = get_scheduler(train.lr_schedule, self.optimizer, num_warmup_steps=train.warmup_steps,
+                                          num_training_steps=max(train.steps, 1))
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        model, g, device, train = self.model, self.generator, self.device, self.train
+        images = batch.images.to(device, torch.float32)
+        masks = batch.masks.to(device, torch.float32)
+        with torch.no_grad():  # two VAE passes: the image, then the masked image
+            latents = model.encode_images(images, generator=g)
+            masked_latents = model.encode_images(images * (masks < 0.5), generator=g)
+        latent_masks = model.latent_mask(masks)
+        weights = loss_weights(batch.unknown, model.latent_factor).to(device)
+        noise = torch.randn(latents.shape, generator=g, dtype=torch.float32).to(device)
+        scheduler = model.noise_scheduler
+        timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],), generator=g).to(device)
+        noisy = scheduler.add_noise(latents, noise, timesteps)
+        kind = scheduler.config.prediction_type
+        target = {"epsilon": lambda: noise, "v_prediction": lambda: scheduler.get_velocity(latents, noise, timesteps),
+                  "sample": lambda: latents}[kind]()
+        # one prompt per item, tokenized and encoded every step (with gradients when the encoder trains)
+        prompts = ["" if drop else train.prompt for drop in batch.drop_prompt.tolist()]
+        grad = torch.enable_grad() if self.text_trains else torch.no_grad()
+        with grad:
+            cond = model.encode_prompts(prompts)
+        prediction = model.denoise(noisy, timesteps, latent_masks, masked_latents, cond)
+        error = (prediction.float() - target.float()) ** 2 * weights
+        return error.sum() / (weights.sum() * error.shape[1]).clamp(min=1.0)
