@@ -13,7 +13,6 @@ import shutil
 import time
 from pathlib import Path
 
-import pytest
 from rich.console import Console
 
 from realfill.ablation import Configuration, LocalExecutor, build_plan, run_ablation

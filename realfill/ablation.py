@@ -45,10 +45,10 @@ import numpy as np
 import tomli_w
 from PIL import Image
 
-from realfill.baselines import IMAGE_BASELINES, run_image_baseline
+from realfill.baselines import run_image_baseline
 from realfill.config import COMPONENT_FIELDS, dump_config, read_toml, resolve_config, validate_config
 from realfill.errors import UserError
-from realfill.evaluation import METRICS_FILE, RUN_RECORD, build_metrics, evaluate_run
+from realfill.evaluation import RUN_RECORD, build_metrics, evaluate_run
 
 DONE = "done.json"
 ROW = "row.json"
@@ -810,7 +810,7 @@ def bar_chart(summary: list[dict], metrics: list[str], panel: tuple[int, int] = 
         vmax, vmin = max(highs) * 1.1 or 1.0, min(lows)
         span = (vmax - vmin) or 1.0
 
-        def y(v: float) -> float:
+        def y(v: float, bottom=bottom, top=top, vmin=vmin, span=span) -> float:
             return bottom - (v - vmin) / span * (bottom - top)
 
         draw.line([(left, top), (left, bottom), (right, bottom)], fill="black")

@@ -70,7 +70,7 @@ def configurations_from_args(args, plugins):
             base["config"] = (args.sweep.parent / sweep_base["config"]).resolve()
         base["set"] = [*sweep_base.get("set", []), *base["set"]]
     else:
-        for dest, key in AXES.items():
+        for dest in AXES:
             values = getattr(args, dest)
             if len(values) != len(set(values)):
                 flag = "matcher" if dest == "ranker" else dest
