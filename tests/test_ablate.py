@@ -357,3 +357,22 @@ def test_untuned_backbone_baseline_and_live_training_progress(scenes, tmp_path, 
     assert untuned["steps"] == 0
     steps = [(done, total) for stage, done, total in reporter.progress if stage.startswith("train:")]
     assert steps and steps[-1] == (2, 2)  # the fine-tune's steps reached the display through the hook
+
+
+def test_a_new_ranker_reuses_the_finished_fine_tune_and_samples(scenes, tmp_path, plugins):
+    """Adding a configuration to an ablation folder runs only what it does not share."""
+    _pipeline_or_skip(plugins)
+    overrides = [a for a in SMOKE_SETTINGS if a != "--set"]
+    out = tmp_path / "abl"
+
+    def ablation(*rankers):
+        configs = [Configuration(r, [f'ranker.name="{r}"']) for r in rankers]
+        plan = build_plan([scenes[1]], configs, out, preset="smoke", overrides=overrides, plugins=plugins)
+        return run_ablation(plan, LocalExecutor(), PlainReporter(Console(file=io.StringIO())), metrics=["psnr"])
+
+    first = ablation("sift")
+    assert first.ran == {"train": 1, "sample": 1, "run": 1}
+    second = ablation("sift", "lightglue")
+    assert second.ran == {"train": 0, "sample": 0, "run": 1}
+    assert second.skipped == {"train": 1, "sample": 1, "run": 1}
+    assert [r["ranker"] for r in second.rows] == ["sift", "lightglue"] and not second.failed
