@@ -44,7 +44,7 @@ class CorrespondenceConfig(ComponentConfig):
     #: images are matched with their longer side at most this many pixels (coordinates map back)
     max_side: int = Field(640, ge=32)
     #: candidates extracted per batch
-    batch_size: int = Field(8, ge=1)
+    batch_size: int = Field(4, ge=1)
     #: extract each reference's and each candidate's features once (false: again for every pair)
     cache_features: bool = True
 

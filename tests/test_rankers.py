@@ -395,16 +395,17 @@ def test_rank_cli_reranks_a_run_folder(candidate_folder, example_scene, tmp_path
                                      '[backbone]\nname = "some-backbone-not-installed"\n')
     assert main(["rank", str(example_scene), "--samples", str(run), "--keep-fraction", "0.5"]) == 0
     ranking = read_ranking(run / "ranking.json")
-    assert ranking[0]["file"] == "samples/001.png" and ranking[0]["ranker"] == "sift"
+    assert ranking[0]["file"] == "001.png" and ranking[0]["ranker"] == "sift"  # named as `fill` names them
     assert [e["kept"] for e in ranking] == [True, True, False]  # --keep-fraction wins over the saved keep
     result = np.asarray(Image.open(run / "result.png"))
     assert np.array_equal(result, np.asarray(Image.open(run / "samples" / "001.png")))
     assert sorted(p.name for p in (run / "correspondences").iterdir()) == ["001.png", "002.png", "003.png"]
+    assert (run / "contact_sheet.png").is_file()
     assert "true" not in capsys.readouterr().out  # the table names the run's files
     assert main(["rank", str(example_scene), "--samples", str(run), "--matcher", "sift",
                  "--set", "ranker.geometric_check=none", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert rows[0]["inliers"] is None and rows[0]["file"] == "samples/001.png"
+    assert rows[0]["inliers"] is None and rows[0]["file"] == "001.png"
     assert sum(r["kept"] for r in rows) == 1  # the run's saved select.keep
 
 

@@ -1,8 +1,8 @@
 """``realfill rank``: rank a folder of candidate completions of a scene, or re-rank a run without sampling again.
 
 ``--samples DIR`` is either any folder of images (samples from another tool too) or a run folder
-(``DIR/samples/`` inside): then ``DIR/ranking.json``, ``DIR/result.png`` and ``DIR/correspondences/``
-are rewritten. Candidates must have the target's size (a wrong size is an error naming the file:
+(``DIR/samples/`` inside): then the fill run's rank stage (:func:`realfill.run.rank_stage`) rewrites
+``DIR/ranking.json``, ``result.png``, ``contact_sheet.png`` and ``correspondences/``. Candidates must have the target's size (a wrong size is an error naming the file:
 resizing would move the hole away from the mask).
 """
 
@@ -56,10 +56,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true",
                         help="print a JSON array on stdout: one object per candidate (file, score, rank, kept, ...)")
     parser.add_argument("--pictures", type=int, default=4, metavar="N",
-                        help="correspondence pictures for the N best (default 4; written with a run folder or --out)")
+                        help="correspondence pictures for the N best, written with --out (default 4; a run "
+                        "folder gets the 4 its fill stage writes)")
     parser.add_argument("--out", type=Path, metavar="DIR",
-                        help="write ranking.json, result.png and correspondences/ here (default: the run folder; "
-                        "nothing is written for a plain folder without --out)")
+                        help="write ranking.json, result.png and correspondences/ here (default: a run folder is "
+                        "rewritten in place; nothing is written for a plain folder without --out)")
     group = parser.add_argument_group("run config")
     group.add_argument("--preset", help="take the ranker and select settings from this preset")
     group.add_argument("--config", type=Path, help="take them from this config.toml (default: RUN/config.toml)")
@@ -174,23 +175,31 @@ def run(args: argparse.Namespace, ctx) -> int:
     config = _resolve(args, ctx, run_dir)
     scene = load_scene(args.scene, max_references=config.max_references)
     candidates = [read_rgb(p) for p in paths]
-    names = [p.relative_to(folder).as_posix() for p in paths]
+    names = [p.relative_to(image_dir).as_posix() for p in paths]
     ranker = ctx.plugins.rankers.create(config.ranker)
-    out_dir = args.out if args.out is not None else run_dir
+    out_dir = args.out
     if hasattr(ranker, "load"):
         ranker.load()  # missing weights: one line before any progress
 
     ctx.console.print(f"ranking {len(paths)} candidates of {scene.name} with {ranker.name} "
                       f"against {len(scene.references)} references")
-    ranking = rank_candidates(ranker, scene, candidates, names, run_dir=out_dir, keep=config.select.keep,
-                              keep_fraction=config.select.keep_fraction, pictures=args.pictures)
-    if out_dir is not None:
-        from PIL import Image
+    if run_dir is not None and args.out is None:
+        # a run folder: the same stage `realfill fill` runs (ranking.json, result.png, correspondences/,
+        # contact_sheet.png), on the samples already there
+        from realfill.run import rank_stage
 
-        Image.fromarray(candidates[names.index(ranking[0]["file"])]).save(out_dir / "result.png")
-        ctx.plugins.ranking_done(run_dir=out_dir, ranking=ranking)
-        ctx.console.print(f"wrote {out_dir / 'ranking.json'}, {out_dir / 'result.png'} "
-                          f"and {min(args.pictures, len(ranking))} pictures in {out_dir / 'correspondences'}")
+        ranking = rank_stage(scene, config, run_dir, paths, plugins=ctx.plugins)
+        ctx.console.print(f"rewrote {run_dir / 'ranking.json'}, result.png, contact_sheet.png and correspondences/")
+    else:
+        ranking = rank_candidates(ranker, scene, candidates, names, run_dir=out_dir, keep=config.select.keep,
+                                  keep_fraction=config.select.keep_fraction, pictures=args.pictures)
+        if out_dir is not None:
+            from PIL import Image
+
+            Image.fromarray(candidates[names.index(ranking[0]["file"])]).save(out_dir / "result.png")
+            ctx.plugins.ranking_done(run_dir=out_dir, ranking=ranking)
+            ctx.console.print(f"wrote {out_dir / 'ranking.json'}, {out_dir / 'result.png'} "
+                              f"and {min(args.pictures, len(ranking))} pictures in {out_dir / 'correspondences'}")
 
     if args.json:
         rows = [{"file": e["file"], "score": e["score"], "rank": e["rank"], "kept": e["kept"],
