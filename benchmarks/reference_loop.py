@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from realfill.training import Batch, Trainer, loss_weights
+from realfill.training import Batch, Trainer, loss_weights, uncompile
 
 
 class ReferenceTrainer(Trainer):
@@ -24,6 +24,8 @@ class ReferenceTrainer(Trainer):
 
     def __init__(self, model, adapter, masking, scene, train, *, seed: int = 0):
         super().__init__(model, adapter, masking, scene, train, seed=seed)
+        uncompile(self._compiled)  # eager, whatever train.compile says
+        self._compiled = []
         self._cond_cache = None  # the recipe runs the text encoder every step, frozen or not
         groups = [{"params": g["params"], "lr": g["initial_lr"] if "initial_lr" in g else g["lr"]}
                   for g in self.optimizer.param_groups]
