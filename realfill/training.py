@@ -131,20 +131,17 @@ class Batch:
 
 
 def compile_model(model: InpaintModel) -> list[nn.Module]:
-    """``torch.compile`` the forward of the modules that run every step on every item (the denoiser and,
-    where there is one, the VAE's encoder), in place: names and state dicts unchanged, so adapters save as
-    before. Random ops (LoRA dropout) keep eager PyTorch's draws (inductor's ``fallback_random``), so a
-    compiled run gives the same results as an eager one on the same seed. Returns the compiled modules
-    (:func:`uncompile` restores them)."""
-    import torch._inductor.config
-
-    torch._inductor.config.fallback_random = True
+    """``torch.compile`` the forward of the modules that run every step on every item, in place (names and
+    state dicts unchanged, so adapters save as before): the denoiser and, where there is one, the VAE's
+    encoder, whose weights never change, so inductor may fold them in as constants (``freezing``). Random
+    ops (LoRA dropout) keep eager PyTorch's draws (``fallback_random``), so a compiled run gives the same
+    results as an eager one on the same seed. Returns the compiled modules (:func:`uncompile` undoes it)."""
+    model.denoiser.forward = torch.compile(model.denoiser.forward, options={"fallback_random": True})
     modules = [model.denoiser]
     encoder = getattr(getattr(model, "vae", None), "encoder", None)
     if encoder is not None:
+        encoder.forward = torch.compile(encoder.forward, options={"fallback_random": True, "freezing": True})
         modules.append(encoder)
-    for module in modules:
-        module.forward = torch.compile(module.forward)
     return modules
 
 

@@ -1,0 +1,195 @@
+"""Shared benchmark helpers: in-run ratios, peak memory in a fresh process, machine and versions.
+
+- :func:`timed_ratio` (fixture ``ratio``): times a baseline and a candidate **in the same run, interleaved**
+  (baseline, candidate, baseline, candidate, ...), after warm-up rounds, and reports the ratio of medians.
+  The candidate goes through pytest-benchmark (so ``--benchmark-save``/``--benchmark-compare`` see it);
+  the baseline is timed by the same clock in pedantic's ``setup``, just before each candidate round, so
+  both see the same load on a shared machine.
+- :func:`peak_memory`: runs a stage in a fresh Python process and returns what it added to the peak
+  resident set (``ru_maxrss`` after minus before): tracemalloc does not see torch's allocations.
+- every benchmark's JSON carries the machine (CPU model, cores, load average) and the versions of torch,
+  diffusers, transformers, peft and the torch thread count (``machine_info`` in ``--benchmark-json``).
+
+Benchmarks that take the ``bench_threads`` fixture run torch with ``REALFILL_BENCH_THREADS`` threads
+(default 1: five people share two cores here, and one thread is the most repeatable; set 2 on an idle
+machine).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+THREADS = int(os.environ.get("REALFILL_BENCH_THREADS", "1"))
+
+
+@pytest.fixture
+def bench_threads():
+    """Run this benchmark with ``THREADS`` torch threads, restored afterwards."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(THREADS)
+    yield THREADS
+    torch.set_num_threads(old)
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def versions() -> dict[str, str]:
+    import diffusers
+    import peft
+    import torch
+    import transformers
+
+    return {"torch": torch.__version__, "diffusers": diffusers.__version__, "transformers": transformers.__version__,
+            "peft": peft.__version__, "python": platform.python_version()}
+
+
+def machine() -> dict:
+    import torch
+
+    info = {"cpu_model": _cpu_model(), "cpu_count": os.cpu_count(), "bench_threads": THREADS,
+            "load_average_1m": round(os.getloadavg()[0], 2)}
+    try:
+        info["memory_total_gib"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError):
+        pass
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    machine_info.update(machine())
+    machine_info["versions"] = versions()
+
+
+# -- in-run ratios -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Ratio:
+    """Baseline and candidate medians (seconds) from one interleaved run, and baseline / candidate."""
+
+    baseline_s: list[float]
+    candidate_median_s: float
+    load_before: float
+    load_after: float
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def baseline_median_s(self) -> float:
+        return statistics.median(self.baseline_s)
+
+    @property
+    def speedup(self) -> float:
+        return self.baseline_median_s / self.candidate_median_s
+
+
+def _sync():
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def timed_ratio(benchmark, baseline: Callable[[], object], candidate: Callable[[], object], *, rounds: int = 5,
+                warmup_rounds: int = 1) -> Ratio:
+    """Interleave ``baseline`` and ``candidate`` (each called with no arguments) for ``warmup_rounds`` +
+    ``rounds`` rounds; the candidate is pytest-benchmark's measurement. Returns the medians and ratio."""
+    if benchmark.disabled:
+        pytest.skip("benchmarks are disabled (--benchmark-disable): no ratio to measure")
+    baseline_times: list[float] = []
+
+    def time_baseline():
+        _sync()
+        start = time.perf_counter()
+        baseline()
+        _sync()
+        baseline_times.append(time.perf_counter() - start)
+
+    def timed_candidate():
+        candidate()
+        _sync()
+
+    load_before = os.getloadavg()[0]
+    benchmark.pedantic(timed_candidate, setup=time_baseline, rounds=rounds, warmup_rounds=warmup_rounds)
+    result = Ratio(baseline_times[warmup_rounds:], benchmark.stats.stats.median, load_before, os.getloadavg()[0])
+    benchmark.extra_info.update({
+        "baseline_median_s": round(result.baseline_median_s, 5),
+        "candidate_median_s": round(result.candidate_median_s, 5),
+        "speedup": round(result.speedup, 3),
+        "rounds": rounds,
+        "load_average_1m": [round(load_before, 2), round(result.load_after, 2)],
+    })
+    return result
+
+
+@pytest.fixture
+def ratio(benchmark):
+    """``ratio(baseline, candidate, rounds=5, warmup_rounds=1) -> Ratio`` on this test's benchmark."""
+    return lambda baseline, candidate, **kw: timed_ratio(benchmark, baseline, candidate, **kw)
+
+
+# -- peak memory ---------------------------------------------------------------------------------------
+
+_MEMORY_DRIVER = textwrap.dedent("""
+    import json, resource, sys, time
+    sys.path.insert(0, {bench!r})
+    import torch
+    torch.set_num_threads({threads})
+    from {module} import {function} as stage
+    run = stage(**json.loads({kwargs!r}))   # builds everything; returns the callable to measure
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    run()
+    seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out = {{"peak_rss_mib": after / 1024, "added_peak_rss_mib": (after - before) / 1024, "seconds": seconds}}
+    if cuda:
+        out["cuda_max_allocated_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    print("PEAK-MEMORY " + json.dumps(out))
+""")
+
+
+def peak_memory(module: str, function: str, timeout: float = 900, **kwargs) -> dict:
+    """Peak memory of one stage in a fresh process: ``module.function(**kwargs)`` (a module in
+    benchmarks/) builds the stage and returns a no-argument callable; the process reports its peak RSS
+    (MiB), what running the callable added to it, and on a GPU ``torch.cuda.max_memory_allocated``."""
+    code = _MEMORY_DRIVER.format(bench=str(BENCH_DIR), threads=THREADS, module=module, function=function,
+                                 kwargs=json.dumps(kwargs))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("PEAK-MEMORY ")]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"peak-memory run of {module}.{function}({kwargs}) failed:\n{done.stderr[-3000:]}")
+    return json.loads(lines[-1].removeprefix("PEAK-MEMORY "))
+
+
+def report(name: str, line: str) -> None:
+    """Print a figure so ``pytest benchmarks -s`` (and -rA) shows it."""
+    print(f"\n[{name}] {line}")
