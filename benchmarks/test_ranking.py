@@ -1,0 +1,78 @@
+"""Seed-selection speed: reference features extracted once (and each candidate's once) against the naive
+path that extracts both images' features for every (candidate, reference) pair.
+
+N=16 candidates of a real two-view scene (skimage's stereo_motorcycle at 256 px) against K=3 references,
+per ranker available offline. Both paths are timed in the same run, models loaded beforehand; the cached
+path goes through pytest-benchmark, the naive path through the same clock, and the test reports and checks
+the ratio of medians (target >= 1.8x). The torch rankers run on one thread (``threads = 1``). Peak memory each path adds is measured in a fresh process
+(``ru_maxrss`` after ranking minus before). Both paths must give the same scores.
+
+    python -m pytest benchmarks/test_ranking.py -q -p no:cacheprovider --benchmark-columns=median,rounds
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _ranking_case import N_CANDIDATES, build_case, make_ranker, rank_once  # noqa: E402
+
+from realfill.errors import MissingWeightsError  # noqa: E402
+
+TARGET_RATIO = 1.8
+#: one torch thread for both paths: with 2 threads on this shared 2-core machine, OpenMP oversubscription
+#: slowed LightGlue's matching ~40x and drowned the comparison in noise
+RANKERS = {
+    "sift": ({"name": "sift"}, 3),
+    "lightglue-disk": ({"name": "lightglue", "features": "disk", "threads": 1}, 2),
+    "lightglue-aliked": ({"name": "lightglue", "features": "aliked", "threads": 1}, 2),
+}
+CASE = Path(__file__).resolve().parent / "_ranking_case.py"
+
+
+def _peak_memory(settings: dict) -> dict:
+    out = subprocess.run([sys.executable, str(CASE), json.dumps(settings)], capture_output=True, text=True,
+                         check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("ranker_id", list(RANKERS))
+def test_cached_reference_features_vs_naive(ranker_id, benchmark):
+    settings, rounds = RANKERS[ranker_id]
+    scene, candidates = build_case()
+    try:
+        cached = make_ranker({**settings, "cache_features": True})
+        naive = make_ranker({**settings, "cache_features": False})
+    except MissingWeightsError as exc:
+        pytest.skip(str(exc))
+
+    cached_scores = benchmark.pedantic(rank_once, args=(cached, scene, candidates), rounds=rounds,
+                                       warmup_rounds=1)
+    naive_times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        naive_scores = rank_once(naive, scene, candidates)
+        naive_times.append(time.perf_counter() - start)
+    assert [s.score for s in naive_scores] == [s.score for s in cached_scores]
+
+    cached_median = benchmark.stats.stats.median
+    ratio = statistics.median(naive_times) / cached_median
+    memory = {path: _peak_memory({**settings, "cache_features": path == "cached"}) for path in ("cached", "naive")}
+    benchmark.extra_info.update({
+        "candidates": N_CANDIDATES, "references": len(scene.references),
+        "cached_median_s": cached_median, "naive_median_s": statistics.median(naive_times),
+        "speedup": ratio,
+        "peak_added_mib_cached": memory["cached"]["peak_added_mib"],
+        "peak_added_mib_naive": memory["naive"]["peak_added_mib"],
+    })
+    print(f"\n{ranker_id}: cached {cached_median:.2f}s, naive {statistics.median(naive_times):.2f}s, "
+          f"speedup {ratio:.2f}x; peak memory added: cached {memory['cached']['peak_added_mib']:.0f} MiB, "
+          f"naive {memory['naive']['peak_added_mib']:.0f} MiB")
+    assert ratio >= TARGET_RATIO
