@@ -109,6 +109,24 @@ def config_from_args(args: argparse.Namespace, ctx: Context):
     )
 
 
+class _TorchvisionNotice:
+    """Drops transformers' notice that an image processor falls back to its PIL twin: realfill runs
+    without torchvision on purpose (it does not import beside the CPU torch), so it is noise here."""
+
+    @staticmethod
+    def filter(record) -> bool:
+        return "requires torchvision (not installed)" not in record.getMessage()
+
+
+def _quiet_library_noise() -> None:
+    try:
+        from transformers.utils import logging as transformers_logging
+    except ImportError:
+        return
+    for handler in transformers_logging._get_library_root_logger().handlers:
+        handler.addFilter(_TorchvisionNotice)
+
+
 def print_error(exc: BaseException) -> None:
     """One line on stderr, never wrapped: what was wrong and where."""
     from realfill.console import console
@@ -130,6 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     from realfill.plugins import RealfillPlugins, set_plugins
 
+    _quiet_library_noise()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # printed below, one line each
