@@ -67,3 +67,21 @@ def test_a_different_seed_gives_a_different_loss(plugins, example_scene):
     a = _trainer(Trainer, plugins, example_scene, adapter=adapter, seed=3)
     b = _trainer(ReferenceTrainer, plugins, example_scene, adapter=adapter, seed=4)
     assert _losses(a, 1)[0] != pytest.approx(_losses(b, 1)[0], rel=1e-4)
+
+
+@pytest.mark.slow
+def test_compiled_loop_gives_the_eager_losses_and_is_undone_after_training(plugins, example_scene):
+    """train.compile: the same losses as the eager loop on the same seed (LoRA dropout on: inductor keeps
+    eager's random draws), and finish() puts the eager forwards back for sampling."""
+    config_eager = {"name": "lora"}
+    eager = _trainer(Trainer, plugins, example_scene, adapter=config_eager, resolution=32)
+    compiled_config = run_config_model(plugins).model_validate(
+        {**load_preset("smoke"), "train": {**load_preset("smoke")["train"], "resolution": 32, "compile": True}})
+    model = plugins.backbones.create(compiled_config.backbone).load()
+    compiled = Trainer(model, plugins.adapters.create(compiled_config.adapter),
+                       plugins.masking.create(compiled_config.masking), load_scene(example_scene),
+                       compiled_config.train, seed=3)
+    assert "forward" in model.denoiser.__dict__ and "forward" in model.vae.encoder.__dict__
+    assert _losses(compiled, 2) == pytest.approx(_losses(eager, 2), rel=1e-4, abs=1e-6)
+    compiled.finish()
+    assert "forward" not in model.denoiser.__dict__ and "forward" not in model.vae.encoder.__dict__
