@@ -42,16 +42,25 @@ def contact_sheet(
     height: int = 128,
     per_row: int = 6,
     max_samples: int = 24,
+    correspondences: Sequence[tuple[str, np.ndarray]] = (),
+    notice: str | None = None,
 ) -> Image.Image:
-    """Rows: the references; the masked target and the ground truth; the ranked samples, best first,
-    labelled by the caller (e.g. ``#1 score 42``), ``per_row`` to a row, at most ``max_samples``."""
-    rows = [_row([_tile(r, f"reference {i + 1}", height) for i, r in enumerate(references)])]
+    """Rows: ``notice`` (e.g. a backbone's disclaimer), if any; the references; the masked target and the
+    ground truth; the ranked samples, best first, labelled by the caller (e.g. ``#1 score 42``),
+    ``per_row`` to a row, at most ``max_samples``; then the correspondence pictures of the top samples."""
+    rows = []
+    if notice:
+        banner = Image.new("RGB", (8 * len(notice) + 8, LABEL_HEIGHT + 4), (255, 240, 200))
+        ImageDraw.Draw(banner).text((4, 3), notice, fill=(120, 40, 0), font=ImageFont.load_default())
+        rows.append(banner)
+    rows.append(_row([_tile(r, f"reference {i + 1}", height) for i, r in enumerate(references)]))
     inputs = [_tile(masked_target, "masked target", height)]
     if gt is not None:
         inputs.append(_tile(gt, "ground truth", height))
     rows.append(_row(inputs))
     samples = [_tile(image, label, height) for label, image in list(ranked)[:max_samples]]
     rows.extend(_row(samples[i : i + per_row]) for i in range(0, len(samples), per_row))
+    rows.extend(_row([_tile(image, label, height)]) for label, image in correspondences)
     sheet = Image.new("RGB", (max(r.width for r in rows) + 2 * GAP, sum(r.height + GAP for r in rows) + GAP), BACKGROUND)
     y = GAP
     for row in rows:

@@ -127,24 +127,20 @@ def rank_stage(scene, config, directory: Path, sample_paths: list[Path], *, plug
     directory = Path(directory)
     candidates = [read_rgb(p) for p in sample_paths]
     names = [p.name for p in sample_paths]
-    try:
-        from realfill.ranking import rank_candidates
-    except ImportError:  # the ranking core is not installed: keep sample order, and say so
-        import json
+    from realfill.ranking import rank_candidates
 
-        ranking = [{"file": n, "score": 0.0, "rank": i + 1, "kept": True,
-                    "details": {"note": "no ranker available (realfill.ranking missing): sample order"}}
-                   for i, n in enumerate(names)]
-        (directory / RANKING_FILE).write_text(json.dumps(ranking, indent=2) + "\n")
-    else:
-        ranker = plugins.rankers.create(config.ranker)
-        ranking = rank_candidates(ranker, scene, candidates, names, run_dir=directory, keep=config.select.keep,
-                                  keep_fraction=config.select.keep_fraction)
+    ranker = plugins.rankers.create(config.ranker)
+    ranking = rank_candidates(ranker, scene, candidates, names, run_dir=directory, keep=config.select.keep,
+                              keep_fraction=config.select.keep_fraction)
     best = candidates[names.index(ranking[0]["file"])]
     Image.fromarray(best).save(directory / RESULT_FILE)
     ranked = [(f"#{r['rank']} {Path(r['file']).stem} score {r['score']:.0f}", candidates[names.index(r["file"])])
               for r in ranking]
-    contact_sheet(scene.references, scene.masked_target(), ranked, scene.gt).save(directory / CONTACT_SHEET)
+    pictures = [(f"correspondences of #{r['rank']} {Path(r['file']).stem}", read_rgb(path))
+                for r in ranking if (path := directory / "correspondences" / f"{r['rank']:03d}.png").is_file()]
+    notice = plugins.backbones.get(config.backbone.name).disclaimer
+    contact_sheet(scene.references, scene.masked_target(), ranked, scene.gt, correspondences=pictures,
+                  notice=notice).save(directory / CONTACT_SHEET)
     plugins.ranking_done(run_dir=directory, ranking=ranking)
     return ranking
 
@@ -189,6 +185,7 @@ def fill(scene_path: Path, config, run_dir: Path | None = None, *, plugins=None,
     model = load_backbone(config, plugins)  # missing backbone weights fail before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
     write_config(config, run_dir / CONFIG_FILE)
+    write_run_record(run_dir, scene_path, config, plugins)
     for note in scene.notes:
         if console is not None:
             console.print(f"[yellow]note:[/] {note}", soft_wrap=True)
@@ -205,6 +202,20 @@ def fill(scene_path: Path, config, run_dir: Path | None = None, *, plugins=None,
         with contextlib.suppress(Exception):
             plugins.run_end(run_dir=run_dir, result_path=run_dir / RESULT_FILE if error is None else None, error=error)
     return run_dir
+
+
+def write_run_record(run_dir: Path, scene_path: Path, config, plugins) -> None:
+    """``run.json``: the scene the run was made from (so ``realfill evaluate RUN`` finds its ground truth),
+    the run's name and, for backbones that carry one, their disclaimer (e.g. scratch-pixel's)."""
+    import json
+
+    from realfill.evaluation import RUN_RECORD
+
+    record = {"scene": str(Path(scene_path).resolve()), "run_name": run_name(config)}
+    disclaimer = plugins.backbones.get(config.backbone.name).disclaimer
+    if disclaimer:
+        record["disclaimer"] = disclaimer
+    (run_dir / RUN_RECORD).write_text(json.dumps(record, indent=2) + "\n")
 
 
 def known_pixels_kept(result: np.ndarray, target: np.ndarray, mask: np.ndarray, dilate: int, feather: int) -> bool:

@@ -51,6 +51,24 @@ def test_smoke_fill_writes_the_whole_run_folder(smoke_run, example_scene):
     assert sheet.width > 300 and sheet.height > 3 * 128
 
 
+def test_run_record_lets_evaluate_find_the_scene(smoke_run, example_scene, capsys):
+    record = json.loads((smoke_run / "run.json").read_text())
+    assert Path(record["scene"]) == example_scene.resolve() and "disclaimer" not in record  # tiny-sd2 has none
+    capsys.readouterr()
+    assert main(["evaluate", str(smoke_run), "--json"]) == 0  # no --scene needed
+    metrics = json.loads((smoke_run / "metrics.json").read_text())
+    assert "psnr" in json.dumps(metrics)
+
+
+def test_contact_sheet_shows_the_top_correspondences(smoke_run):
+    pictures = sorted((smoke_run / "correspondences").glob("*.png"))
+    assert pictures and pictures[0].name == "001.png"
+    # the sheet grows by one labelled row per correspondence picture
+    rows_without = 2 + 1  # references, inputs, one row of 4 samples
+    sheet = Image.open(smoke_run / "contact_sheet.png")
+    assert sheet.height > (rows_without + len(pictures)) * 128
+
+
 def test_existing_run_folder_needs_resume(smoke_run, example_scene, capsys):
     before = _digest(smoke_run)
     assert main(["fill", str(example_scene), "--preset", "smoke", "--out", str(smoke_run)]) == 2
