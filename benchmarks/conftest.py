@@ -7,8 +7,9 @@
   both see the same load on a shared machine.
 - :func:`peak_memory`: runs a stage in a fresh Python process and returns what it added to the peak
   resident set (``ru_maxrss`` after minus before): tracemalloc does not see torch's allocations.
-- every benchmark's JSON carries the machine (CPU model, cores, load average) and the versions of torch,
-  diffusers, transformers, peft and the torch thread count (``machine_info`` in ``--benchmark-json``).
+- every benchmark's JSON carries the machine (CPU model, cores, memory) and the versions of torch,
+  diffusers, transformers, peft and the benchmark thread count (``machine_info`` in ``--benchmark-json``);
+  the ratio helper adds the load average before and after to each benchmark's ``extra_info``.
 
 Benchmarks that take the ``bench_threads`` fixture run torch with ``REALFILL_BENCH_THREADS`` threads
 (default 1: five people share two cores here, and one thread is the most repeatable; set 2 on an idle
@@ -70,8 +71,9 @@ def versions() -> dict[str, str]:
 def machine() -> dict:
     import torch
 
-    info = {"cpu_model": _cpu_model(), "cpu_count": os.cpu_count(), "bench_threads": THREADS,
-            "load_average_1m": round(os.getloadavg()[0], 2)}
+    # the load average goes in each benchmark's extra_info: here it would make every comparison warn
+    # that the machine differs
+    info = {"cpu_model": _cpu_model(), "cpu_count": os.cpu_count(), "bench_threads": THREADS}
     try:
         info["memory_total_gib"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
     except (ValueError, OSError):

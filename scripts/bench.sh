@@ -3,8 +3,9 @@
 #  1. in-run ratios: each benchmark times its baseline in the same run and asserts its target ratio
 #     (training >= 1.3x, sampling >= 1.5x, ranking >= 1.8x, resume < 0.2x);
 #  2. absolute medians against the saved baseline in benchmarks/baseline/ (pytest-benchmark's
-#     --benchmark-compare-fail), failing on a slowdown of more than BENCH_MARGIN percent (default 50:
-#     absolute times on a shared 2-core machine move by tens of percent with the others' load).
+#     --benchmark-compare-fail), failing on a slowdown of more than BENCH_MARGIN percent (default 30:
+#     absolute medians on the shared 2-core machine moved up to 6% between runs at load 2-4, and double
+#     at load 9).
 #
 #   scripts/bench.sh              run and compare against the latest saved baseline
 #   scripts/bench.sh --save       run and save a new baseline (commit benchmarks/baseline/)
@@ -12,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . .venv/bin/activate
-MARGIN="${BENCH_MARGIN:-50}"
+MARGIN="${BENCH_MARGIN:-30}"
 ARGS=(benchmarks -m "not slow" -q -s -p no:cacheprovider --benchmark-storage=file://benchmarks/baseline
       --benchmark-columns=median,min,rounds --benchmark-sort=name)
 if [[ "${1:-}" == "--save" ]]; then
