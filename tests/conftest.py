@@ -18,6 +18,18 @@ def example_scene() -> Path:
 
 
 @pytest.fixture
+def one_thread():
+    """Torch on one thread: on this shared 2-core machine two threads ran tiny models up to 30x slower
+    (OpenMP oversubscription), and one thread keeps float results reproducible."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def plugins():
     """A fresh plugin manager with the built-ins only (no third-party entry points)."""
     from realfill.plugins import RealfillPlugins

@@ -10,12 +10,7 @@ import torch
 from realfill.errors import MissingWeightsError, UserError
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: contended threads cost far more than they give
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _backbone(plugins, name, **settings):

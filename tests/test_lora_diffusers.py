@@ -12,12 +12,7 @@ from realfill.scene import load_scene
 from realfill.training import fine_tune
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.mark.parametrize(("backbone", "builder"), [("tiny-sd2", "build_tiny_sd2"), ("tiny-sdxl", "build_tiny_sdxl")])

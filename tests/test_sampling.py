@@ -12,12 +12,7 @@ from realfill.diffusion import to_tensor_image, to_tensor_mask
 from realfill.sampling import blend_weights, composite, denoise_loop, sample_completions, sampling_size
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
