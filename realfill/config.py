@@ -64,6 +64,9 @@ class SampleConfig(Section):
     num_samples: int = Field(64, ge=1)
     batch_size: int = Field(8, ge=1)
     prompt: str | None = None  # None: the training prompt
+    #: the longer side to sample at; None: the training scale, i.e. the target's short side maps to
+    #: train.resolution as in training's full-size crops (a model trained from scratch knows only that scale)
+    resolution: int | None = Field(None, ge=8)
     mask_dilate: int = Field(8, ge=0)  # pixels, at the target's size, grown before compositing
     feather: int = Field(8, ge=0)  # pixels of the blend band
 

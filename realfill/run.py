@@ -94,6 +94,8 @@ def sample_stage(scene, config, train_dir: Path | None, directory: Path, *, plug
     _threads(config)
     if model is None:
         model = load_trained(config, Path(train_dir), plugins=plugins)
+    from realfill.sampling import training_scale_resolution
+
     s = config.sample
     out = Path(directory) / SAMPLES_DIR
     out.mkdir(parents=True, exist_ok=True)
@@ -103,7 +105,8 @@ def sample_stage(scene, config, train_dir: Path | None, directory: Path, *, plug
         task = progress.add_task("sample", total=s.num_samples)
         images = sample_completions(
             model, scene.target, scene.mask, prompt=s.prompt if s.prompt is not None else config.train.prompt,
-            resolution=config.train.resolution, scheduler=s.scheduler, steps=s.steps,
+            resolution=s.resolution or training_scale_resolution(*scene.mask.shape, config.train.resolution),
+            scheduler=s.scheduler, steps=s.steps,
             guidance_scale=s.guidance_scale, num_samples=s.num_samples, batch_size=s.batch_size,
             mask_dilate=s.mask_dilate, feather=s.feather, seed=config.seed,
             on_batch=lambda done, total: progress.update(task, completed=done),

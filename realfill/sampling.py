@@ -30,6 +30,12 @@ def sampling_size(height: int, width: int, resolution: int, multiple: int) -> tu
     return h, w
 
 
+def training_scale_resolution(height: int, width: int, train_resolution: int) -> int:
+    """The longer side at which the target appears at the scale training saw it: training crops squares of
+    the short side (scale 1) down to ``train_resolution``, so the short side maps to ``train_resolution``."""
+    return int(round(train_resolution * max(height, width) / min(height, width)))
+
+
 def blend_weights(mask: np.ndarray, dilate: int, feather: int) -> np.ndarray:
     """Per-pixel weight of the sample in the composite: 1 on the mask grown by ``dilate`` pixels, falling
     linearly to 0 over the next ``feather`` pixels, and exactly 0 beyond."""

@@ -81,3 +81,12 @@ def test_same_seed_same_samples_and_batching_does_not_matter(plugins, photo, nam
     outside = blend_weights(mask, 2, 2) == 0
     assert all(np.array_equal(s[outside], image[outside]) for s in a)
     assert all(not np.array_equal(s[mask], image[mask]) for s in a)
+
+
+def test_default_sampling_scale_is_the_training_scale():
+    from realfill.sampling import training_scale_resolution
+
+    # training's full-size crops map the short side (250 px) to 64 px; the target then samples at 95 x 64
+    assert training_scale_resolution(250, 370, 64) == 95
+    assert sampling_size(250, 370, training_scale_resolution(250, 370, 64), 4) == (64, 96)
+    assert training_scale_resolution(300, 300, 48) == 48
