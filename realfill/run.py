@@ -141,7 +141,8 @@ def rank_stage(scene, config, directory: Path, sample_paths: list[Path], *, plug
               for r in ranking]
     pictures = [(f"correspondences of #{r['rank']} {Path(r['file']).stem}", read_rgb(path))
                 for r in ranking if (path := directory / "correspondences" / f"{r['rank']:03d}.png").is_file()]
-    notice = plugins.backbones.get(config.backbone.name).disclaimer
+    backbone = getattr(config, "backbone", None)  # `realfill rank` passes only the ranking settings
+    notice = plugins.backbones.get(backbone.name).disclaimer if backbone is not None else None
     contact_sheet(scene.references, scene.masked_target(), ranked, scene.gt, correspondences=pictures,
                   notice=notice).save(directory / CONTACT_SHEET)
     plugins.ranking_done(run_dir=directory, ranking=ranking)
