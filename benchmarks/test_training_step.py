@@ -71,7 +71,7 @@ def test_training_step_compiled_vs_reference(resolution, ratio, benchmark, bench
     start = time.perf_counter()
     eager_losses = [_seeded(eager)() for _ in range(2)]
     eager_two_s = time.perf_counter() - start
-    assert compiled_losses == pytest.approx(eager_losses, rel=1e-4, abs=1e-6)  # the same result
+    assert compiled_losses == pytest.approx(eager_losses, rel=1e-3, abs=1e-6)  # the same result, to inductor float reordering (tests/test_reference_loop.py)
 
     result = ratio(_seeded(reference), _seeded(compiled), rounds=7, warmup_rounds=1)
     compile_s = first_two_s - eager_two_s

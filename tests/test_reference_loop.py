@@ -82,6 +82,10 @@ def test_compiled_loop_gives_the_eager_losses_and_is_undone_after_training(plugi
                        plugins.masking.create(compiled_config.masking), load_scene(example_scene),
                        compiled_config.train, seed=3)
     assert "forward" in model.denoiser.__dict__ and "forward" in model.vae.encoder.__dict__
-    assert _losses(compiled, 2) == pytest.approx(_losses(eager, 2), rel=1e-4, abs=1e-6)
+    compiled_losses, eager_losses = _losses(compiled, 2), _losses(eager, 2)
+    # the first step is the same graph on the same draws; after one optimizer step inductor's reordered
+    # float sums show (measured in a clean clone: 1.06467 vs 1.06488, 2e-4 relative)
+    assert compiled_losses[0] == pytest.approx(eager_losses[0], rel=1e-4, abs=1e-6)
+    assert compiled_losses[1] == pytest.approx(eager_losses[1], rel=1e-3, abs=1e-6)
     compiled.finish()
     assert "forward" not in model.denoiser.__dict__ and "forward" not in model.vae.encoder.__dict__
