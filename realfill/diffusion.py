@@ -90,11 +90,12 @@ class InpaintModel:
         h, w = mask.shape[-2] // self.latent_factor, mask.shape[-1] // self.latent_factor
         return F.interpolate(mask, size=(h, w))
 
-    def trainable_modules(self) -> dict[str, nn.Module]:
+    def trainable_modules(self, include_text_encoders: bool = True) -> dict[str, nn.Module]:
         """Modules an adapter may train, by the name used for files and learning rates:
-        ``unet`` (the denoiser), ``text_encoder``, ``text_encoder_2``."""
+        ``unet`` (the denoiser), ``text_encoder``, ``text_encoder_2`` (unless ``include_text_encoders``
+        is False, as adapters configured not to train them ask)."""
         modules: dict[str, nn.Module] = {DENOISER_GROUP: self.denoiser}
-        for i, encoder in enumerate(self.text_encoders):
+        for i, encoder in enumerate(self.text_encoders if include_text_encoders else []):
             modules[TEXT_ENCODER_GROUP if i == 0 else f"{TEXT_ENCODER_GROUP}_{i + 1}"] = encoder
         return modules
 

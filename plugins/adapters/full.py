@@ -26,10 +26,7 @@ class Full(Adapter):
         lr_text_encoder: float | None = Field(None, gt=0)
 
     def _modules(self, model):
-        modules = model.trainable_modules()
-        if not self.config.train_text_encoder:
-            modules = {DENOISER_GROUP: modules[DENOISER_GROUP]}
-        return modules
+        return model.trainable_modules(include_text_encoders=self.config.train_text_encoder)
 
     def apply(self, model) -> list[dict]:
         groups: dict[str, dict] = {}

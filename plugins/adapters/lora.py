@@ -48,10 +48,7 @@ class Lora(Adapter):
         return pipeline
 
     def _modules(self, model):
-        modules = model.trainable_modules()
-        if not self.config.train_text_encoder:
-            modules = {DENOISER_GROUP: modules[DENOISER_GROUP]}
-        return modules
+        return model.trainable_modules(include_text_encoders=self.config.train_text_encoder)
 
     def apply(self, model) -> list[dict]:
         self._pipeline(model)
