@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from realfill.components import ComponentConfig
 from realfill.errors import UserError
@@ -288,12 +288,11 @@ def write_config(config: BaseModel, path: Path) -> None:
 
 
 def run_name(config: RunConfigBase) -> str:
-    """A run named after its settings, e.g. ``tiny-sd2+lora+lama-boxes+sift-s30-r64-seed0``."""
+    """A run named after its settings, e.g. ``tiny-sd2+lora+lama-boxes+sift-s30-r64-n4-seed0``."""
     parts = "+".join(getattr(config, f).name for f in COMPONENT_FIELDS)
     return f"{parts}-s{config.train.steps}-r{config.train.resolution}-n{config.sample.num_samples}-seed{config.seed}"
 
 
-# a model validator hook kept for subclasses that need cross-field checks
 __all__ = [
     "RunConfigBase",
     "TrainConfig",
@@ -307,5 +306,4 @@ __all__ = [
     "run_name",
     "preset_names",
     "load_preset",
-    "model_validator",
 ]
