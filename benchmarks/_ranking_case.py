@@ -11,32 +11,21 @@ import json
 import sys
 import threading
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
-from skimage import data
 
 N_CANDIDATES = 16
 WIDTH = 256
 
 
-def _resize(image: np.ndarray) -> np.ndarray:
-    height = round(image.shape[0] * WIDTH / image.shape[1])
-    return cv2.resize(image, (WIDTH, height), interpolation=cv2.INTER_AREA)
-
-
 def build_case(n: int = N_CANDIDATES):
-    """skimage's stereo_motorcycle: right view as target (right 35% to fill), three crops of the left view
-    as references, and ``n`` candidates: the true right view and noisy / blurred / shifted versions of its hole."""
-    from realfill.scene import Scene
+    """skimage's stereo_motorcycle (``realfill.testing``) and ``n`` candidates: the true right view and
+    noisy / blurred / shifted versions of its hole."""
+    from realfill.testing import stereo_motorcycle_scene
 
-    left, right, _ = data.stereo_motorcycle()
-    left, right = _resize(left), _resize(right)
-    h, w = right.shape[:2]
-    mask = np.zeros((h, w), bool)
-    mask[:, int(w * 0.65) :] = True
-    references = [left[:, : int(w * 0.8)], left[:, int(w * 0.2) :], left[h // 10 :, w // 8 : w - w // 8]]
+    scene = stereo_motorcycle_scene(WIDTH)
+    right, mask = scene.gt, scene.mask
     rng = np.random.default_rng(0)
     candidates = []
     for i in range(n):
@@ -50,9 +39,6 @@ def build_case(n: int = N_CANDIDATES):
         candidate = right.copy()
         candidate[mask] = np.clip(hole, 0, 255).astype(np.uint8)[mask]
         candidates.append(candidate)
-    target = right.copy()
-    target[mask] = 127
-    scene = Scene(Path("stereo_motorcycle"), "stereo_motorcycle", references, [], target, mask, right)
     return scene, candidates
 
 

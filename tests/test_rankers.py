@@ -32,13 +32,13 @@ from realfill.ranking import (
     score_candidates,
 )
 from realfill.scene import Scene
+from realfill.testing import resize_to_width, stereo_motorcycle_scene
 
 WIDTH = 256  # everything is downscaled so the file runs in well under two minutes on two cores
 
 
 def _resize(image: np.ndarray, width: int = WIDTH) -> np.ndarray:
-    height = round(image.shape[0] * width / image.shape[1])
-    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+    return resize_to_width(image, width)
 
 
 def _distractors(true: np.ndarray, mask: np.ndarray, other_photo: np.ndarray) -> dict[str, np.ndarray]:
@@ -63,16 +63,8 @@ def _distractors(true: np.ndarray, mask: np.ndarray, other_photo: np.ndarray) ->
 def stereo_scene() -> tuple[Scene, dict[str, np.ndarray]]:
     """A real two-view pair: skimage's stereo_motorcycle. Target = right view with its right 35% to
     outpaint; references = three crops of the left view (like examples/motorcycle)."""
-    left, right, _ = data.stereo_motorcycle()
-    left, right = _resize(left), _resize(right)
-    h, w = right.shape[:2]
-    mask = np.zeros((h, w), bool)
-    mask[:, int(w * 0.65) :] = True
-    references = [left[:, : int(w * 0.8)], left[:, int(w * 0.2) :], left[h // 10 :, w // 8 : w - w // 8]]
-    target = right.copy()
-    target[mask] = 127
-    scene = Scene(Path("stereo_motorcycle"), "stereo_motorcycle", references, [], target, mask, right)
-    return scene, _distractors(right, mask, data.rocket())
+    scene = stereo_motorcycle_scene(WIDTH)
+    return scene, _distractors(scene.gt, scene.mask, data.rocket())
 
 
 def _warp(image: np.ndarray, angle: float, scale: float, shift: tuple[float, float], tilt: float) -> np.ndarray:
