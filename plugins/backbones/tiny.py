@@ -35,11 +35,11 @@ def tiny_tokenizer():
     return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=MAX_TOKENS)
 
 
-def _text_config(tokenizer, **extra):
+def _text_config(tokenizer, hidden_size: int = 32, **extra):
     from transformers import CLIPTextConfig
 
     return CLIPTextConfig(
-        vocab_size=len(tokenizer.get_vocab()), hidden_size=32, intermediate_size=37, num_attention_heads=4,
+        vocab_size=len(tokenizer.get_vocab()), hidden_size=hidden_size, intermediate_size=37, num_attention_heads=4,
         num_hidden_layers=2, max_position_embeddings=MAX_TOKENS, hidden_act="gelu", projection_dim=32,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id, **extra,
@@ -86,9 +86,12 @@ def build_tiny_sd2(seed: int = 0):
     )
 
 
-def build_tiny_sdxl(seed: int = 0):
+def build_tiny_sdxl(seed: int = 0, text_encoder_2_width: int = 32):
     """A StableDiffusionXLInpaintPipeline with tiny SDXL-shaped parts (two text encoders, text_time
-    added conditioning, no aesthetic score: as stable-diffusion-xl-1.0-inpainting-0.1)."""
+    added conditioning, no aesthetic score: as stable-diffusion-xl-1.0-inpainting-0.1).
+
+    ``text_encoder_2_width`` other than 32 makes the second encoder wider than the first, as in SDXL (768 and
+    1280): diffusers' ``from_single_file`` tells the two apart by width (tests/test_single_file.py)."""
     from diffusers import DDPMScheduler, StableDiffusionXLInpaintPipeline
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
@@ -97,12 +100,13 @@ def build_tiny_sdxl(seed: int = 0):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         unet = _tiny_unet(
-            cross_attention_dim=64, addition_embed_type="text_time", addition_time_embed_dim=time_dim,
-            projection_class_embeddings_input_dim=6 * time_dim + pooled_dim, transformer_layers_per_block=(1, 2),
+            cross_attention_dim=32 + text_encoder_2_width, addition_embed_type="text_time",
+            addition_time_embed_dim=time_dim, projection_class_embeddings_input_dim=6 * time_dim + pooled_dim,
+            transformer_layers_per_block=(1, 2),
         )
         vae = _tiny_vae(0.13025, force_upcast=True)
         text_encoder = CLIPTextModel(_text_config(tokenizer))
-        text_encoder_2 = CLIPTextModelWithProjection(_text_config(tokenizer_2))
+        text_encoder_2 = CLIPTextModelWithProjection(_text_config(tokenizer_2, hidden_size=text_encoder_2_width))
     return StableDiffusionXLInpaintPipeline(
         vae=vae.eval(), text_encoder=text_encoder.eval(), text_encoder_2=text_encoder_2.eval(),
         tokenizer=tokenizer, tokenizer_2=tokenizer_2, unet=unet.eval(), scheduler=DDPMScheduler(**SD_SCHEDULE),
