@@ -307,10 +307,11 @@ def hub_cache_dir():
 
 
 def load_pipeline(pipeline_class, *, what: str, model: str, default_model: str, variant: str | None,
-                  dtype: torch.dtype, extra: dict | None = None):
+                  dtype: torch.dtype, config: str | None = None, extra: dict | None = None):
     """``pipeline_class`` from ``model``: a diffusers model folder, a single ``.safetensors``/``.ckpt`` file
-    (its configuration from ``default_model`` in the local cache), or a model id in the local cache.
-    Never downloads. Raises :class:`MissingWeightsError` naming every place looked."""
+    (described by ``config``, a diffusers model folder or a model id in the local cache; default
+    ``default_model``), or a model id in the local cache. Never downloads. Raises
+    :class:`MissingWeightsError` naming every place looked."""
     import warnings
     from pathlib import Path
 
@@ -321,7 +322,6 @@ def load_pipeline(pipeline_class, *, what: str, model: str, default_model: str, 
     extra = dict(extra or {})
     path = Path(model).expanduser()
     places: list[str] = []
-    failure = ""
     how = (f"Download them once where there is network (`hf download {default_model}` fills the local model "
            f"cache), or copy a diffusers model folder or a single checkpoint file here and pass "
            f"--set backbone.model=PATH")
@@ -335,13 +335,9 @@ def load_pipeline(pipeline_class, *, what: str, model: str, default_model: str, 
         except (OSError, ValueError) as exc:
             raise UserError(f"backbone.model: {path} could not be loaded as {pipeline_class.__name__} ({exc})") from None
     if path.is_file():
-        try:
-            return pipeline_class.from_single_file(str(path), config=default_model, torch_dtype=dtype,
-                                                   local_files_only=True, **extra)
-        except (OSError, ValueError) as exc:
-            places.append(f"{path} (a single file: its configuration '{default_model}' is not in the local cache)")
-            failure = f" ({type(exc).__name__})"
-    elif path.suffix in (".safetensors", ".ckpt") or model.startswith((".", "/", "~")):
+        return _load_single_file(pipeline_class, what=what, path=path, config=config or default_model,
+                                 dtype=dtype, extra=extra)
+    if path.suffix in (".safetensors", ".ckpt") or model.startswith((".", "/", "~")):
         places.append(f"{path} (no such file or folder)")
     else:
         places.append(f"the local model cache {hub_cache_dir()} for '{model}'")
@@ -350,4 +346,59 @@ def load_pipeline(pipeline_class, *, what: str, model: str, default_model: str, 
                                                   **extra)
         except (OSError, ValueError):
             pass
-    raise MissingWeightsError(what + failure, places, how)
+    raise MissingWeightsError(what, places, how)
+
+
+def _single_file_config(config: str) -> tuple[str | None, str]:
+    """The local diffusers model folder that ``config`` names (a folder, or a model id whose
+    ``model_index.json`` is in the local cache) and the place looked; ``(None, place)`` when there is none.
+    Resolving it here, never by a model id, keeps ``from_single_file`` from falling back to a download."""
+    from pathlib import Path
+
+    from huggingface_hub import try_to_load_from_cache
+
+    from realfill.errors import UserError
+
+    folder = Path(config).expanduser()
+    if folder.is_dir():
+        if not (folder / "model_index.json").is_file():
+            raise UserError(f"backbone.config: {folder} is a folder without model_index.json; give the diffusers "
+                            "model folder (as saved by save_pretrained) whose configuration the single file has")
+        return str(folder), str(folder)
+    if folder.exists():
+        raise UserError(f"backbone.config: {folder} is a file; give a diffusers model folder or a model id")
+    if config.startswith((".", "/", "~")) or config.count("/") != 1:
+        return None, f"{folder} (no such folder)"
+    place = f"the local model cache {hub_cache_dir()} for '{config}'"
+    cached = try_to_load_from_cache(config, "model_index.json")
+    if isinstance(cached, str):
+        return str(Path(cached).parent), place
+    return None, place
+
+
+def _load_single_file(pipeline_class, *, what: str, path, config: str, dtype: torch.dtype, extra: dict):
+    """``pipeline_class.from_single_file`` on ``path`` with the configuration ``config`` names, checked:
+    every weight of the UNet, VAE and text encoder(s) must come from the file."""
+    from realfill.errors import MissingWeightsError, UserError
+
+    folder, place = _single_file_config(config)
+    if folder is None:
+        how = (f"Set backbone.config to a diffusers model folder of the same architecture (--set "
+               f"backbone.config=FOLDER), or fill the local model cache once where there is network (`hf "
+               f"download {config} --include '*.json' --include '*.txt'` fetches only the configuration)")
+        raise MissingWeightsError(what, [place], how, missing=f"the configuration of the single file {path}")
+    try:
+        pipeline = pipeline_class.from_single_file(str(path), config=folder, torch_dtype=dtype,
+                                                   local_files_only=True, **extra)
+    except Exception as exc:  # a broken or foreign file fails in many ways (safetensors, pickle, shapes, keys)
+        reason = (str(exc).strip().splitlines() or [""])[0]
+        raise UserError(f"backbone.model: {path} could not be loaded as a single {pipeline_class.__name__} file "
+                        f"with the configuration in {folder} ({type(exc).__name__}: {reason})") from None
+    for name in ("unet", "vae", "text_encoder", "text_encoder_2"):
+        module = getattr(pipeline, name, None)
+        absent = [key for key, tensor in module.state_dict().items() if tensor.is_meta] if module is not None else []
+        if absent:  # diffusers loads leniently: what the file lacks would stay uninitialised
+            raise UserError(f"backbone.model: {path} holds no {name} weights for {', '.join(absent[:3])}"
+                            f"{' ...' if len(absent) > 3 else ''} ({len(absent)} missing): is it a checkpoint of "
+                            f"the architecture in {folder}?")
+    return pipeline

@@ -17,9 +17,10 @@ class DuplicateComponentError(Exception):
 
 
 class MissingWeightsError(UserError):
-    """Pretrained weights were not found in any of the places looked at."""
+    """Pretrained weights (or what loading them needs: ``missing`` says what) were not found in any of the
+    places looked at."""
 
-    def __init__(self, what: str, places: list[str], how: str):
+    def __init__(self, what: str, places: list[str], how: str, missing: str = "weights"):
         self.what, self.places, self.how = what, places, how
         looked = "; ".join(places) if places else "nowhere"
-        super().__init__(f"{what}: weights not found (looked in: {looked}). {how}")
+        super().__init__(f"{what}: {missing} not found (looked in: {looked}). {how}")

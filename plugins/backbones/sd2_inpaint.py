@@ -1,6 +1,7 @@
 """``sd2-inpaint``: Stable Diffusion 2 inpainting (``StableDiffusionInpaintPipeline``), the paper's backbone.
 
-Weights from a local diffusers folder, a single checkpoint file, or the local model cache (default
+Weights from a local diffusers folder, a single checkpoint file (its configuration from ``config``: a
+diffusers folder or cached model id, default the default model), or the local model cache (default
 ``stabilityai/stable-diffusion-2-inpainting``); never downloaded."""
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ class SD2Inpaint(Backbone):
     class Config(ComponentConfig):
         name: Literal["sd2-inpaint"] = "sd2-inpaint"
         model: str = DEFAULT_MODEL  # a diffusers folder, a .safetensors/.ckpt file, or a cached model id
+        config: str | None = None  # a single file's configuration: a diffusers folder or cached model id
         variant: str | None = None  # e.g. "fp16" for the half-size files
         dtype: Literal["float32", "float16", "bfloat16"] = "float32"
 
@@ -30,8 +32,8 @@ class SD2Inpaint(Backbone):
 
         c = self.config
         pipeline = load_pipeline(
-            StableDiffusionInpaintPipeline, what="backbone sd2-inpaint", model=c.model, default_model=DEFAULT_MODEL,
-            variant=c.variant, dtype=dtype or TORCH_DTYPES[c.dtype],
+            StableDiffusionInpaintPipeline, what="backbone sd2-inpaint", model=c.model, config=c.config,
+            default_model=DEFAULT_MODEL, variant=c.variant, dtype=dtype or TORCH_DTYPES[c.dtype],
             extra={"safety_checker": None, "requires_safety_checker": False},
         )
         return DiffusersInpaintModel(pipeline, native_resolution=512).to(device)

@@ -1,6 +1,7 @@
 """``sdxl-inpaint``: SDXL inpainting (``StableDiffusionXLInpaintPipeline``), both text encoders, pooled
 embeddings and time ids in training as in sampling. Weights from a local diffusers folder, a single
-checkpoint file, or the local model cache (default ``diffusers/stable-diffusion-xl-1.0-inpainting-0.1``)."""
+checkpoint file (its configuration from ``config``: a diffusers folder or cached model id, default the
+default model), or the local model cache (default ``diffusers/stable-diffusion-xl-1.0-inpainting-0.1``)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ class SDXLInpaint(Backbone):
     class Config(ComponentConfig):
         name: Literal["sdxl-inpaint"] = "sdxl-inpaint"
         model: str = DEFAULT_MODEL
+        config: str | None = None  # a single file's configuration: a diffusers folder or cached model id
         variant: str | None = None
         dtype: Literal["float32", "float16", "bfloat16"] = "float32"
 
@@ -29,7 +31,7 @@ class SDXLInpaint(Backbone):
 
         c = self.config
         pipeline = load_pipeline(
-            StableDiffusionXLInpaintPipeline, what="backbone sdxl-inpaint", model=c.model,
+            StableDiffusionXLInpaintPipeline, what="backbone sdxl-inpaint", model=c.model, config=c.config,
             default_model=DEFAULT_MODEL, variant=c.variant, dtype=dtype or TORCH_DTYPES[c.dtype],
         )
         return DiffusersInpaintModel(pipeline, native_resolution=1024).to(device)
