@@ -43,6 +43,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "realfill_plugins.rankers.sift",
     "realfill_plugins.rankers.lightglue",
     "realfill_plugins.rankers.loftr",
+    "realfill_plugins.rankers.warp",
     "realfill_plugins.metrics.pixel",
     "realfill_plugins.metrics.learned",
 )
