@@ -414,11 +414,14 @@ def _baseline_body(task, plugins, progress):
 def _evaluate_into(task: dict, plugins, record: dict) -> None:
     run_dir = Path(task["dir"])
     metrics = build_metrics(plugins, task.get("metrics") or None, {k: Path(v) for k, v in task.get("metric_weights", {}).items()})
+    samples = Path(task["sample_dir"]) / "samples" if task.get("sample_dir") else None
     with measured(timing := {}):
-        evaluation = evaluate_run(run_dir, metrics)
+        evaluation = evaluate_run(run_dir, metrics, sample_dir=samples)
     record["eval_seconds"] = timing["seconds"]
     record["metrics"] = evaluation["values"]
     record["skipped_metrics"] = evaluation["skipped"]
+    if "selection" in evaluation:
+        record["selection"] = evaluation["selection"]
 
 
 def run_train_stage(task: dict, progress: Callable | None = None) -> dict:
@@ -687,6 +690,7 @@ def _row(spec: RunSpec, plan: Plan, record: dict) -> dict:
         "rank_s": (round(record["seconds"] - record.get("eval_seconds", 0), 3) if "seconds" in record else None),
         "eval_s": record.get("eval_seconds"),
         "peak_rss_mb": max(peaks) if peaks else None,
+        "selection": record.get("selection"),
         "train_key": spec.train_key,
         "sample_key": spec.sample_key,
         "run_key": spec.run_key,
@@ -718,22 +722,40 @@ def summarize(rows: list[dict]) -> list[dict]:
             if values:
                 std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
                 entry["metrics"][name] = {"mean": float(np.mean(values)), "std": std, "n": len(values)}
+        picks = [r["selection"] for r in ok if r.get("selection")]
+        if picks:
+            entry["selection"] = {
+                "runs": len(picks),
+                "pick_beats_mean": sum(bool(p["pick_beats_mean"]) for p in picks),
+                "pick_minus_mean": float(np.mean([p["pick_minus_mean"] for p in picks])),
+                "pick_place": float(np.mean([p["pick_place"] for p in picks])),
+                "samples": float(np.mean([p["samples"] for p in picks])),
+            }
         summary.append(entry)
     return summary
 
 
 CSV_FIXED = ["scene", "configuration", "method", "backbone", "adapter", "masking", "ranker", "status", "error",
              "train_s", "sample_s", "rank_s", "eval_s", "peak_rss_mb", "run_dir"]
+#: seed selection (``realfill.evaluation.selection_stats``), masked PSNR of the pick and of the samples
+CSV_SELECTION = ["pick_psnr_masked", "samples_mean_psnr_masked", "pick_beats_mean", "pick_place"]
+
+
+def _selection_cells(row: dict) -> dict:
+    s = row.get("selection") or {}
+    return {"pick_psnr_masked": s.get("pick"), "samples_mean_psnr_masked": s.get("mean"),
+            "pick_beats_mean": s.get("pick_beats_mean"), "pick_place": s.get("pick_place")}
 
 
 def write_results(plan: Plan, rows: list[dict]) -> None:
     out = plan.out
     names = metric_names(rows)
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_FIXED + names, extrasaction="ignore")
+    writer = csv.DictWriter(buffer, fieldnames=CSV_FIXED + names + CSV_SELECTION, extrasaction="ignore")
     writer.writeheader()
     for row in rows:
-        writer.writerow({**{k: row.get(k) for k in CSV_FIXED}, **{m: row["metrics"].get(m) for m in names}})
+        writer.writerow({**{k: row.get(k) for k in CSV_FIXED}, **{m: row["metrics"].get(m) for m in names},
+                         **_selection_cells(row)})
     (out / "results.csv").write_text(buffer.getvalue())
     summary = summarize(rows)
     _write_json(out / "results.json", {"rows": rows, "summary": summary})
@@ -772,6 +794,16 @@ def report_markdown(plan: Plan, rows: list[dict], summary: list[dict], chart: bo
         lines += ["", "Metrics skipped: " + "; ".join(f"{k} ({v})" for k, v in sorted(skipped.items()))]
     if chart:
         lines += ["", "![chart](chart.png)"]
+    selections = [e for e in summary if e.get("selection")]
+    if selections:
+        lines += ["", "## Seed selection (masked PSNR of the ranker's pick against the samples it chose from)", "",
+                  "A ranker that helps puts its pick above the samples' mean in more than half of the runs; "
+                  "one that ranks at random, in about half.", "",
+                  "| configuration | pick > mean | pick − mean (dB) | pick's place | samples |", "|---|---|---|---|---|"]
+        for entry in selections:
+            sel = entry["selection"]
+            lines.append(f"| {entry['configuration']} | {sel['pick_beats_mean']}/{sel['runs']} | "
+                         f"{sel['pick_minus_mean']:+.2f} | {sel['pick_place']:.1f} | {sel['samples']:.0f} |")
     lines += ["", "## Runs", "", "| scene | configuration | status | train s | sample s | rank s | peak MiB | contact sheet |",
               "|---|---|---|---|---|---|---|---|"]
     for row in rows:

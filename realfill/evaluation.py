@@ -112,8 +112,44 @@ def scene_of_run(run_dir: Path) -> Path | None:
     return None
 
 
-def evaluate_run(run_dir: Path, metrics: list, scene_path: Path | None = None, max_references: int = 5) -> dict:
-    """Evaluate ``RUN_DIR/result.png`` against its scene; write and return ``RUN_DIR/metrics.json``."""
+#: what seed selection is judged by: the ranker's pick against the samples it chose from
+SELECTION_METRIC, SELECTION_VALUE = "psnr", "psnr_masked"
+
+
+def selection_stats(scene: Scene, ranking: list[dict], sample_dir: Path, metrics: list) -> dict | None:
+    """How the ranker's pick (rank 1) scores against the samples it was chosen from, by masked PSNR
+    against the ground truth: the pick's value, the samples' mean, best and worst, where the pick stands,
+    and whether it beats the mean (a ranker that helps does more often than not; one that ranks at random
+    does half the time). None when it cannot be measured: no ground truth, no ``psnr`` metric among
+    ``metrics``, fewer than two samples, or a ranked sample missing from ``sample_dir``."""
+    metric = next((m for m in metrics if m.name == SELECTION_METRIC), None)
+    if scene.gt is None or metric is None or len(ranking) < 2:
+        return None
+    paths = [Path(sample_dir) / entry["file"] for entry in ranking]
+    if not all(p.is_file() for p in paths):
+        return None
+    values = [float(metric.compute(read_rgb(p), scene.gt, scene.mask)[SELECTION_VALUE]) for p in paths]
+    pick, mean = values[0], float(np.mean(values))
+    return {
+        "metric": SELECTION_VALUE,
+        "samples": len(values),
+        "pick": pick,
+        "mean": mean,
+        "best": max(values),
+        "worst": min(values),
+        "pick_minus_mean": pick - mean,
+        "pick_beats_mean": pick > mean,
+        "pick_place": 1 + sum(v > pick for v in values),  # 1 = the pick is the best sample
+        "by_rank": values,
+    }
+
+
+def evaluate_run(run_dir: Path, metrics: list, scene_path: Path | None = None, max_references: int = 5,
+                 sample_dir: Path | None = None) -> dict:
+    """Evaluate ``RUN_DIR/result.png`` against its scene; write and return ``RUN_DIR/metrics.json``.
+
+    With a ``ranking.json`` and its samples (in ``sample_dir``, default ``RUN_DIR/samples``), the record
+    also holds ``selection``: the pick against the samples' mean (:func:`selection_stats`)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"{run_dir}: no such run folder")
@@ -126,5 +162,12 @@ def evaluate_run(run_dir: Path, metrics: list, scene_path: Path | None = None, m
     scene = load_scene(scene_path, max_references=max_references)
     evaluation = evaluate_result(result_path, scene, metrics)
     record = {"result": str(result_path), "scene": str(Path(scene_path).resolve()), **evaluation.as_dict()}
+    ranking_path = run_dir / "ranking.json"
+    if ranking_path.is_file():
+        from realfill.ranking import read_ranking
+
+        selection = selection_stats(scene, read_ranking(ranking_path), sample_dir or run_dir / "samples", metrics)
+        if selection is not None:
+            record["selection"] = selection
     (run_dir / METRICS_FILE).write_text(json.dumps(record, indent=2) + "\n")
     return record

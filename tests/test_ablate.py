@@ -317,6 +317,15 @@ def test_smoke_ablation_two_rankers_two_scenes(scenes, tmp_path, plugins, capsys
     for scene in ("motorcycle", "coffee"):
         mine = [r for r in rows if r["scene"] == scene]
         assert float(mine[0]["train_s"]) == float(mine[1]["train_s"])  # the same stage record
+        # seed selection: both rankers chose from the same samples, so the same samples' mean
+        assert mine[0]["samples_mean_psnr_masked"] == mine[1]["samples_mean_psnr_masked"] != ""
+        for row in mine:  # the result is the pick
+            assert float(row["pick_psnr_masked"]) == pytest.approx(float(row["psnr_masked"]))
+            assert (float(row["pick_psnr_masked"]) > float(row["samples_mean_psnr_masked"])) == (
+                row["pick_beats_mean"] == "True")
+            assert 1 <= int(row["pick_place"]) <= 4
+    report = (out / "report.md").read_text()
+    assert "## Seed selection" in report and "| ranker=sift | " in report.split("## Seed selection")[1]
     capsys.readouterr()
     assert ablate(*argv) == 0  # how much faster it is: benchmarks/test_ablate_resume.py
     err = capsys.readouterr().err

@@ -108,3 +108,46 @@ def test_a_failing_metric_is_reported_and_the_others_go_on(example_scene):
     evaluation = evaluate_images(scene.gt, scene.gt, scene.mask, [Broken(), *build_metrics_for("ssim")])
     assert evaluation.skipped == {"broken": "failed: RuntimeError: boom"}
     assert evaluation.values["ssim_masked"] == pytest.approx(1.0)
+
+
+def _run_with_samples(scene, tmp_path, samples: dict[str, np.ndarray], order: list[str]):
+    """A run folder as ``realfill fill`` leaves it: samples/, ranking.json best first, result.png = the pick."""
+    from realfill.ranking import write_ranking
+
+    run = tmp_path / "run"
+    (run / "samples").mkdir(parents=True)
+    for name, image in samples.items():
+        Image.fromarray(image).save(run / "samples" / name)
+    write_ranking(run / "ranking.json", [{"file": name, "score": -rank, "rank": rank}
+                                         for rank, name in enumerate(order, start=1)])
+    shutil.copy(run / "samples" / order[0], run / "result.png")
+    return run
+
+
+def test_seed_selection_compares_the_pick_with_the_samples_it_was_chosen_from(example_scene, tmp_path, capsys):
+    scene = load_scene(example_scene)
+    rng = np.random.default_rng(0)
+    samples = {}
+    for index, noise in enumerate((5, 40, 80)):  # the closer to the truth, the higher the masked PSNR
+        image = scene.gt.astype(np.int16)
+        image[scene.mask] += rng.integers(-noise, noise + 1, size=image[scene.mask].shape, dtype=np.int16)
+        samples[f"{index:03d}.png"] = np.clip(image, 0, 255).astype(np.uint8)
+    truth = {name: peak_signal_noise_ratio(scene.gt[scene.mask], image[scene.mask]) for name, image in samples.items()}
+
+    good = _run_with_samples(scene, tmp_path / "good", samples, ["000.png", "002.png", "001.png"])
+    assert main(["evaluate", str(good), "--scene", str(example_scene), "--metric", "psnr", "--json"]) == 0
+    selection = json.loads(capsys.readouterr().out)["selection"]
+    assert selection["pick"] == pytest.approx(truth["000.png"])
+    assert selection["mean"] == pytest.approx(np.mean(list(truth.values())))
+    assert selection["pick_beats_mean"] and selection["pick_place"] == 1 and selection["samples"] == 3
+    assert selection["by_rank"] == pytest.approx([truth["000.png"], truth["002.png"], truth["001.png"]])
+
+    bad = _run_with_samples(scene, tmp_path / "bad", samples, ["002.png", "001.png", "000.png"])
+    assert main(["evaluate", str(bad), "--scene", str(example_scene), "--metric", "psnr", "--json"]) == 0
+    selection = json.loads(capsys.readouterr().out)["selection"]
+    assert not selection["pick_beats_mean"] and selection["pick_place"] == 3
+    assert selection["pick_minus_mean"] < -3.0
+
+    # without the psnr metric there is nothing to judge the pick by
+    assert main(["evaluate", str(bad), "--scene", str(example_scene), "--metric", "ssim", "--json"]) == 0
+    assert "selection" not in json.loads(capsys.readouterr().out)

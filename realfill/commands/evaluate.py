@@ -36,6 +36,11 @@ def render(record: dict) -> Table:
         table.add_row(key, shown, "higher" if record["higher_is_better"].get(key, True) else "lower")
     for name, reason in record["skipped"].items():
         table.add_row(name, "skipped", reason, style="dim")
+    selection = record.get("selection")
+    if selection:
+        table.add_row("seed selection", f"{selection['pick_minus_mean']:+.2f} dB",
+                      f"the pick's {selection['metric']} {selection['pick']:.2f} against the mean {selection['mean']:.2f} "
+                      f"of {selection['samples']} samples (place {selection['pick_place']} of {selection['samples']})")
     return table
 
 
