@@ -31,6 +31,7 @@ TARGET_RATIO = 1.8
 #: slowed LightGlue's matching ~40x and drowned the comparison in noise
 RANKERS = {
     "sift": ({"name": "sift"}, 3),
+    "warp": ({"name": "warp"}, 3),  # cache_features: the references aligned once, not for every candidate
     "lightglue-disk": ({"name": "lightglue", "features": "disk", "threads": 1}, 2),
     "lightglue-aliked": ({"name": "lightglue", "features": "aliked", "threads": 1}, 2),
 }

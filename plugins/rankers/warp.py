@@ -52,12 +52,17 @@ class WarpRanker(Ranker):
         compare_side: int = Field(64, ge=8)
         #: fit each warped reference's colours to the target's on the known pixels it covers
         match_colours: bool = True
+        #: align the references once per target (false: again for every candidate, the benchmark's baseline)
+        cache_features: bool = True
 
     def __init__(self, config=None):
         super().__init__(config)
         self._references: list[np.ndarray] = []
         self._mask: np.ndarray | None = None
         self._alignment: tuple[str, list[dict]] | None = None  # (hash of the known pixels, per reference)
+
+    def load(self) -> None:
+        """Nothing to load: SIFT and OpenCV need no weights."""
 
     def prepare(self, references: list, mask) -> None:
         if not references:
@@ -92,11 +97,13 @@ class WarpRanker(Ranker):
     def _align(self, target: np.ndarray) -> list[dict]:
         """Per reference: the homography reference -> target, the warped reference, where it lands, the
         colour fit, and the inlier correspondences (for the pictures)."""
-        key = hashlib.sha1(np.where(self._known[..., None], target, 0).tobytes()).hexdigest()
+        # only the known pixels: the fill being judged must not move the alignment it is judged by
+        known_only = np.ascontiguousarray(np.where(self._known[..., None], target, 0).astype(np.uint8))
+        key = hashlib.sha1(known_only.tobytes()).hexdigest()
         if self._alignment is not None and self._alignment[0] == key:
             return self._alignment[1]
         h, w = target.shape[:2]
-        target_features = self._sift(target, self._known)
+        target_features = self._sift(known_only, self._known)
         aligned = []
         for index, reference in enumerate(self._references):
             entry: dict = {"reference": index}
@@ -150,29 +157,32 @@ class WarpRanker(Ranker):
                 raise ValueError(f"score: a candidate is {candidate.shape[1]}x{candidate.shape[0]}, the mask "
                                  f"{self._mask.shape[1]}x{self._mask.shape[0]}")
         self._known = ~fill_region(self._mask, self.config.known_margin)
-        aligned = self._align(candidates[0])
-        used = [a for a in aligned if a["used"]]
-        per_reference = [{k: a[k] for k in ("reference", "matches", "inliers", "used")}
-                         | ({"hole_coverage": round(a["hole_coverage"], 3)} if a["used"] else {}) for a in aligned]
-        drawn = [a["xy"] for a in aligned]
-        matches = sum(a["matches"] for a in aligned)
-        inliers = sum(a["inliers"] for a in aligned)
-        hole = self._small(self._mask.astype(np.float32))[..., None] if self._mask.ndim == 2 else None
-        references = [(self._small(a["warped"]), self._small(a["lands"].astype(np.float32))[..., None]) for a in used]
+        hole = self._small(self._mask.astype(np.float32))
         scores = []
         for candidate in candidates:
-            small = self._small(candidate)
-            total, weight = 0.0, 0.0
-            for warped, lands in references:
-                w = (hole * lands)[..., 0]  # hole pixels this reference covers (fractional at the edges)
-                if w.sum() < 1.0:
-                    continue
-                error = np.abs(small - warped).mean(axis=2)
-                total += float((error * w).sum())
-                weight += float(w.sum())
-            value = -total / weight if weight > 0 else 0.0
-            scores.append(RankScore(value, matches, inliers, per_reference, drawn))
+            if not self.config.cache_features:
+                self._alignment = None
+            scores.append(self._score_one(candidate, self._align(candidate), hole))
         return scores
+
+    def _score_one(self, candidate: np.ndarray, aligned: list[dict], hole: np.ndarray) -> RankScore:
+        small = self._small(candidate)
+        total, weight = 0.0, 0.0
+        for entry in aligned:
+            if not entry["used"]:
+                continue
+            if "small" not in entry:
+                entry["small"] = (self._small(entry["warped"]), self._small(entry["lands"].astype(np.float32)))
+            warped, lands = entry["small"]
+            w = hole * lands  # hole pixels this reference covers (fractional at the edges)
+            if w.sum() < 1.0:
+                continue
+            total += float((np.abs(small - warped).mean(axis=2) * w).sum())
+            weight += float(w.sum())
+        per_reference = [{k: a[k] for k in ("reference", "matches", "inliers", "used")}
+                         | ({"hole_coverage": round(a["hole_coverage"], 3)} if a["used"] else {}) for a in aligned]
+        return RankScore(-total / weight if weight > 0 else 0.0, sum(a["matches"] for a in aligned),
+                         sum(a["inliers"] for a in aligned), per_reference, [a["xy"] for a in aligned])
 
 
 @hookimpl
