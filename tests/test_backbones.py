@@ -78,9 +78,14 @@ def test_real_backbone_loads_a_local_model_folder(plugins, tmp_path, real, build
     image = torch.rand(1, 3, 32, 32) * 2 - 1
     mask = torch.zeros(1, 1, 32, 32)
     mask[..., 16:] = 1
+    for name in ("unet", "vae", "text_encoder"):
+        loaded, built = getattr(model.pipeline, name).state_dict(), getattr(reference.pipeline, name).state_dict()
+        assert loaded.keys() == built.keys() and all(torch.equal(loaded[k], built[k]) for k in loaded), name
     out = [m.generate(image, mask, "a photo of sks", generators=[torch.Generator().manual_seed(0)],
                       scheduler=m.make_scheduler("ddim"), steps=3) for m in (model, reference)]
-    assert torch.equal(out[0], out[1])
+    # the same weights; oneDNN may pick another kernel for tensors laid out differently in memory, which
+    # moved samples by up to 6e-7 (measured), so the samples are compared to float tolerance
+    torch.testing.assert_close(out[0], out[1], rtol=0, atol=1e-5)
 
 
 @pytest.mark.slow
