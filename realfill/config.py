@@ -47,7 +47,9 @@ class TrainConfig(Section):
     crop_scale_min: float = Field(0.5, gt=0, le=1)
     checkpoint_every: int = Field(500, ge=0)
     log_every: int = Field(10, ge=1)
-    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    # autocast; "auto": bf16 where the device computes it natively (a CUDA GPU with bf16, a CPU with
+    # AVX512-BF16 or AMX), else full float32. Trainable parameters stay float32 in every mode.
+    mixed_precision: Literal["no", "fp16", "bf16", "auto"] = "no"
     gradient_checkpointing: bool = False
     attention: Literal["default", "sdpa"] = "sdpa"
     threads: int | None = Field(None, ge=1)

@@ -50,6 +50,22 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 natively: a CUDA GPU that supports it, or a CPU with the
+    AVX512-BF16 or AMX-BF16 instructions (oneDNN's bf16 kernels; elsewhere bf16 is emulated, and slower
+    than float32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 # -- the training images ---------------------------------------------------------------------------
 
 
@@ -187,10 +203,14 @@ class Trainer:
         self.generator = torch.Generator("cpu").manual_seed(seed)
         self.step = 0
         self.text_trains = any(p.requires_grad for e in model.text_encoders for p in e.parameters())
-        self.autocast_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(train.mixed_precision)
-        if self.autocast_dtype is not None and self.device.type != "cuda":
-            raise UserError(f"train.mixed_precision={train.mixed_precision} needs a CUDA device; use 'no' on a CPU")
-        self.scaler = torch.amp.GradScaler("cuda") if train.mixed_precision == "fp16" else None
+        precision = train.mixed_precision
+        if precision == "auto":
+            precision = "bf16" if native_bf16(self.device) else "no"
+        self.mixed_precision = precision
+        self.autocast_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
+        if precision == "fp16" and self.device.type != "cuda":
+            raise UserError("train.mixed_precision=fp16 needs a CUDA device; use 'bf16' or 'no' on a CPU")
+        self.scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
         if train.gradient_checkpointing:
             model.enable_gradient_checkpointing()
         model.set_attention(train.attention)

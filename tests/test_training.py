@@ -142,3 +142,35 @@ def test_trains_and_samples_end_to_end(plugins, scene, tmp_path, backbone, adapt
         assert any(not torch.equal(v, before[k]) for k, v in state.items())
     else:  # LoRA's B matrices start at zero: training moved them
         assert any(v.abs().sum() > 0 for k, v in state.items() if "lora_B" in k)
+
+
+def test_bf16_autocast_trains_on_the_cpu_and_auto_follows_the_cpu(plugins, scene, monkeypatch):
+    """bf16 autocast on the CPU: the denoiser computes in bfloat16 (the loss moves off the float32 one by
+    bf16 rounding, not more), the trained parameters stay float32; ``auto`` takes bf16 exactly where the
+    CPU has native bf16 instructions; fp16 on a CPU is a one-line error."""
+    from realfill.errors import UserError
+    from realfill.training import native_bf16
+
+    losses, trainers = {}, {}
+    for precision in ("no", "bf16"):
+        trainer = _trainer(plugins, _config(plugins, f"train.mixed_precision={precision}", "adapter.dropout=0.0"), scene)
+        trainer._set_train_mode(True)
+        losses[precision] = float(trainer.loss(trainer.draw_batch()).detach())
+        trainers[precision] = trainer
+    assert losses["bf16"] != losses["no"]  # autocast was on
+    assert losses["bf16"] == pytest.approx(losses["no"], rel=0.05)
+    assert all(p.dtype == torch.float32 for p in trainers["bf16"].params)
+    trainers["bf16"].train_step()
+    assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in trainers["bf16"].params)
+
+    auto = _trainer(plugins, _config(plugins, "train.mixed_precision=auto"), scene)
+    assert auto.mixed_precision == ("bf16" if native_bf16(torch.device("cpu")) else "no")
+    import realfill.training as training
+
+    for native in (True, False):
+        monkeypatch.setattr(training, "native_bf16", lambda device, native=native: native)
+        chosen = _trainer(plugins, _config(plugins, "train.mixed_precision=auto"), scene)
+        assert chosen.mixed_precision == ("bf16" if native else "no")
+        assert chosen.autocast_dtype == (torch.bfloat16 if native else None)
+    with pytest.raises(UserError, match="fp16 needs a CUDA device"):
+        _trainer(plugins, _config(plugins, "train.mixed_precision=fp16"), scene)
