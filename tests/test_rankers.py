@@ -372,7 +372,8 @@ def candidate_folder(tmp_path_factory, example_scene) -> Path:
 
 
 def test_rank_cli_json(candidate_folder, example_scene, capsys):
-    assert main(["rank", str(example_scene), "--samples", str(candidate_folder), "--json", "--keep", "2"]) == 0
+    assert main(["rank", str(example_scene), "--samples", str(candidate_folder), "--json", "--keep", "2",
+                 "--matcher", "sift"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["rank"] for r in rows] == [1, 2, 3, 4]
     assert rows[0]["file"] == "true.png"

@@ -19,7 +19,7 @@ from realfill.errors import UserError
 NAME = "rank"
 HELP = "rank candidate images (any folder, or a run's samples) by correspondences with the references"
 
-#: the preset whose ranker ranks a plain folder when no --config/--preset says otherwise (sift: CPU, no weights)
+#: the preset whose ranker ranks a plain folder when no --config/--preset says otherwise (warp: CPU, no weights)
 DEFAULT_PRESET = "cpu"
 
 
@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--samples", type=Path, required=True, metavar="DIR",
                         help="a folder of candidate images, or a run folder (ranks DIR/samples, rewrites its ranking)")
     parser.add_argument("--matcher", "--ranker", dest="ranker", metavar="NAME",
-                        help="ranker component (default: the run's, else the cpu preset's: sift)")
+                        help="ranker component (default: the run's, else the cpu preset's: warp)")
     keep = parser.add_mutually_exclusive_group()
     keep.add_argument("--keep", type=_positive_int, metavar="K", help="keep the K best (select.keep)")
     keep.add_argument("--keep-fraction", type=_fraction, metavar="F",
