@@ -417,7 +417,8 @@ def fine_tune(
             console.print(f"resuming from step {trainer.step} ({run_dir / CHECKPOINT_DIR})")
     else:
         log_path.write_text("")
-    (run_dir / TRAIN_STATE).write_text(json.dumps({"finished": False, "steps": train.steps}) + "\n")
+    record = {"steps": train.steps, "mixed_precision": trainer.mixed_precision}  # what "auto" resolved to
+    (run_dir / TRAIN_STATE).write_text(json.dumps({"finished": False, **record}) + "\n")
     start = time.perf_counter()
     progress = Progress(
         TextColumn("fine-tune"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
@@ -445,5 +446,5 @@ def fine_tune(
     trainer.finish()
     adapter.save(model, run_dir / ADAPTER_DIR)
     shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)  # the adapter is the result now
-    (run_dir / TRAIN_STATE).write_text(json.dumps({"finished": True, "steps": train.steps}) + "\n")
+    (run_dir / TRAIN_STATE).write_text(json.dumps({"finished": True, **record}) + "\n")
     return trainer

@@ -174,3 +174,15 @@ def test_bf16_autocast_trains_on_the_cpu_and_auto_follows_the_cpu(plugins, scene
         assert chosen.autocast_dtype == (torch.bfloat16 if native else None)
     with pytest.raises(UserError, match="fp16 needs a CUDA device"):
         _trainer(plugins, _config(plugins, "train.mixed_precision=fp16"), scene)
+
+
+def test_the_run_records_what_auto_precision_resolved_to(plugins, scene, tmp_path, monkeypatch):
+    import realfill.training as training
+
+    monkeypatch.setattr(training, "native_bf16", lambda device: True)
+    config = _config(plugins, "train.mixed_precision=auto", "train.steps=1", "train.checkpoint_every=0")
+    model = plugins.backbones.create(config.backbone).load()
+    fine_tune(model, plugins.adapters.create(config.adapter), plugins.masking.create(config.masking), scene, config,
+              tmp_path)
+    state = json.loads((tmp_path / "train_state.json").read_text())
+    assert state == {"finished": True, "steps": 1, "mixed_precision": "bf16"}
