@@ -186,3 +186,27 @@ def test_the_run_records_what_auto_precision_resolved_to(plugins, scene, tmp_pat
               tmp_path)
     state = json.loads((tmp_path / "train_state.json").read_text())
     assert state == {"finished": True, "steps": 1, "mixed_precision": "bf16"}
+
+
+@pytest.mark.parametrize("backbone", ["tiny-sd2", "tiny-sdxl"])
+def test_gradient_checkpointing_and_attention_kernels_change_speed_not_results(plugins, scene, backbone):
+    """The memory and speed options are pure implementation choices: gradient checkpointing (recompute
+    activations in the backward pass) and the attention kernel (SDPA or diffusers' default) give the same
+    gradients as the plain run, to float tolerance."""
+    base_settings = ("adapter.dropout=0.0", "train.attention=sdpa", "train.gradient_checkpointing=false")
+    base = _gradients(plugins, _config(plugins, *base_settings, backbone=backbone), scene)
+    assert len(base) > 0
+    # each option is really on: the UNet checkpoints, the attention processors change
+    trainer = _trainer(plugins, _config(plugins, *base_settings, backbone=backbone), scene)
+    unet = trainer.model.denoiser
+    assert not unet.is_gradient_checkpointing
+    assert {type(p).__name__ for p in unet.attn_processors.values()} == {"AttnProcessor2_0"}
+    trainer = _trainer(plugins, _config(plugins, "train.gradient_checkpointing=true", "train.attention=default",
+                                        backbone=backbone), scene)
+    assert trainer.model.denoiser.is_gradient_checkpointing
+    assert {type(p).__name__ for p in trainer.model.denoiser.attn_processors.values()} == {"AttnProcessor"}
+    for option in ("train.gradient_checkpointing=true", "train.attention=default"):
+        other = _gradients(plugins, _config(plugins, *base_settings, option, backbone=backbone), scene)
+        assert other.keys() == base.keys(), option
+        for key in base:
+            torch.testing.assert_close(other[key], base[key], rtol=1e-4, atol=1e-6, msg=lambda m: f"{option}: {m}")
