@@ -12,7 +12,8 @@
 #     model the script says so and gates on the ratios alone.
 #
 #   scripts/bench.sh              run, gate on the targets and this CPU's saved baseline
-#   scripts/bench.sh --ci         the same with the ratio margin (scripts/test.sh runs this)
+#   scripts/bench.sh --ci         the same with CI's margins, without the rankers' peak-memory runs
+#                                 (scripts/test.sh runs this)
 #   scripts/bench.sh --save       run and save a baseline for this CPU model (commit benchmarks/baseline/)
 #   scripts/bench.sh -k sampling  extra arguments go to pytest
 set -euo pipefail
@@ -24,6 +25,7 @@ ARGS=(benchmarks -m "not slow" -q -s -p no:cacheprovider --benchmark-storage=fil
 if [[ "${1:-}" == "--ci" ]]; then
     shift
     export REALFILL_BENCH_RATIO_MARGIN="${BENCH_RATIO_MARGIN:-0.15}"
+    export REALFILL_BENCH_MEMORY="${REALFILL_BENCH_MEMORY:-0}"  # no fresh-process memory runs of the rankers
     MARGIN="${BENCH_MARGIN:-50}"  # another VM of the same CPU model, maybe busier: only gross slowdowns
 fi
 # this CPU's model (as benchmarks/conftest.py records it), a file-name form of it, and the number of the
