@@ -59,6 +59,7 @@ class WarpRanker(Ranker):
         super().__init__(config)
         self._references: list[np.ndarray] = []
         self._mask: np.ndarray | None = None
+        self._known: np.ndarray | None = None  # the target's known pixels: the hole grown by known_margin, inverted
         self._alignment: tuple[str, list[dict]] | None = None  # (hash of the known pixels, per reference)
 
     def load(self) -> None:
@@ -121,7 +122,7 @@ class WarpRanker(Ranker):
                 entry["used"] = False
                 aligned.append(entry)
                 continue
-            warped = cv2.warpPerspective(reference, homography, (w, h), flags=cv2.INTER_AREA)
+            warped = cv2.warpPerspective(reference, homography, (w, h), flags=cv2.INTER_LINEAR)
             lands = cv2.warpPerspective(np.full(reference.shape[:2], 255, np.uint8), homography, (w, h),
                                         flags=cv2.INTER_NEAREST) > 0
             lands = cv2.erode(lands.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0  # no border blend
