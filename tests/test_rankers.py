@@ -498,3 +498,13 @@ def test_warp_without_an_alignment_scores_every_candidate_zero(module_plugins):
     scores = ranker.score(list(candidates.values()))
     assert [s.score for s in scores] == [0.0] * len(candidates)
     assert not any(r["used"] for r in scores[0].per_reference)
+
+
+def test_rank_cli_ranks_a_plain_folder_with_the_cpu_presets_ranker(candidate_folder, example_scene, capsys):
+    """No --matcher, no run config: the cpu preset's ranker (warp) ranks the folder; the true fill and its
+    blur come before noise and a flat colour."""
+    assert main(["rank", str(example_scene), "--samples", str(candidate_folder), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    order = [r["file"] for r in rows]
+    assert set(order[:2]) == {"true.png", "blur.png"} and set(order[2:]) == {"noise.png", "flat.png"}, rows
+    assert all(r["score"] < 0 and r["inliers"] > 0 for r in rows)  # minus the error; references aligned
