@@ -30,6 +30,7 @@ from pydantic import Field
 from realfill.components import ComponentConfig, Ranker, RankScore
 from realfill.hookspecs import hookimpl
 from realfill.ranking import fill_region, geometric_inliers
+from realfill_plugins.rankers.sift import SiftRanker
 
 
 class WarpRanker(Ranker):
@@ -74,26 +75,9 @@ class WarpRanker(Ranker):
 
     # -- alignment, once per target ----------------------------------------------------------
 
-    def _sift(self, image: np.ndarray, region: np.ndarray | None):
-        sift = cv2.SIFT_create(nfeatures=self.config.max_keypoints)
-        gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-        keypoints, descriptors = sift.detectAndCompute(gray, None if region is None else region.astype(np.uint8) * 255)
-        xy = np.array([k.pt for k in keypoints], dtype=np.float64).reshape(-1, 2)
-        return xy, descriptors if descriptors is not None else np.zeros((0, 128), np.float32)
-
-    def _matches(self, a, b) -> tuple[np.ndarray, np.ndarray]:
-        (xy0, d0), (xy1, d1) = a, b
-        if len(d0) < 2 or len(d1) < 2:
-            return np.zeros((0, 2)), np.zeros((0, 2))
-        matcher = cv2.BFMatcher(cv2.NORM_L2)
-        pairs = [(m.queryIdx, m.trainIdx) for m, n in (p for p in matcher.knnMatch(d0, d1, k=2) if len(p) == 2)
-                 if m.distance < self.config.ratio * n.distance]
-        back = {m.queryIdx: m.trainIdx for m in matcher.match(d1, d0)}
-        pairs = [(i, j) for i, j in pairs if back.get(j) == i]
-        if not pairs:
-            return np.zeros((0, 2)), np.zeros((0, 2))
-        index = np.array(pairs)
-        return xy0[index[:, 0]], xy1[index[:, 1]]
+    def _sift(self) -> SiftRanker:
+        """The ``sift`` ranker's features and matching (ratio test, mutual check), with this config's settings."""
+        return SiftRanker(SiftRanker.Config(ratio=self.config.ratio, max_keypoints=self.config.max_keypoints))
 
     def _align(self, target: np.ndarray) -> list[dict]:
         """Per reference: the homography reference -> target, the warped reference, where it lands, the
@@ -104,11 +88,12 @@ class WarpRanker(Ranker):
         if self._alignment is not None and self._alignment[0] == key:
             return self._alignment[1]
         h, w = target.shape[:2]
-        target_features = self._sift(known_only, self._known)
+        sift = self._sift()
+        target_features = sift.extract([known_only], [self._known])[0]
         aligned = []
         for index, reference in enumerate(self._references):
             entry: dict = {"reference": index}
-            target_xy, reference_xy = self._matches(target_features, self._sift(reference, None))
+            target_xy, reference_xy = sift.match(target_features, sift.extract([reference], None)[0])
             entry["matches"] = int(len(target_xy))
             inliers = geometric_inliers(reference_xy, target_xy, "homography", self.config.ransac_threshold)
             entry["inliers"] = int(inliers.sum())
