@@ -306,6 +306,11 @@ def hub_cache_dir():
     return constants.HF_HUB_CACHE
 
 
+def cache_place(model: str) -> str:
+    """How an error names the place a model id was looked for."""
+    return f"the local model cache {hub_cache_dir()} for '{model}'"
+
+
 def load_pipeline(pipeline_class, *, what: str, model: str, default_model: str, variant: str | None,
                   dtype: torch.dtype, config: str | None = None, extra: dict | None = None):
     """``pipeline_class`` from ``model``: a diffusers model folder, a single ``.safetensors``/``.ckpt`` file
@@ -340,7 +345,7 @@ def load_pipeline(pipeline_class, *, what: str, model: str, default_model: str, 
     if path.suffix in (".safetensors", ".ckpt") or model.startswith((".", "/", "~")):
         places.append(f"{path} (no such file or folder)")
     else:
-        places.append(f"the local model cache {hub_cache_dir()} for '{model}'")
+        places.append(cache_place(model))
         try:
             return pipeline_class.from_pretrained(model, torch_dtype=dtype, variant=variant, local_files_only=True,
                                                   **extra)
@@ -369,7 +374,7 @@ def _single_file_config(config: str) -> tuple[str | None, str]:
         raise UserError(f"backbone.config: {folder} is a file; give a diffusers model folder or a model id")
     if config.startswith((".", "/", "~")) or config.count("/") != 1:
         return None, f"{folder} (no such folder)"
-    place = f"the local model cache {hub_cache_dir()} for '{config}'"
+    place = cache_place(config)
     cached = try_to_load_from_cache(config, "model_index.json")
     if isinstance(cached, str):
         return str(Path(cached).parent), place
