@@ -10,6 +10,10 @@ It is :class:`realfill.training.Trainer` with only the per-step work replaced, s
 dropout decisions), the random draws (VAE posterior samples, noise, timesteps, in the same order) and the
 loss formula are the same: on the same seed both loops give the same loss to float tolerance
 (``tests/test_reference_loop.py``), and the benchmark compares only how the work is done.
+
+The batch is drawn by the shared ``Trainer.draw_batch`` except for ``lama-boxes`` masks, which the recipe
+makes per item in its dataset's ``__getitem__``, one box at a time: :func:`recipe_box_masks` does that, from
+the same generator draws, so its masks equal the plugin's batched ones (``tests/test_masking.py``).
 """
 
 from __future__ import annotations
@@ -19,11 +23,45 @@ import torch
 from realfill.training import Batch, Trainer, loss_weights, uncompile
 
 
+def recipe_box_masks(config, batch_size: int, height: int, width: int, generator: torch.Generator) -> torch.Tensor:
+    """``lama-boxes`` masks made item by item, each item's boxes drawn one at a time, as the recipe's
+    dataset does: the same generator draws, in the same order, as the plugin's batched ``box_masks``."""
+    masks = torch.zeros(batch_size, 1, height, width)
+    boxes = []
+    for b in range(batch_size):
+        n = int(torch.randint(config.min_boxes, config.max_boxes + 1, (1,), generator=generator))
+        boxes.append(torch.rand(4, n, generator=generator))
+    invert = torch.rand(batch_size, generator=generator) < config.invert_prob
+    low, high = config.min_side, config.max_side
+    for b, (rh, rw, ry, rx) in enumerate(boxes):
+        for i in range(rh.shape[0]):
+            h = max(round(float((low + (high - low) * rh[i:i + 1]) * height)), 1)
+            w = max(round(float((low + (high - low) * rw[i:i + 1]) * width)), 1)
+            top = int((ry[i:i + 1] * (height - h + 1)).floor())
+            left = int((rx[i:i + 1] * (width - w + 1)).floor())
+            masks[b, 0, top:top + h, left:left + w] = 1.0
+        if invert[b]:
+            masks[b] = 1.0 - masks[b]
+    return masks
+
+
+class _RecipeBoxes:
+    """A ``lama-boxes`` strategy whose masks are made by :func:`recipe_box_masks`."""
+
+    def __init__(self, strategy):
+        self.strategy = strategy
+
+    def make_masks(self, batch_size, height, width, *, is_target, target_masks, generator):
+        return recipe_box_masks(self.strategy.config, batch_size, height, width, generator)
+
+
 class ReferenceTrainer(Trainer):
     """The public recipe's per-step work on our batch and RNG stream (see the module docstring)."""
 
     def __init__(self, model, adapter, masking, scene, train, *, seed: int = 0):
         super().__init__(model, adapter, masking, scene, train, seed=seed)
+        if getattr(masking, "name", None) == "lama-boxes":
+            self.masking = _RecipeBoxes(masking)
         uncompile(self._compiled)  # eager, whatever train.compile says
         self._compiled = []
         self._cond_cache = None  # the recipe runs the text encoder every step, frozen or not

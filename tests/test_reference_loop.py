@@ -14,7 +14,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from reference_loop import ReferenceTrainer  # noqa: E402
+from reference_loop import ReferenceTrainer, recipe_box_masks  # noqa: E402
 
 from realfill.config import load_preset, run_config_model  # noqa: E402
 from realfill.scene import load_scene  # noqa: E402
@@ -59,6 +59,22 @@ def test_same_losses_and_weights_as_the_reference_loop(plugins, example_scene, a
     assert len(set(ours_losses)) == 3  # real steps: the loss moves
     for (name, a), b in zip(ours.trainable_state().items(), reference.trainable_state().values()):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5, msg=f"{name} differs after 3 steps")
+
+
+@pytest.mark.parametrize("size", [(64, 64), (128, 96), (7, 5)])
+def test_batched_lama_boxes_are_the_recipes_per_item_masks(size):
+    """The plugin draws every item's boxes in one pass; the reference loop makes them item by item and box
+    by box, as the recipe's dataset does. Same generator, same masks, bit for bit."""
+    from realfill_plugins.masking.lama_boxes import LamaBoxes, box_masks
+
+    configs = [LamaBoxes.Config(), LamaBoxes.Config(min_boxes=3, max_boxes=5, min_side=0.1, max_side=0.9,
+                                                    invert_prob=0.2)]
+    for config in configs:
+        for seed in range(40):
+            batched = box_masks(config, 16, *size, torch.Generator().manual_seed(seed))
+            per_item = recipe_box_masks(config, 16, *size, torch.Generator().manual_seed(seed))
+            assert torch.equal(batched, per_item), (config, seed)
+    assert 0.2 < batched.mean() < 0.8  # real masks, not all empty or all full
 
 
 def test_a_different_seed_gives_a_different_loss(plugins, example_scene):
