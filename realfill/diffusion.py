@@ -63,6 +63,12 @@ class InpaintModel:
         """The inverse of :meth:`encode_images`: -> ``[B, 3, H, W]`` in about ``[-1, 1]``."""
         raise NotImplementedError
 
+    def encode_image_pair(self, images: torch.Tensor, masked: torch.Tensor, generator: torch.Generator | None = None
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``encode_images(images)`` then ``encode_images(masked)``, drawing from ``generator`` in that order
+        (what training encodes every step). Override to do both in one pass with the same result."""
+        return self.encode_images(images, generator=generator), self.encode_images(masked, generator=generator)
+
     def encode_prompts(self, prompts: list[str]) -> Conditioning:
         """The conditioning for each prompt, batch-first tensors (``{}`` for an unconditional model).
 
@@ -195,6 +201,7 @@ class DiffusersInpaintModel(InpaintModel):
         self.native_resolution = native_resolution
         self.device = pipeline.unet.device
         self.dtype = pipeline.unet.dtype
+        self._tokens: dict[tuple, Any] = {}
 
     @staticmethod
     def _training_scheduler(scheduler):
@@ -220,22 +227,58 @@ class DiffusersInpaintModel(InpaintModel):
 
     def encode_images(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         vae_dtype = next(self.vae.parameters()).dtype
-        posterior = self.vae.encode(images.to(vae_dtype)).latent_dist
+        return self._latents(self.vae.encode(images.to(vae_dtype)).latent_dist, generator)
+
+    def _latents(self, posterior, generator: torch.Generator | None) -> torch.Tensor:
         latents = posterior.sample(generator=generator) if generator is not None else posterior.mode()
         return (latents * self.vae.config.scaling_factor).to(self.dtype)
+
+    def encode_image_pair(self, images, masked, generator=None):
+        """One VAE pass over both batches (half the calls into the encoder; each item's moments are what
+        its own pass gives), then each posterior sampled in turn, as two :meth:`encode_images` calls do."""
+        from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+        if self.vae.use_slicing or images.shape != masked.shape:
+            return super().encode_image_pair(images, masked, generator)
+        vae_dtype = next(self.vae.parameters()).dtype
+        moments = self.vae.encode(torch.cat([images, masked]).to(vae_dtype)).latent_dist.parameters
+        first, second = moments.chunk(2)
+        return (self._latents(DiagonalGaussianDistribution(first), generator),
+                self._latents(DiagonalGaussianDistribution(second), generator))
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         vae_dtype = next(self.vae.parameters()).dtype
         return self.vae.decode(latents.to(vae_dtype) / self.vae.config.scaling_factor).sample
 
+    def _token_ids(self, tokenizer, prompts: list[str]) -> torch.Tensor:
+        """The pipeline's tokenization (padded and truncated to the tokenizer's length), kept per prompt
+        list: training encodes the same two prompts every step."""
+        key = (id(tokenizer), tuple(prompts))
+        if key not in self._tokens:
+            self._tokens[key] = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length,
+                                          truncation=True, return_tensors="pt")
+        return self._tokens[key]
+
     def encode_prompts(self, prompts: list[str]) -> Conditioning:
-        if self.is_sdxl:
-            embeds, _, pooled, _ = self.pipeline.encode_prompt(
-                prompts, device=self.device, num_images_per_prompt=1, do_classifier_free_guidance=False
-            )
-            return {"encoder_hidden_states": embeds, "text_embeds": pooled}
-        embeds, _ = self.pipeline.encode_prompt(prompts, self.device, 1, False)
-        return {"encoder_hidden_states": embeds}
+        """What the pipeline's ``encode_prompt`` gives (no guidance, one image per prompt, no clip skip),
+        with the tokens cached: ``tests/test_backbones.py`` checks the two agree bit for bit."""
+        pipe = self.pipeline
+        if not self.is_sdxl:
+            inputs = self._token_ids(pipe.tokenizer, prompts)
+            encoder = pipe.text_encoder
+            mask = inputs.attention_mask.to(self.device) if getattr(encoder.config, "use_attention_mask", False) else None
+            embeds = encoder(inputs.input_ids.to(self.device), attention_mask=mask)[0]
+            return {"encoder_hidden_states": embeds.to(dtype=encoder.dtype, device=self.device)}
+        pairs = [(t, e) for t, e in ((pipe.tokenizer, pipe.text_encoder), (pipe.tokenizer_2, pipe.text_encoder_2))
+                 if t is not None and e is not None]
+        hidden, pooled = [], None
+        for tokenizer, encoder in pairs:
+            out = encoder(self._token_ids(tokenizer, prompts).input_ids.to(encoder.device), output_hidden_states=True)
+            if pooled is None and out[0].ndim == 2:  # the pooled output of the last encoder (with projection)
+                pooled = out[0]
+            hidden.append(out.hidden_states[-2])
+        embeds = torch.cat(hidden, dim=-1).to(dtype=pipe.text_encoder_2.dtype, device=self.device)
+        return {"encoder_hidden_states": embeds, "text_embeds": pooled.to(self.device)}
 
     def time_ids(self, height: int, width: int, batch: int) -> torch.Tensor:
         """SDXL's added time ids for a ``height x width`` image, uncropped: what the pipeline uses when

@@ -37,6 +37,37 @@ def test_tiny_backbones_have_the_inpainting_architecture(plugins, name):
     assert not torch.equal(cond["encoder_hidden_states"][0], cond["encoder_hidden_states"][1])
 
 
+@pytest.mark.parametrize("name", ["tiny-sd2", "tiny-sdxl"])
+def test_prompt_and_image_pair_encoding_give_the_pipelines_results(plugins, name):
+    """encode_prompts caches the tokens but gives exactly the pipeline's encode_prompt; encode_image_pair
+    (one VAE pass) gives what two encode_images calls give on the same generator."""
+    model = _backbone(plugins, name).load()
+    prompts = ["a photo of sks", ""]
+    with torch.no_grad():
+        ours = [model.encode_prompts(prompts) for _ in range(2)]  # the second from cached tokens
+        if name == "tiny-sdxl":
+            embeds, _, pooled, _ = model.pipeline.encode_prompt(prompts, device=model.device,
+                                                                num_images_per_prompt=1,
+                                                                do_classifier_free_guidance=False)
+            stock = {"encoder_hidden_states": embeds, "text_embeds": pooled}
+        else:
+            stock = {"encoder_hidden_states": model.pipeline.encode_prompt(prompts, model.device, 1, False)[0]}
+        for cond in ours:
+            assert set(cond) == set(stock) and all(torch.equal(cond[k], stock[k]) for k in stock)
+
+        images = torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+        masked = images * (torch.rand(4, 1, 64, 64, generator=torch.Generator().manual_seed(1)) < 0.5)
+        g = torch.Generator().manual_seed(5)
+        pair = model.encode_image_pair(images, masked, generator=g)
+        after_pair = torch.rand(1, generator=g)
+        g = torch.Generator().manual_seed(5)
+        single = model.encode_images(images, generator=g), model.encode_images(masked, generator=g)
+        assert torch.equal(after_pair, torch.rand(1, generator=g))  # the same draws
+    for a, b in zip(pair, single):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(pair[0], pair[1])
+
+
 def test_tiny_weights_follow_the_seed(plugins):
     a = _backbone(plugins, "tiny-sd2").load().denoiser.state_dict()
     b = _backbone(plugins, "tiny-sd2").load().denoiser.state_dict()
