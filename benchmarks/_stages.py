@@ -30,22 +30,26 @@ def run_config(backbone: str = "tiny-sd2", adapter: dict | None = None, **train)
 
 
 def make_trainer(loop: str = "ours", resolution: int = 64, batch_size: int = 16, adapter: dict | None = None,
-                 seed: int = 0, backbone: str = "tiny-sd2", compile: bool = False):
-    """A Trainer (``ours``) or the public recipe's ReferenceTrainer (``reference``) on the example scene."""
+                 seed: int = 0, backbone: str = "tiny-sd2", compile: bool = False, tune_allocator: bool = True):
+    """A Trainer (``ours``) or the public recipe's ReferenceTrainer (``reference``) on the example scene.
+    Both tune the CPU allocator (``train.tune_allocator``, process-wide) unless told not to."""
     from reference_loop import ReferenceTrainer
 
     from realfill.scene import load_scene
     from realfill.training import Trainer
 
-    plugins, config = run_config(backbone, adapter, resolution=resolution, batch_size=batch_size, compile=compile)
+    plugins, config = run_config(backbone, adapter, resolution=resolution, batch_size=batch_size, compile=compile,
+                                 tune_allocator=tune_allocator)
     model = plugins.backbones.create(config.backbone).load()
     cls = {"ours": Trainer, "reference": ReferenceTrainer}[loop]
     return cls(model, plugins.adapters.create(config.adapter), plugins.masking.create(config.masking),
                load_scene(SCENE), config.train, seed=seed)
 
 
-def train_stage(steps: int = 2, **kwargs):
+def train_stage(steps: int = 2, warmup: int = 0, **kwargs):
     trainer = make_trainer(**kwargs)
+    for _ in range(warmup):
+        trainer.train_step()
 
     def run():
         for _ in range(steps):

@@ -168,15 +168,31 @@ _MEMORY_DRIVER = textwrap.dedent("""
     torch.set_num_threads({threads})
     from {module} import {function} as stage
     run = stage(**json.loads({kwargs!r}))   # builds everything; returns the callable to measure
+
+    def status(key):  # kB in /proc/self/status, or None off Linux
+        try:
+            for line in open("/proc/self/status"):
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+        except OSError:
+            return None
+
+    try:  # reset the high-water mark, so the peak is the stage's own, not the model load's
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        reset = status("VmHWM") is not None
+    except OSError:
+        reset = False
     cuda = torch.cuda.is_available()
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = status("VmRSS") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
     run()
     seconds = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    out = {{"peak_rss_mib": after / 1024, "added_peak_rss_mib": (after - before) / 1024, "seconds": seconds}}
+    after = status("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out = {{"peak_rss_mib": after / 1024, "added_peak_rss_mib": (after - before) / 1024, "seconds": seconds,
+            "stage_peak": reset}}
     if cuda:
         out["cuda_max_allocated_mib"] = torch.cuda.max_memory_allocated() / 2**20
     print("PEAK-MEMORY " + json.dumps(out))
@@ -185,8 +201,10 @@ _MEMORY_DRIVER = textwrap.dedent("""
 
 def peak_memory(module: str, function: str, timeout: float = 900, **kwargs) -> dict:
     """Peak memory of one stage in a fresh process: ``module.function(**kwargs)`` (a module in
-    benchmarks/) builds the stage and returns a no-argument callable; the process reports its peak RSS
-    (MiB), what running the callable added to it, and on a GPU ``torch.cuda.max_memory_allocated``."""
+    benchmarks/) builds the stage and returns a no-argument callable. On Linux the RSS high-water mark is
+    reset after the build (``/proc/self/clear_refs``), so ``peak_rss_mib`` is the peak while the callable
+    ran and ``added_peak_rss_mib`` that peak over the RSS it started from (elsewhere: the process's peak,
+    and what the callable added to it); on a GPU also ``torch.cuda.max_memory_allocated``."""
     code = _MEMORY_DRIVER.format(bench=str(BENCH_DIR), threads=THREADS, module=module, function=function,
                                  kwargs=json.dumps(kwargs))
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, cwd=ROOT)

@@ -86,3 +86,25 @@ def test_training_step_compiled_vs_reference(resolution, ratio, benchmark, bench
            f"img/s, speedup {result.speedup:.2f}x (target {TARGET}x); compile {compile_s:.0f} s, repaid after "
            f"{compile_s / saved_per_step:.0f} steps if positive; load {result.load_before:.1f}->{result.load_after:.1f}")
     assert meets_target(result.speedup, TARGET), result.speedup
+
+
+@pytest.mark.slow
+def test_tuned_allocator_vs_default():
+    """``train.tune_allocator`` (glibc mallopt: no mmap for blocks under 32 MiB, no heap trimming) against
+    glibc's defaults, for our eager loop and the reference: process-wide, so each side runs in fresh
+    processes (alternating, three each), 2 warm-up steps then 10 timed. No target: it reports the gain
+    behind the default (fresh processes on a shared machine vary too much for one)."""
+    import statistics
+
+    seconds = {(loop, tuned): [] for loop in ("ours", "reference") for tuned in (True, False)}
+    for _ in range(3):
+        for loop, tuned in seconds:
+            run = peak_memory("_stages", "train_stage", steps=10, warmup=2, loop=loop, batch_size=BATCH,
+                              tune_allocator=tuned)
+            seconds[loop, tuned].append(run["seconds"])
+    median = {key: statistics.median(values) for key, values in seconds.items()}
+    for loop in ("ours", "reference"):
+        gain = median[loop, False] / median[loop, True]
+        report(f"allocator {loop} 64px b{BATCH}",
+               f"tuned {10 * BATCH / median[loop, True]:.1f} img/s, glibc default "
+               f"{10 * BATCH / median[loop, False]:.1f} img/s: {gain:.2f}x")
