@@ -5,19 +5,22 @@
   The candidate goes through pytest-benchmark (so ``--benchmark-save``/``--benchmark-compare`` see it);
   the baseline is timed by the same clock in pedantic's ``setup``, just before each candidate round, so
   both see the same load on a shared machine.
-- :func:`peak_memory`: runs a stage in a fresh Python process and returns what it added to the peak
-  resident set (``ru_maxrss`` after minus before): tracemalloc does not see torch's allocations.
+- :func:`peak_memory`: runs a stage in a fresh Python process and returns its peak resident set (the
+  high-water mark reset after the stage is built) and what it added: tracemalloc does not see torch's
+  allocations.
 - every benchmark's JSON carries the machine (CPU model, cores, memory) and the versions of torch,
   diffusers, transformers, peft and the benchmark thread count (``machine_info`` in ``--benchmark-json``);
   the ratio helper adds the load average before and after to each benchmark's ``extra_info``.
 
 Benchmarks that take the ``bench_threads`` fixture run torch with ``REALFILL_BENCH_THREADS`` threads
 (default 1: five people share two cores here, and one thread is the most repeatable; set 2 on an idle
-machine).
+machine). The training-step benchmark runs at one thread and at every core (``ALL_CORES``), what
+``realfill fill`` uses by default.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -39,17 +42,28 @@ THREADS = int(os.environ.get("REALFILL_BENCH_THREADS", "1"))
 #: targets themselves); scripts/bench.sh --ci sets it, so the CI gate catches real regressions (a cache
 #: that stopped caching drops a ratio to about 1) and not the run-to-run spread of a target met narrowly
 RATIO_MARGIN = float(os.environ.get("REALFILL_BENCH_RATIO_MARGIN", "0"))
+#: torch's default thread count here (every core), which realfill uses unless train.threads says otherwise
+ALL_CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+@contextlib.contextmanager
+def torch_threads(count: int):
+    """Torch on ``count`` threads inside the block, restored afterwards."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield count
+    finally:
+        torch.set_num_threads(old)
 
 
 @pytest.fixture
 def bench_threads():
     """Run this benchmark with ``THREADS`` torch threads, restored afterwards."""
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(THREADS)
-    yield THREADS
-    torch.set_num_threads(old)
+    with torch_threads(THREADS) as count:
+        yield count
 
 
 def _cpu_model() -> str:

@@ -1,13 +1,15 @@
 """Training-step throughput: our loop against the public recipe's per-step work (benchmarks/reference_loop.py),
 timed in the same run, interleaved, on ``tiny-sd2`` with the paper's LoRA (UNet and text encoder train,
-dropout 0.1), batch 16, at 64 and 128 px. Two of our loops: ``eager`` (the default) and ``compiled``
-(``train.compile = true``: the denoiser and VAE encoder through torch.compile; its compile time is reported
-apart). Target: ours >= 1.3x the reference's images per second (the compiled loop: on this CPU the recipe's
-redundant work is a few percent of a step, see docs/benchmarks.md).
+dropout 0.1), batch 16, at 64 and 128 px, on one thread and on every core (``ALL_CORES``: what ``realfill
+fill`` uses unless ``train.threads`` says otherwise). Two of our loops: ``eager`` (the default) and
+``compiled`` (``train.compile = true``: the loss region with the denoiser, the training text encoder and the
+VAE encoder through torch.compile; its compile time is reported apart). Target: ours >= 1.3x the reference's
+images per second on the CPU, i.e. the compiled loop on every core (one thread and the eager loop are
+reported beside it, without a target; docs/benchmarks.md has why).
 
 Same result: the eager loop gives the reference's losses on the same seed (tests/test_reference_loop.py);
 the compiled loop gives the eager loop's losses (checked here, first two steps). Peak memory of the
-eager loops: a fresh process, two steps.
+eager loops: a fresh process, two steps, one thread.
 
     pytest benchmarks/test_training_step.py -s --benchmark-columns=median,rounds
 """
@@ -19,11 +21,12 @@ import time
 import pytest
 import torch
 from _stages import make_trainer
-from conftest import meets_target, peak_memory, report
+from conftest import ALL_CORES, THREADS, meets_target, peak_memory, report, torch_threads
 
 TARGET = 1.3
 BATCH = 16
 RESOLUTIONS = [64, pytest.param(128, marks=pytest.mark.slow)]
+THREAD_COUNTS = sorted({1, ALL_CORES})
 
 
 def _seeded(trainer):
@@ -37,55 +40,67 @@ def _seeded(trainer):
     return step
 
 
+@pytest.mark.parametrize("threads", THREAD_COUNTS)
 @pytest.mark.parametrize("resolution", RESOLUTIONS)
-def test_training_step_eager_vs_reference(resolution, ratio, benchmark, bench_threads):
+def test_training_step_eager_vs_reference(resolution, threads, ratio, benchmark):
     ours = make_trainer("ours", resolution=resolution, batch_size=BATCH)
     reference = make_trainer("reference", resolution=resolution, batch_size=BATCH)
-    result = ratio(_seeded(reference), _seeded(ours), rounds=7, warmup_rounds=1)
+    with torch_threads(threads):
+        result = ratio(_seeded(reference), _seeded(ours), rounds=7, warmup_rounds=1)
 
-    memory = {loop: peak_memory("_stages", "train_stage", loop=loop, resolution=resolution, batch_size=BATCH)
-              for loop in ("ours", "reference")}
     ours_ips, reference_ips = BATCH / result.candidate_median_s, BATCH / result.baseline_median_s
-    benchmark.extra_info.update({
-        "images_per_s_ours": round(ours_ips, 2), "images_per_s_reference": round(reference_ips, 2),
-        **{f"{key}_{loop}": round(memory[loop][key]) for loop in memory
-           for key in ("peak_rss_mib", "added_peak_rss_mib")},
-    })
-    report(f"train eager {resolution}px b{BATCH}",
+    benchmark.extra_info.update({"threads": threads, "images_per_s_ours": round(ours_ips, 2),
+                                 "images_per_s_reference": round(reference_ips, 2)})
+    memory_line = ""
+    if threads == THREADS:
+        memory = {loop: peak_memory("_stages", "train_stage", loop=loop, resolution=resolution, batch_size=BATCH)
+                  for loop in ("ours", "reference")}
+        benchmark.extra_info.update({f"{key}_{loop}": round(memory[loop][key]) for loop in memory
+                                     for key in ("peak_rss_mib", "added_peak_rss_mib")})
+        memory_line = (f"; peak RSS ours {memory['ours']['peak_rss_mib']:.0f} MiB "
+                       f"(+{memory['ours']['added_peak_rss_mib']:.0f} by 2 steps), reference "
+                       f"{memory['reference']['peak_rss_mib']:.0f} MiB "
+                       f"(+{memory['reference']['added_peak_rss_mib']:.0f})")
+    report(f"train eager {resolution}px b{BATCH} {threads}t",
            f"ours {ours_ips:.1f} img/s, reference {reference_ips:.1f} img/s, speedup {result.speedup:.2f}x "
-           f"(no target: the compiled loop carries it); peak RSS ours {memory['ours']['peak_rss_mib']:.0f} MiB "
-           f"(+{memory['ours']['added_peak_rss_mib']:.0f} by 2 steps), reference "
-           f"{memory['reference']['peak_rss_mib']:.0f} MiB (+{memory['reference']['added_peak_rss_mib']:.0f}); "
+           f"(no target: the compiled loop carries it){memory_line}; "
            f"load {result.load_before:.1f}->{result.load_after:.1f}")
 
 
+@pytest.mark.parametrize("threads", THREAD_COUNTS)
 @pytest.mark.parametrize("resolution", RESOLUTIONS)
-def test_training_step_compiled_vs_reference(resolution, ratio, benchmark, bench_threads):
+def test_training_step_compiled_vs_reference(resolution, threads, ratio, benchmark):
     compiled = make_trainer("ours", resolution=resolution, batch_size=BATCH, compile=True)
     eager = make_trainer("ours", resolution=resolution, batch_size=BATCH)
     reference = make_trainer("reference", resolution=resolution, batch_size=BATCH)
 
-    start = time.perf_counter()
-    compiled_losses = [_seeded(compiled)() for _ in range(2)]  # compiles (forward and backward graphs)
-    first_two_s = time.perf_counter() - start
-    start = time.perf_counter()
-    eager_losses = [_seeded(eager)() for _ in range(2)]
-    eager_two_s = time.perf_counter() - start
-    assert compiled_losses == pytest.approx(eager_losses, rel=1e-3, abs=1e-6)  # the same result, to inductor float reordering (tests/test_reference_loop.py)
+    with torch_threads(threads):
+        start = time.perf_counter()
+        compiled_losses = [_seeded(compiled)() for _ in range(2)]  # compiles (forward and backward graphs)
+        first_two_s = time.perf_counter() - start
+        start = time.perf_counter()
+        eager_losses = [_seeded(eager)() for _ in range(2)]
+        eager_two_s = time.perf_counter() - start
+        # the same result, to inductor float reordering (tests/test_reference_loop.py)
+        assert compiled_losses == pytest.approx(eager_losses, rel=1e-3, abs=1e-6)
+        result = ratio(_seeded(reference), _seeded(compiled), rounds=7, warmup_rounds=1)
 
-    result = ratio(_seeded(reference), _seeded(compiled), rounds=7, warmup_rounds=1)
     compile_s = first_two_s - eager_two_s
     saved_per_step = result.baseline_median_s - result.candidate_median_s
+    gated = threads == ALL_CORES
     benchmark.extra_info.update({
+        "threads": threads,
         "images_per_s_ours_compiled": round(BATCH / result.candidate_median_s, 2),
         "images_per_s_reference": round(BATCH / result.baseline_median_s, 2),
         "compile_s": round(compile_s, 1),
     })
-    report(f"train compiled {resolution}px b{BATCH}",
+    report(f"train compiled {resolution}px b{BATCH} {threads}t",
            f"ours {BATCH / result.candidate_median_s:.1f} img/s, reference {BATCH / result.baseline_median_s:.1f} "
-           f"img/s, speedup {result.speedup:.2f}x (target {TARGET}x); compile {compile_s:.0f} s, repaid after "
+           f"img/s, speedup {result.speedup:.2f}x ({f'target {TARGET}x' if gated else 'reported, no target'}); "
+           f"compile {compile_s:.0f} s (inductor's cache may hold it), repaid after "
            f"{compile_s / saved_per_step:.0f} steps if positive; load {result.load_before:.1f}->{result.load_after:.1f}")
-    assert meets_target(result.speedup, TARGET), result.speedup
+    if gated:
+        assert meets_target(result.speedup, TARGET), result.speedup
 
 
 @pytest.mark.slow
