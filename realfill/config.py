@@ -57,7 +57,7 @@ class TrainConfig(Section):
     # then faster steps (docs/benchmarks.md)
     compile: bool = False
     # keep freed CPU memory in the process (glibc mallopt) so steps stop page-faulting their activations
-    # back in: 10-20% faster CPU steps here, same peak memory (docs/benchmarks.md)
+    # back in: 1.14-1.17x the CPU step rate here, same arithmetic (docs/benchmarks.md)
     tune_allocator: bool = True
 
 

@@ -3,7 +3,7 @@
 #  1. in-run ratios against their targets (training >= 1.3x, sampling >= 1.5x, ranking >= 1.8x,
 #     resume < 0.2x). With --ci a ratio may land up to BENCH_RATIO_MARGIN (default 0.15, a fraction of the
 #     target) short of it: the gate then catches regressions (a cache that stops caching drops its ratio
-#     to about 1) and not the run-to-run spread of a target met narrowly (training, compiled: 1.18-1.31x).
+#     to about 1) and not the run-to-run spread (training, compiled, every core: 1.41-1.50x).
 #  2. absolute medians against the newest baseline saved on this CPU model in benchmarks/baseline/
 #     (pytest-benchmark's --benchmark-compare-fail), failing on a slowdown of more than BENCH_MARGIN
 #     percent (default 30, with --ci 50: medians moved up to 6% between runs at load 2-4, the 60 ms
