@@ -13,7 +13,7 @@ loss formula are the same: on the same seed both loops give the same loss to flo
 
 The batch is drawn by the shared ``Trainer.draw_batch`` except for ``lama-boxes`` masks, which the recipe
 makes per item in its dataset's ``__getitem__``, one box at a time: :func:`recipe_box_masks` does that, from
-the same generator draws, so its masks equal the plugin's batched ones (``tests/test_masking.py``).
+the same generator draws, so its masks equal the plugin's batched ones (``tests/test_reference_loop.py``).
 """
 
 from __future__ import annotations
