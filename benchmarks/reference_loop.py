@@ -26,21 +26,15 @@ from realfill.training import Batch, Trainer, loss_weights, uncompile
 def recipe_box_masks(config, batch_size: int, height: int, width: int, generator: torch.Generator) -> torch.Tensor:
     """``lama-boxes`` masks made item by item, each box set by a slice assignment, as the recipe's dataset
     does (it also draws each box's numbers one at a time with numpy; here each item's are computed
-    together, which is cheaper). The same generator draws, in the same order, as the plugin's batched
-    ``box_masks``."""
+    together, which is cheaper). The plugin's draws and box geometry, so its masks equal the plugin's
+    batched ``box_masks``."""
+    from realfill_plugins.masking.lama_boxes import box_geometry, draw_boxes
+
     masks = torch.zeros(batch_size, 1, height, width)
-    draws = []
-    for _ in range(batch_size):
-        n = int(torch.randint(config.min_boxes, config.max_boxes + 1, (1,), generator=generator))
-        draws.append(torch.rand(4, n, generator=generator))
-    invert = torch.rand(batch_size, generator=generator) < config.invert_prob
-    low, high = config.min_side, config.max_side
-    for b, (rh, rw, ry, rx) in enumerate(draws):
-        hs = ((low + (high - low) * rh) * height).round().clamp(min=1)
-        ws = ((low + (high - low) * rw) * width).round().clamp(min=1)
-        tops = (ry * (height - hs + 1)).floor()
-        lefts = (rx * (width - ws + 1)).floor()
-        for h, w, top, left in zip(hs.int().tolist(), ws.int().tolist(), tops.int().tolist(), lefts.int().tolist()):
+    draws, invert = draw_boxes(config, batch_size, generator)
+    for b, item_draws in enumerate(draws):
+        hs, ws, tops, lefts = (t.int().tolist() for t in box_geometry(config, item_draws, height, width))
+        for h, w, top, left in zip(hs, ws, tops, lefts):
             masks[b, 0, top:top + h, left:left + w] = 1.0
         if invert[b]:
             masks[b] = 1.0 - masks[b]

@@ -250,7 +250,7 @@ class DiffusersInpaintModel(InpaintModel):
         vae_dtype = next(self.vae.parameters()).dtype
         return self.vae.decode(latents.to(vae_dtype) / self.vae.config.scaling_factor).sample
 
-    def _token_ids(self, tokenizer, prompts: list[str]) -> torch.Tensor:
+    def _token_ids(self, tokenizer, prompts: list[str]):
         """The pipeline's tokenization (padded and truncated to the tokenizer's length), kept per prompt
         list: training encodes the same two prompts every step."""
         key = (id(tokenizer), tuple(prompts))

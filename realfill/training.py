@@ -296,7 +296,7 @@ class Trainer:
         noise = torch.randn(latents.shape, generator=g, dtype=torch.float32).to(device, latents.dtype)
         timesteps = torch.randint(0, model.noise_scheduler.config.num_train_timesteps, (latents.shape[0],),
                                   generator=g).to(device)
-        with torch.autocast(device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+        with self._autocast():
             cond = self.conditioning(batch.drop_prompt)
         return self._denoising_loss(latents, masked_latents, masks, batch.unknown.to(device), noise, timesteps, cond)
 
@@ -313,10 +313,14 @@ class Trainer:
             target = scheduler.get_velocity(latents, noise, timesteps)
         else:
             target = latents
-        with torch.autocast(latents.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+        with self._autocast():
             prediction = model.denoise(noisy, timesteps, latent_masks, masked_latents, cond)
         error = (prediction.float() - target.float()) ** 2 * weights
         return error.sum() / (weights.sum() * error.shape[1]).clamp(min=1.0)
+
+    def _autocast(self):
+        """Mixed precision as ``train.mixed_precision`` resolved (a no-op in float32)."""
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
 
     def train_step(self) -> float:
         self._set_train_mode(True)

@@ -29,24 +29,37 @@ class BoxesConfig(ComponentConfig):
         return self
 
 
+def draw_boxes(config: BoxesConfig, batch_size: int, generator: torch.Generator
+               ) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The generator's draws, item by item: each item's box count, then its boxes' uniform draws
+    ``[4, count]`` (heights, widths, tops, lefts); then which items are inverted ``[B]``."""
+    draws = []
+    for _ in range(batch_size):
+        n = int(torch.randint(config.min_boxes, config.max_boxes + 1, (1,), generator=generator))
+        draws.append(torch.rand(4, n, generator=generator))
+    return draws, torch.rand(batch_size, generator=generator) < config.invert_prob
+
+
+def box_geometry(config: BoxesConfig, draws: torch.Tensor, height: int, width: int
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Boxes' heights, widths, tops and lefts in pixels (whole numbers, as floats) from their uniform draws
+    ``[4, boxes]``: each side ``min_side``-``max_side`` of the image's, placed uniformly inside it.
+    Elementwise, so one item's boxes or a whole batch's give the same numbers."""
+    low, high = config.min_side, config.max_side
+    hs = ((low + (high - low) * draws[0]) * height).round().clamp(min=1)
+    ws = ((low + (high - low) * draws[1]) * width).round().clamp(min=1)
+    return hs, ws, (draws[2] * (height - hs + 1)).floor(), (draws[3] * (width - ws + 1)).floor()
+
+
 def box_masks(config: BoxesConfig, batch_size: int, height: int, width: int, generator: torch.Generator) -> torch.Tensor:
     """``[B, 1, H, W]`` float 0/1: per item, the union of random boxes, inverted with ``invert_prob``.
 
-    The generator is read item by item (the box count, then the boxes' heights, widths, tops and lefts),
-    as a per-item loop would; the boxes are then drawn for the whole batch at once: one batched matmul
-    instead of a loop over items (it runs every training step; docs/benchmarks.md)."""
-    counts, draws = [], []
-    for _ in range(batch_size):
-        n = int(torch.randint(config.min_boxes, config.max_boxes + 1, (1,), generator=generator))
-        counts.append(n)
-        draws.append(torch.rand(4, n, generator=generator))  # heights, widths, tops, lefts
-    invert = torch.rand(batch_size, generator=generator) < config.invert_prob
-    r = torch.cat(draws, dim=1)
-    low, high = config.min_side, config.max_side
-    hs = ((low + (high - low) * r[0]) * height).round().clamp(min=1)
-    ws = ((low + (high - low) * r[1]) * width).round().clamp(min=1)
-    y0 = (r[2] * (height - hs + 1)).floor()
-    x0 = (r[3] * (width - ws + 1)).floor()
+    The generator is read item by item (:func:`draw_boxes`), as a per-item loop would; the boxes are then
+    drawn for the whole batch at once: one batched matmul instead of a loop over items (it runs every
+    training step; docs/benchmarks.md)."""
+    draws, invert = draw_boxes(config, batch_size, generator)
+    counts = [d.shape[1] for d in draws]
+    hs, ws, y0, x0 = box_geometry(config, torch.cat(draws, dim=1), height, width)
     ys, xs = torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32)
     rows = ((ys >= y0[:, None]) & (ys < (y0 + hs)[:, None])).float()  # [boxes, H]: the rows each box covers
     cols = ((xs >= x0[:, None]) & (xs < (x0 + ws)[:, None])).float()  # [boxes, W]
