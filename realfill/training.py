@@ -189,15 +189,41 @@ def compile_model(model: InpaintModel) -> list[nn.Module]:
     embeddings cached) and, where there is one, the VAE's encoder, whose weights never change, so inductor
     may fold them in as constants (``freezing``). Random ops (LoRA dropout) keep eager PyTorch's draws
     (``fallback_random``), so a compiled run gives the same results as an eager one on the same seed.
-    Returns the compiled modules (:func:`uncompile` undoes it)."""
+    Shapes are static (``dynamic=False``): a run's shapes never change, and a second size in the same
+    process must not turn its kernels into dynamic-shape ones (128 px after 64 px ran at 1.12x the
+    reference loop's rate with them, 1.32x static; docs/benchmarks.md). On a CPU the encoder's vector width
+    follows :func:`cpu_vector_bits`. Returns the compiled modules (:func:`uncompile` undoes it)."""
     modules = [e for e in model.text_encoders if any(p.requires_grad for p in e.parameters())]
     for module in modules:
-        module.forward = torch.compile(module.forward, options={"fallback_random": True})
+        module.forward = torch.compile(module.forward, dynamic=False, options={"fallback_random": True})
     encoder = getattr(getattr(model, "vae", None), "encoder", None)
     if encoder is not None:
-        encoder.forward = torch.compile(encoder.forward, options={"fallback_random": True, "freezing": True})
+        options = {"fallback_random": True, "freezing": True}
+        if model.device.type == "cpu" and (bits := cpu_vector_bits(encoder)) is not None:
+            options["cpp.simdlen"] = bits
+        encoder.forward = torch.compile(encoder.forward, dynamic=False, options=options)
         modules.append(encoder)
     return modules
+
+
+def cpu_vector_bits(module: nn.Module) -> int | None:
+    """The SIMD width (bits) for inductor's CPU kernels of ``module``, or None for inductor's default
+    (the widest the CPU has, or ``torch._inductor.config.cpp.simdlen`` where the user set it).
+
+    inductor vectorizes a channels-last activation along its channels. An activation with fewer channels
+    than a vector has float lanes fills part of each vector: on an AVX512 CPU (16 lanes), the 8-channel
+    GroupNorm and SiLU kernels of ``tiny-sd2``'s VAE encoder ran at about half speed, and the encoder took
+    53-55 ms per 32 images at 128 px against 43-46 ms with 256-bit vectors (docs/benchmarks.md). So: the
+    widest vector the CPU has with no more lanes than the narrowest GroupNorm has channels (the real SD
+    VAEs, 128 channels and up, keep the default)."""
+    from torch._inductor import config, cpu_vec_isa
+
+    norms = [m.num_channels for m in module.modules() if isinstance(m, nn.GroupNorm)]
+    default = cpu_vec_isa.pick_vec_isa()
+    if config.cpp.simdlen is not None or not norms or not default or default.bit_width() // 32 <= min(norms):
+        return None
+    narrower = [isa.bit_width() for isa in cpu_vec_isa.valid_vec_isa_list() if isa.bit_width() // 32 <= min(norms)]
+    return max(narrower, default=None)
 
 
 def uncompile(modules: list[nn.Module]) -> None:
@@ -261,7 +287,8 @@ class Trainer:
                             "(epsilon, v_prediction or sample)")
         self._compiled = compile_model(model) if train.compile else []
         if train.compile:
-            self._denoising_loss = torch.compile(self._denoising_loss, options={"fallback_random": True})
+            # static shapes, as compile_model's
+            self._denoising_loss = torch.compile(self._denoising_loss, dynamic=False, options={"fallback_random": True})
         self._cond_cache = None
         self._modes = None
         if not self.text_trains:  # the text encoders are frozen: encode the two prompts once

@@ -233,3 +233,28 @@ def test_tuned_allocator_reuses_freed_step_memory_instead_of_faulting_it_back_in
     pages_per_cycle = 8 * 2**20 // 4096
     # untuned, each 8 MiB block can be a fresh mmap: ~2048 faults per cycle; tuned, the heap keeps it
     assert _page_faults_of_reuse() < pages_per_cycle
+
+
+def test_compiled_vae_encoder_vectors_are_no_wider_than_its_narrowest_activation(plugins):
+    """train.compile: inductor's CPU vectors for the VAE encoder hold no more floats than its narrowest
+    GroupNorm has channels (tiny-sd2's: 8, so 256 bits where the CPU has AVX512); wide encoders and a
+    user's own ``cpp.simdlen`` keep inductor's default."""
+    from torch import nn
+    from torch._inductor import config, cpu_vec_isa
+
+    from realfill.training import cpu_vector_bits
+
+    encoder = plugins.backbones.create(plugins.backbones.get("tiny-sd2").Config()).load().vae.encoder
+    narrowest = min(m.num_channels for m in encoder.modules() if isinstance(m, nn.GroupNorm))
+    assert narrowest == 8
+    default = cpu_vec_isa.pick_vec_isa()
+    bits = cpu_vector_bits(encoder)
+    if default and default.bit_width() // 32 > narrowest:  # e.g. AVX512: 16 lanes
+        assert bits in {isa.bit_width() for isa in cpu_vec_isa.valid_vec_isa_list()}
+        assert bits // 32 <= narrowest < default.bit_width() // 32
+    else:
+        assert bits is None
+    wide = nn.Sequential(nn.Conv2d(3, 128, 3), nn.GroupNorm(32, 128), nn.SiLU())
+    assert cpu_vector_bits(wide) is None
+    with config.patch({"cpp.simdlen": 512}):
+        assert cpu_vector_bits(encoder) is None
