@@ -30,17 +30,19 @@ def run_config(backbone: str = "tiny-sd2", adapter: dict | None = None, **train)
 
 
 def make_trainer(loop: str = "ours", resolution: int = 64, batch_size: int = 16, adapter: dict | None = None,
-                 seed: int = 0, backbone: str = "tiny-sd2", compile: bool = False, tune_allocator: bool = True):
-    """A Trainer (``ours``) or the public recipe's ReferenceTrainer (``reference``) on the example scene.
-    Both tune the CPU allocator (``train.tune_allocator``, process-wide) unless told not to."""
+                 seed: int = 0, backbone: str = "tiny-sd2", compile: bool = False, tune_allocator: bool = True,
+                 device: str = "cpu", **train):
+    """A Trainer (``ours``) or the public recipe's ReferenceTrainer (``reference``) on the example scene, on
+    ``device``; ``train`` sets other ``train.*`` keys (``mixed_precision``, ``attention``, ...). Both tune
+    the CPU allocator (``train.tune_allocator``, process-wide) unless told not to."""
     from reference_loop import ReferenceTrainer
 
     from realfill.scene import load_scene
     from realfill.training import Trainer
 
     plugins, config = run_config(backbone, adapter, resolution=resolution, batch_size=batch_size, compile=compile,
-                                 tune_allocator=tune_allocator)
-    model = plugins.backbones.create(config.backbone).load()
+                                 tune_allocator=tune_allocator, **train)
+    model = plugins.backbones.create(config.backbone).load(device=device)
     cls = {"ours": Trainer, "reference": ReferenceTrainer}[loop]
     return cls(model, plugins.adapters.create(config.adapter), plugins.masking.create(config.masking),
                load_scene(SCENE), config.train, seed=seed)

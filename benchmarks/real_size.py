@@ -8,6 +8,7 @@ The weights are drawn straight into the asked dtype (meta device, then ``to_empt
 
     python benchmarks/real_size.py sd2 --resolution 256 --dtype float32
     python benchmarks/real_size.py sdxl --resolution 256 --dtype bfloat16 --checkpointing
+    python benchmarks/real_size.py sd2 --resolution 512 --batch 16 --device cuda    # on a GPU (not run here)
 """
 
 from __future__ import annotations
@@ -32,12 +33,20 @@ def _rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _now(device: torch.device) -> float:
+    """The clock, after the device's queued work (a GPU runs asynchronously)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
 @torch.no_grad()
-def materialize(module: torch.nn.Module, dtype: torch.dtype, generator: torch.Generator) -> None:
+def materialize(module: torch.nn.Module, dtype: torch.dtype, generator: torch.Generator,
+                device: torch.device | str = "cpu") -> None:
     """Allocate ``module``'s meta tensors for real in ``dtype`` and fill them: matrices and kernels
     ``N(0, 1/fan_in)`` (activations keep their scale through the depth), norm weights 1, biases 0, and the
     buffers that carry values (CLIP's position ids) rebuilt."""
-    module.to_empty(device="cpu")
+    module.to_empty(device=device)
     module.to(dtype)
     for name, p in module.named_parameters():
         if p.dim() >= 2:
@@ -52,7 +61,7 @@ def materialize(module: torch.nn.Module, dtype: torch.dtype, generator: torch.Ge
             b.copy_(torch.arange(b.shape[-1]).expand_as(b))
 
 
-def build_model(kind: str, dtype: torch.dtype, seed: int = 0):
+def build_model(kind: str, dtype: torch.dtype, seed: int = 0, device: torch.device | str = "cpu"):
     from realfill.architecture import build_meta_model
 
     model = build_meta_model(kind)
@@ -61,13 +70,13 @@ def build_model(kind: str, dtype: torch.dtype, seed: int = 0):
             getattr(model.pipeline, name).model_max_length = 77
     generator = torch.Generator().manual_seed(seed)
     for module in [*model.trainable_modules().values(), *model.frozen_modules()]:
-        materialize(module, dtype, generator)
-    model.device, model.dtype = torch.device("cpu"), dtype
+        materialize(module, dtype, generator, device)
+    model.device, model.dtype = torch.device(device), dtype
     return model
 
 
 def measure(kind: str, resolution: int, dtype: str, checkpointing: bool, batch: int, sample_batch: int,
-            train_steps: int) -> dict:
+            train_steps: int, device: str = "cpu") -> dict:
     from _stages import SCENE, run_config
 
     from realfill.scene import load_scene
@@ -75,10 +84,11 @@ def measure(kind: str, resolution: int, dtype: str, checkpointing: bool, batch: 
 
     torch_dtype = DTYPES[dtype]
     out: dict = {"kind": kind, "resolution": resolution, "dtype": dtype, "gradient_checkpointing": checkpointing,
-                 "batch": batch, "sample_batch": sample_batch, "threads": torch.get_num_threads()}
+                 "batch": batch, "sample_batch": sample_batch, "threads": torch.get_num_threads(), "device": device}
+    device = torch.device(device)
     start = time.perf_counter()
-    model = build_model(kind, torch_dtype)
-    out["build_s"] = round(time.perf_counter() - start, 1)
+    model = build_model(kind, torch_dtype, device=device)
+    out["build_s"] = round(_now(device) - start, 1)
     out["rss_after_build_mib"] = round(_rss_mib())
 
     # one sampling step: one UNet call on sample_batch latents at this resolution, no gradients
@@ -86,19 +96,19 @@ def measure(kind: str, resolution: int, dtype: str, checkpointing: bool, batch: 
     g = torch.Generator().manual_seed(0)
     with torch.inference_mode():
         cond = model.encode_prompts(["a photo of sks"] * sample_batch)
-        latents = torch.randn(sample_batch, model.latent_channels, side, side, generator=g).to(torch_dtype)
-        mask = torch.ones(sample_batch, 1, side, side, dtype=torch_dtype)
-        t = torch.full((sample_batch,), 500)
+        latents = torch.randn(sample_batch, model.latent_channels, side, side, generator=g).to(device, torch_dtype)
+        mask = torch.ones(sample_batch, 1, side, side, dtype=torch_dtype, device=device)
+        t = torch.full((sample_batch,), 500, device=device)
         times = []
         for _ in range(3):  # the first call warms up (allocations, kernel choice)
-            s = time.perf_counter()
+            s = _now(device)
             model.denoise(latents, t, mask, latents, cond)
-            times.append(time.perf_counter() - s)
+            times.append(_now(device) - s)
         out["sample_step_s"] = round(min(times[1:]), 3)  # the least disturbed call on a shared machine
-        s = time.perf_counter()
-        image = torch.rand(1, 3, resolution, resolution, generator=g).to(torch_dtype) * 2 - 1
+        s = _now(device)
+        image = torch.rand(1, 3, resolution, resolution, generator=g).to(device, torch_dtype) * 2 - 1
         model.decode_latents(model.encode_images(image, generator=g))
-        out["sample_vae_encode_decode_s"] = round(time.perf_counter() - s, 3)
+        out["sample_vae_encode_decode_s"] = round(_now(device) - s, 3)
     out["rss_after_sampling_mib"] = round(_rss_mib())
 
     # one LoRA training step through our Trainer (batch of real crops of the example scene)
@@ -109,12 +119,14 @@ def measure(kind: str, resolution: int, dtype: str, checkpointing: bool, batch: 
     out["lora_trainable_params"] = sum(p.numel() for p in trainer.params)
     steps, losses = [], []
     for _ in range(train_steps):
-        s = time.perf_counter()
+        s = _now(device)
         losses.append(trainer.train_step())
-        steps.append(time.perf_counter() - s)
+        steps.append(_now(device) - s)
     out["train_step_s"] = [round(x, 2) for x in steps]
     out["loss"] = losses
     out["peak_rss_mib"] = round(_rss_mib())
+    if device.type == "cuda":
+        out["cuda_max_allocated_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20)
     return out
 
 
@@ -128,11 +140,12 @@ def main(argv=None) -> int:
     parser.add_argument("--sample-batch", type=int, default=1)
     parser.add_argument("--train-steps", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda on a GPU")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     result = measure(args.kind, args.resolution, args.dtype, args.checkpointing, args.batch, args.sample_batch,
-                     args.train_steps)
+                     args.train_steps, args.device)
     print("REAL-SIZE " + json.dumps(result))
     return 0
 
