@@ -112,8 +112,8 @@ VARIANTS = {"sdpa": ("no", "sdpa"), "bf16": ("bf16", "default"), "bf16+sdpa": ("
 def test_training_step_precision_and_attention(variant, ratio, benchmark):
     """What bf16 autocast (``train.mixed_precision``) and SDPA attention (``train.attention``) buy our eager
     loop against fp32 with the plain attention processor: 64 px, batch 16, on the GPU where torch sees one,
-    else on every CPU core. Reported, no target (on a CPU bf16 pays only with AVX512-BF16 or AMX, and
-    tiny-sd2's attention is a small part of its step). The variant's first two losses stay with fp32's: to
+    else on every CPU core. Reported, no target (a CPU computes bf16 natively only with AVX512-BF16 or AMX,
+    and tiny-sd2's attention is a small part of its step). The variant's first two losses stay with fp32's: to
     1e-4 for SDPA, to 5e-2 for bf16."""
     from realfill.training import native_bf16
 
