@@ -2,7 +2,8 @@
 
 What ``train_realfill.py`` (the public re-implementation the paper's recipe comes from) does per step, in
 fp32: VAE-encode the images, then VAE-encode the masked images in a second pass; tokenize one prompt per
-batch item (the empty prompt where it was dropped) and run the text encoder on all of them; run the UNet;
+batch item (the empty prompt where it was dropped) and run the text encoder on all of them; run the UNet
+(attention by SDPA, diffusers' default processor under torch 2, whatever ``train.attention`` says);
 backward; clip; step a for-loop ``torch.optim.AdamW`` (PyTorch's default on a CPU). Nothing is cached
 between steps.
 
@@ -60,6 +61,7 @@ class ReferenceTrainer(Trainer):
             self.masking = _RecipeBoxes(masking)
         uncompile(self._compiled)  # eager, whatever train.compile says
         self._compiled = []
+        model.set_attention("sdpa")  # diffusers' default processor under torch 2, as the recipe runs it
         self._cond_cache = None  # the recipe runs the text encoder every step, frozen or not
         groups = [{"params": g["params"], "lr": g["initial_lr"] if "initial_lr" in g else g["lr"]}
                   for g in self.optimizer.param_groups]

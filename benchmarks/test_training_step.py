@@ -3,7 +3,8 @@ timed in the same run, interleaved, on ``tiny-sd2`` with the paper's LoRA (UNet 
 dropout 0.1), batch 16, at 64 and 128 px, on one thread and on every core (``ALL_CORES``: what ``realfill
 fill`` uses unless ``train.threads`` says otherwise). Two of our loops: ``eager`` (the default) and
 ``compiled`` (``train.compile = true``: the loss region with the denoiser, the training text encoder and the
-VAE encoder through torch.compile; its compile time is reported apart). Target: ours >= 1.3x the reference's
+VAE encoder through torch.compile, and, by ``train.attention = "auto"``, attention over few query-key pairs
+by plain matmuls that inductor fuses; its compile time is reported apart). Target: ours >= 1.3x the reference's
 images per second on the CPU, i.e. the compiled loop on every core (one thread and the eager loop are
 reported beside it, without a target; docs/benchmarks.md has why).
 

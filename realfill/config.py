@@ -51,7 +51,9 @@ class TrainConfig(Section):
     # AVX512-BF16 or AMX), else full float32. Trainable parameters stay float32 in every mode.
     mixed_precision: Literal["no", "fp16", "bf16", "auto"] = "no"
     gradient_checkpointing: bool = False
-    attention: Literal["default", "sdpa"] = "sdpa"
+    # "auto": SDPA, but with train.compile on a CPU, attention over at most 64 x 64 query-key pairs per head
+    # takes the plain matmuls, which inductor fuses (SmallMathAttnProcessor, docs/benchmarks.md)
+    attention: Literal["auto", "sdpa", "default"] = "auto"
     threads: int | None = Field(None, ge=1)
     # torch.compile the denoiser, the text encoders that train and the VAE encoder: minutes to compile,
     # then faster steps (docs/benchmarks.md)

@@ -33,6 +33,35 @@ DENOISER_GROUP = "unet"
 TEXT_ENCODER_GROUP = "text_encoder"
 
 
+#: query x key positions per head at or under which :class:`SmallMathAttnProcessor` takes the plain matmuls
+SMALL_ATTENTION = 64 * 64
+
+
+class SmallMathAttnProcessor:
+    """A diffusers attention processor: SDPA, except where a head attends over at most ``SMALL_ATTENTION``
+    query-key pairs, which take diffusers' plain processor (batched matmuls and a softmax).
+
+    For ``train.compile`` on a CPU (``train.attention = "auto"``): inside a compiled graph inductor fuses the
+    plain processor's softmax and scaling around its matmuls, while SDPA's flash kernel stays one opaque
+    call. One attention layer's compiled forward and backward, 2 threads here: at 64 tokens the plain
+    processor ran 2.1x SDPA's speed at head width 16 and 1.1x at 64; at 256 tokens 0.74x and 1.02x; at
+    1,024 and 4,096 tokens 0.38-0.73x, and it holds every score matrix (docs/benchmarks.md). The choice is
+    made per call from the shapes, so a model's small attentions (tiny-sd2's; the real SD UNets' 8x8
+    level at 512 px) take the matmuls and its large ones SDPA."""
+
+    def __init__(self):
+        from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+        self.sdpa, self.plain = AttnProcessor2_0(), AttnProcessor()
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args,
+                 **kwargs):
+        queries = hidden_states.shape[1] if hidden_states.ndim == 3 else hidden_states[0, 0].numel()
+        keys = queries if encoder_hidden_states is None else encoder_hidden_states.shape[1]
+        processor = self.plain if queries * keys <= SMALL_ATTENTION else self.sdpa
+        return processor(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
+
+
 class InpaintModel:
     """An inpainting diffusion model. Subclasses set the attributes and implement the abstract methods."""
 
@@ -122,7 +151,8 @@ class InpaintModel:
                     break
 
     def set_attention(self, kind: str) -> None:
-        """``sdpa`` (PyTorch's scaled_dot_product_attention) or ``default`` (the plain processor)."""
+        """``sdpa`` (PyTorch's scaled_dot_product_attention), ``default`` (the plain processor) or
+        ``small-math`` (:class:`SmallMathAttnProcessor`)."""
 
     def to(self, device: Any = None, dtype: torch.dtype | None = None) -> InpaintModel:
         for module in [*self.trainable_modules().values(), *self.frozen_modules()]:
@@ -221,7 +251,8 @@ class DiffusersInpaintModel(InpaintModel):
     def set_attention(self, kind: str) -> None:
         from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
 
-        processor = AttnProcessor2_0 if kind == "sdpa" else AttnProcessor
+        kinds = {"sdpa": AttnProcessor2_0, "default": AttnProcessor, "small-math": SmallMathAttnProcessor}
+        processor = kinds[kind]
         for module in (self.denoiser, self.vae):
             module.set_attn_processor(processor())
 

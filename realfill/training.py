@@ -280,7 +280,10 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
         if train.gradient_checkpointing:
             model.enable_gradient_checkpointing()
-        model.set_attention(train.attention)
+        attention = train.attention
+        if attention == "auto":
+            attention = "small-math" if train.compile and self.device.type == "cpu" else "sdpa"
+        model.set_attention(attention)
         self.prediction_type = model.noise_scheduler.config.prediction_type
         if self.prediction_type not in ("epsilon", "v_prediction", "sample"):
             raise UserError(f"backbone: unsupported prediction_type '{self.prediction_type}' "

@@ -258,3 +258,49 @@ def test_compiled_vae_encoder_vectors_are_no_wider_than_its_narrowest_activation
     assert cpu_vector_bits(wide) is None
     with config.patch({"cpp.simdlen": 512}):
         assert cpu_vector_bits(encoder) is None
+
+
+def test_small_math_attention_takes_the_plain_matmuls_only_where_a_head_sees_few_pairs():
+    """SmallMathAttnProcessor: at most 64 x 64 query-key pairs per head run diffusers' plain processor,
+    more run SDPA; token sequences (UNet) and feature maps (VAE) alike, self- and cross-attention."""
+    from diffusers.models.attention_processor import Attention, AttnProcessor, AttnProcessor2_0
+
+    from realfill.diffusion import SmallMathAttnProcessor
+
+    torch.manual_seed(0)
+    sequence = Attention(32, heads=2, dim_head=16)
+    cross = Attention(32, cross_attention_dim=24, heads=2, dim_head=16)
+    spatial = Attention(16, heads=1, dim_head=16, norm_num_groups=8, residual_connection=True, bias=True)
+    cases = [  # (module, input, encoder states, expected processor)
+        (sequence, torch.randn(2, 64, 32), None, AttnProcessor),
+        (sequence, torch.randn(2, 65, 32), None, AttnProcessor2_0),
+        (cross, torch.randn(2, 128, 32), torch.randn(2, 32, 24), AttnProcessor),
+        (cross, torch.randn(2, 129, 32), torch.randn(2, 32, 24), AttnProcessor2_0),
+        (spatial, torch.randn(2, 16, 8, 8), None, AttnProcessor),
+        (spatial, torch.randn(2, 16, 9, 9), None, AttnProcessor2_0),
+    ]
+    with torch.no_grad():
+        for module, x, states, expected in cases:
+            outputs = {}
+            for processor in (SmallMathAttnProcessor(), AttnProcessor(), AttnProcessor2_0()):
+                module.set_processor(processor)
+                outputs[type(processor)] = module(x, encoder_hidden_states=states)
+            # the same arithmetic, bit for bit, as the processor it should have picked
+            assert torch.equal(outputs[SmallMathAttnProcessor], outputs[expected]), (tuple(x.shape), expected)
+            other = AttnProcessor2_0 if expected is AttnProcessor else AttnProcessor
+            assert not torch.equal(outputs[SmallMathAttnProcessor], outputs[other])  # the two really differ
+
+
+def test_auto_attention_is_small_math_only_for_a_compiled_cpu_run(plugins, scene):
+    """train.attention=auto (the default): SmallMathAttnProcessor where train.compile runs on a CPU, SDPA
+    otherwise; an explicit sdpa stays SDPA under compile."""
+    def processors(*overrides):
+        trainer = _trainer(plugins, _config(plugins, *overrides), scene)
+        modules = (trainer.model.denoiser, trainer.model.vae)
+        kinds = {type(p).__name__ for module in modules for p in module.attn_processors.values()}
+        trainer.finish()  # back to eager forwards; nothing was compiled (inductor compiles at the first step)
+        return kinds
+
+    assert processors("train.attention=auto", "train.compile=true") == {"SmallMathAttnProcessor"}
+    assert processors("train.attention=auto", "train.compile=false") == {"AttnProcessor2_0"}
+    assert processors("train.attention=sdpa", "train.compile=true") == {"AttnProcessor2_0"}
