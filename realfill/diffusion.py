@@ -19,6 +19,7 @@ Training (:mod:`realfill.training`) needs only the members below, so a new backb
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -46,8 +47,8 @@ class SmallMathAttnProcessor:
     call. One attention layer's compiled forward and backward, 2 threads here: at 64 tokens the plain
     processor ran 2.1x SDPA's speed at head width 16 and 1.1x at 64; at 256 tokens 0.74x and 1.02x; at
     1,024 and 4,096 tokens 0.38-0.73x, and it holds every score matrix (docs/benchmarks.md). The choice is
-    made per call from the shapes, so a model's small attentions (tiny-sd2's; the real SD UNets' 8x8
-    level at 512 px) take the matmuls and its large ones SDPA."""
+    made per call from the shapes, so a model's small attentions (tiny-sd2's; SD2's 8x8 mid-block
+    self-attention at 512 px) take the matmuls and its large ones SDPA."""
 
     def __init__(self):
         from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
@@ -56,7 +57,7 @@ class SmallMathAttnProcessor:
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args,
                  **kwargs):
-        queries = hidden_states.shape[1] if hidden_states.ndim == 3 else hidden_states[0, 0].numel()
+        queries = hidden_states.shape[1] if hidden_states.ndim == 3 else math.prod(hidden_states.shape[2:])
         keys = queries if encoder_hidden_states is None else encoder_hidden_states.shape[1]
         processor = self.plain if queries * keys <= SMALL_ATTENTION else self.sdpa
         return processor(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)

@@ -290,8 +290,8 @@ class Trainer:
                             "(epsilon, v_prediction or sample)")
         self._compiled = compile_model(model) if train.compile else []
         if train.compile:
-            # static shapes, as compile_model's
-            self._denoising_loss = torch.compile(self._denoising_loss, dynamic=False, options={"fallback_random": True})
+            self._denoising_loss = torch.compile(self._denoising_loss, dynamic=False,  # static, as compile_model's
+                                                 options={"fallback_random": True})
         self._cond_cache = None
         self._modes = None
         if not self.text_trains:  # the text encoders are frozen: encode the two prompts once
