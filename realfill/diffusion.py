@@ -63,6 +63,14 @@ class SmallMathAttnProcessor:
         return processor(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
 
 
+def attention_processor(kind: str):
+    """A new diffusers attention processor for ``set_attention``'s ``kind``: ``sdpa`` (AttnProcessor2_0),
+    ``default`` (AttnProcessor, the plain one) or ``small-math`` (:class:`SmallMathAttnProcessor`)."""
+    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+    return {"sdpa": AttnProcessor2_0, "default": AttnProcessor, "small-math": SmallMathAttnProcessor}[kind]()
+
+
 class InpaintModel:
     """An inpainting diffusion model. Subclasses set the attributes and implement the abstract methods."""
 
@@ -250,12 +258,8 @@ class DiffusersInpaintModel(InpaintModel):
         return self
 
     def set_attention(self, kind: str) -> None:
-        from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
-
-        kinds = {"sdpa": AttnProcessor2_0, "default": AttnProcessor, "small-math": SmallMathAttnProcessor}
-        processor = kinds[kind]
         for module in (self.denoiser, self.vae):
-            module.set_attn_processor(processor())
+            module.set_attn_processor(attention_processor(kind))
 
     def encode_images(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         vae_dtype = next(self.vae.parameters()).dtype

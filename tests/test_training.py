@@ -304,3 +304,13 @@ def test_auto_attention_is_small_math_only_for_a_compiled_cpu_run(plugins, scene
     assert processors("train.attention=auto", "train.compile=true") == {"SmallMathAttnProcessor"}
     assert processors("train.attention=auto", "train.compile=false") == {"AttnProcessor2_0"}
     assert processors("train.attention=sdpa", "train.compile=true") == {"AttnProcessor2_0"}
+    # the pixel-space backbone (the cpu preset's) sets the same processors on its own attention layers
+    from diffusers.models.attention_processor import Attention
+
+    pixel = plugins.backbones.create(plugins.backbones.get("scratch-pixel").Config(attention_levels=1)).load()
+    layers = [m for m in pixel.denoiser.modules() if isinstance(m, Attention)]
+    assert layers
+    for kind, name in [("small-math", "SmallMathAttnProcessor"), ("sdpa", "AttnProcessor2_0"),
+                       ("default", "AttnProcessor")]:
+        pixel.set_attention(kind)
+        assert {type(m.processor).__name__ for m in layers} == {name}, kind

@@ -81,11 +81,13 @@ class PixelInpaintModel(InpaintModel):
         return self.denoiser(x, timesteps, return_dict=False)[0]
 
     def set_attention(self, kind: str) -> None:
-        from diffusers.models.attention_processor import Attention, AttnProcessor, AttnProcessor2_0
+        from diffusers.models.attention_processor import Attention
+
+        from realfill.diffusion import attention_processor
 
         for module in self.denoiser.modules():
             if isinstance(module, Attention):
-                module.set_processor(AttnProcessor2_0() if kind == "sdpa" else AttnProcessor())
+                module.set_processor(attention_processor(kind))
 
 
 def build_unet(config: ScratchPixelConfig, sample_size: int = 64):
