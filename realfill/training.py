@@ -219,11 +219,14 @@ def cpu_vector_bits(module: nn.Module) -> int | None:
     from torch._inductor import config, cpu_vec_isa
 
     norms = [m.num_channels for m in module.modules() if isinstance(m, nn.GroupNorm)]
-    default = cpu_vec_isa.pick_vec_isa()
-    if config.cpp.simdlen is not None or not norms or not default or default.bit_width() // 32 <= min(norms):
+    if config.cpp.simdlen is not None or not norms:
         return None
-    narrower = [isa.bit_width() for isa in cpu_vec_isa.valid_vec_isa_list() if isa.bit_width() // 32 <= min(norms)]
-    return max(narrower, default=None)
+    narrowest = min(norms)
+    default = cpu_vec_isa.pick_vec_isa()  # probes the compiler on its first call: only when it can matter
+    if not default or default.bit_width() // 32 <= narrowest:
+        return None
+    return max((isa.bit_width() for isa in cpu_vec_isa.valid_vec_isa_list() if isa.bit_width() // 32 <= narrowest),
+               default=None)
 
 
 def uncompile(modules: list[nn.Module]) -> None:
