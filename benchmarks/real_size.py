@@ -62,6 +62,12 @@ def materialize(module: torch.nn.Module, dtype: torch.dtype, generator: torch.Ge
 
 
 def build_model(kind: str, dtype: torch.dtype, seed: int = 0, device: torch.device | str = "cpu"):
+    if kind.startswith("tiny-"):  # the tiny twins (scripts/gpu-check.sh --cpu-dry-run): the backbone's own load
+        from realfill.plugins import RealfillPlugins
+
+        backbones = RealfillPlugins(autoload=False).backbones
+        names = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
+        return backbones.create(backbones.get(kind).Config(dtype=names[dtype])).load(device=torch.device(device))
     from realfill.architecture import build_meta_model
 
     model = build_meta_model(kind)
@@ -75,25 +81,37 @@ def build_model(kind: str, dtype: torch.dtype, seed: int = 0, device: torch.devi
     return model
 
 
+#: the autocast that trains weights of each dtype by default (realfill.training.resolve_precision)
+DEFAULT_PRECISION = {"float32": "no", "bfloat16": "bf16", "float16": "fp16"}
+
+
 def measure(kind: str, resolution: int, dtype: str, checkpointing: bool, batch: int, sample_batch: int,
-            train_steps: int, device: str = "cpu") -> dict:
+            train_steps: int, device: str = "cpu", mixed_precision: str | None = None) -> dict:
     from _stages import SCENE, run_config
 
     from realfill.scene import load_scene
     from realfill.training import Trainer
 
     torch_dtype = DTYPES[dtype]
-    out: dict = {"kind": kind, "resolution": resolution, "dtype": dtype, "gradient_checkpointing": checkpointing,
-                 "batch": batch, "sample_batch": sample_batch, "threads": torch.get_num_threads(), "device": device}
+    mixed_precision = mixed_precision or DEFAULT_PRECISION[dtype]
+    out: dict = {"kind": kind, "resolution": resolution, "dtype": dtype, "mixed_precision": mixed_precision,
+                 "gradient_checkpointing": checkpointing, "batch": batch, "sample_batch": sample_batch,
+                 "threads": torch.get_num_threads(), "device": device}
     device = torch.device(device)
+    from realfill.training import enable_tf32
+
+    enable_tf32(device)  # as a run does for training and sampling (train.allow_tf32)
     start = time.perf_counter()
     model = build_model(kind, torch_dtype, device=device)
     out["build_s"] = round(_now(device) - start, 1)
     out["rss_after_build_mib"] = round(_rss_mib())
 
-    # one sampling step: one UNet call on sample_batch latents at this resolution, no gradients
+    # one sampling step: one UNet call on sample_batch latents at this resolution, no gradients (under the
+    # run's autocast, as the fine-tuned model samples in its weights' dtype: none for float32 weights)
     side = resolution // model.latent_factor
     g = torch.Generator().manual_seed(0)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     with torch.inference_mode():
         cond = model.encode_prompts(["a photo of sks"] * sample_batch)
         latents = torch.randn(sample_batch, model.latent_channels, side, side, generator=g).to(device, torch_dtype)
@@ -110,10 +128,15 @@ def measure(kind: str, resolution: int, dtype: str, checkpointing: bool, batch: 
         model.decode_latents(model.encode_images(image, generator=g))
         out["sample_vae_encode_decode_s"] = round(_now(device) - s, 3)
     out["rss_after_sampling_mib"] = round(_rss_mib())
+    if device.type == "cuda":
+        out["cuda_sampling_max_allocated_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20)
+        torch.cuda.reset_peak_memory_stats(device)
 
     # one LoRA training step through our Trainer (batch of real crops of the example scene)
-    plugins, config = run_config(f"{kind}-inpaint", {"name": "lora"}, resolution=resolution, batch_size=batch,
-                                 gradient_checkpointing=checkpointing)
+    backbone = kind if kind.startswith("tiny-") else f"{kind}-inpaint"
+    plugins, config = run_config(backbone, {"name": "lora"}, resolution=resolution, batch_size=batch,
+                                 gradient_checkpointing=checkpointing, mixed_precision=mixed_precision,
+                                 allow_tf32=True)
     trainer = Trainer(model, plugins.adapters.create(config.adapter), plugins.masking.create(config.masking),
                       load_scene(SCENE), config.train, seed=0)
     out["lora_trainable_params"] = sum(p.numel() for p in trainer.params)
@@ -132,7 +155,7 @@ def measure(kind: str, resolution: int, dtype: str, checkpointing: bool, batch: 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("kind", choices=["sd2", "sdxl"])
+    parser.add_argument("kind", choices=["sd2", "sdxl", "tiny-sd2", "tiny-sdxl"])
     parser.add_argument("--resolution", type=int, default=256)
     parser.add_argument("--dtype", choices=list(DTYPES), default="float32")
     parser.add_argument("--checkpointing", action="store_true")
@@ -141,11 +164,13 @@ def main(argv=None) -> int:
     parser.add_argument("--train-steps", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="cpu", help="cpu, or cuda on a GPU")
+    parser.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default=None,
+                        help="train.mixed_precision (default: the weights' own: no for float32, bf16, fp16)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     result = measure(args.kind, args.resolution, args.dtype, args.checkpointing, args.batch, args.sample_batch,
-                     args.train_steps, args.device)
+                     args.train_steps, args.device, args.mixed_precision)
     print("REAL-SIZE " + json.dumps(result))
     return 0
 

@@ -48,6 +48,11 @@ class Backbone(Component):
     role = "backbone"
     #: a plain warning the run folder and contact sheet must carry (e.g. "not the paper's prior"); None if none
     disclaimer: ClassVar[str | None] = None
+    #: the side (pixels) the weights were trained at: ``train.resolution`` when a config leaves it unset
+    native_resolution: ClassVar[int] = 512
+    #: how long a real run would take on a CPU, for the message that stops a GPU config on a machine without
+    #: one (``device = "cuda"``); None where there is no such figure
+    cpu_estimate: ClassVar[str | None] = None
 
     def load(self, device: Any = "cpu", dtype: Any = None):  # -> InpaintModel
         raise NotImplementedError

@@ -31,7 +31,8 @@ class TrainConfig(Section):
 
     steps: int = Field(2000, ge=0)
     batch_size: int = Field(16, ge=1)
-    resolution: int = Field(512, ge=8)
+    # the side of the square training crops; None: the backbone's native resolution (SD2 512, SDXL 1024)
+    resolution: int | None = Field(None, ge=8)
     lr_unet: float = Field(2e-4, gt=0)
     lr_text_encoder: float = Field(4e-5, gt=0)
     lr_schedule: Literal["constant", "cosine", "linear"] = "constant"
@@ -47,9 +48,14 @@ class TrainConfig(Section):
     crop_scale_min: float = Field(0.5, gt=0, le=1)
     checkpoint_every: int = Field(500, ge=0)
     log_every: int = Field(10, ge=1)
-    # autocast; "auto": bf16 where the device computes it natively (a CUDA GPU with bf16, a CPU with
-    # AVX512-BF16 or AMX), else full float32. Trainable parameters stay float32 in every mode.
+    # autocast; "auto": for float32 weights bf16 where the device computes it natively (a CUDA GPU of compute
+    # capability 8+, a CPU with AVX512-BF16 or AMX), else full float32; for float16 / bfloat16 weights
+    # (backbone.dtype) the autocast of that dtype, the only one they train under (fp16 with loss scaling).
+    # Trainable parameters stay float32 in every mode.
     mixed_precision: Literal["no", "fp16", "bf16", "auto"] = "no"
+    # TF32 matmuls and convolutions on CUDA GPUs that have them (Ampere and newer), as the public recipe's
+    # --allow_tf32; no effect on a CPU
+    allow_tf32: bool = True
     gradient_checkpointing: bool = False
     # "auto": SDPA, but with train.compile on a CPU, attention over at most 64 x 64 query-key pairs per head
     # takes the plain matmuls, which inductor fuses (SmallMathAttnProcessor, docs/benchmarks.md)
@@ -247,9 +253,12 @@ def validate_config(data: dict, source: str, plugins=None) -> RunConfigBase:
             if section["name"] not in registry:
                 raise UserError(f"{source}: {registry.unknown_message(str(section['name']))}")
     try:
-        return model.model_validate(data)
+        config = model.model_validate(data)
     except ValidationError as exc:
         raise UserError(format_validation_error(exc, model, source)) from None
+    if config.train.resolution is None:  # the backbone's native size (no weights are needed to know it)
+        config.train.resolution = (plugins or _plugins()).backbones.get(config.backbone.name).native_resolution
+    return config
 
 
 def _plugins():

@@ -244,17 +244,36 @@ class DiffusersInpaintModel(InpaintModel):
 
     @staticmethod
     def _training_scheduler(scheduler):
+        """DDPM with the checkpoint's schedule. ``clip_sample`` is forced off: a latent model must never clip
+        its latents to [-1, 1], and where a checkpoint's scheduler config lacks the key, diffusers' DDPM and
+        DDIM default to clipping (the samplers of :meth:`make_scheduler` inherit this config)."""
         from diffusers import DDPMScheduler
 
-        return DDPMScheduler.from_config(scheduler.config)
+        return DDPMScheduler.from_config(scheduler.config, clip_sample=False)
 
     def frozen_modules(self) -> list[nn.Module]:
         return [self.vae]
 
+    @property
+    def vae_dtype(self) -> torch.dtype:
+        """The VAE's own dtype: float32 for an SDXL VAE that overflows in float16 (``force_upcast`` in its
+        config; diffusers' SDXL training scripts keep it in float32 "to avoid NaN losses"), else the model's."""
+        if self.is_sdxl and self.dtype == torch.float16 and self.vae.config.force_upcast:
+            return torch.float32
+        return self.dtype
+
+    def _settle_vae(self) -> torch.dtype:
+        """Put the VAE back in :attr:`vae_dtype` and return it. The SDXL pipeline's ``_encode_vae_image`` and
+        decoding cast an upcast VAE back to float16 after each call, so every encode and decode and every
+        :meth:`generate` settles it again (a no-op when it is already there)."""
+        wanted = self.vae_dtype
+        if next(self.vae.parameters()).dtype != wanted:
+            self.vae.to(wanted)
+        return wanted
+
     def to(self, device: Any = None, dtype: torch.dtype | None = None) -> DiffusersInpaintModel:
         super().to(device, dtype)
-        if self.is_sdxl and dtype == torch.float16 and self.vae.config.force_upcast:
-            self.vae.to(torch.float32)  # the SDXL VAE overflows in fp16 (the pipeline upcasts it too)
+        self._settle_vae()  # with or without a dtype given: a float16 SDXL loaded as such upcasts its VAE too
         return self
 
     def set_attention(self, kind: str) -> None:
@@ -262,7 +281,7 @@ class DiffusersInpaintModel(InpaintModel):
             module.set_attn_processor(attention_processor(kind))
 
     def encode_images(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        vae_dtype = next(self.vae.parameters()).dtype
+        vae_dtype = self._settle_vae()
         return self._latents(self.vae.encode(images.to(vae_dtype)).latent_dist, generator)
 
     def _latents(self, posterior, generator: torch.Generator | None) -> torch.Tensor:
@@ -276,14 +295,14 @@ class DiffusersInpaintModel(InpaintModel):
 
         if self.vae.use_slicing or images.shape != masked.shape:
             return super().encode_image_pair(images, masked, generator)
-        vae_dtype = next(self.vae.parameters()).dtype
+        vae_dtype = self._settle_vae()
         moments = self.vae.encode(torch.cat([images, masked]).to(vae_dtype)).latent_dist.parameters
         first, second = moments.chunk(2)
         return (self._latents(DiagonalGaussianDistribution(first), generator),
                 self._latents(DiagonalGaussianDistribution(second), generator))
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        vae_dtype = next(self.vae.parameters()).dtype
+        vae_dtype = self._settle_vae()
         return self.vae.decode(latents.to(vae_dtype) / self.vae.config.scaling_factor).sample
 
     def _token_ids(self, tokenizer, prompts: list[str]):
@@ -359,6 +378,7 @@ class DiffusersInpaintModel(InpaintModel):
             output_type="pt",
             **kwargs,
         )
+        self._settle_vae()  # the SDXL pipeline leaves an upcast VAE in float16
         return out.images.float().clamp(0, 1)
 
 
@@ -391,11 +411,15 @@ def cache_place(model: str) -> str:
 
 
 def load_pipeline(pipeline_class, *, what: str, model: str, default_model: str, variant: str | None,
-                  dtype: torch.dtype, config: str | None = None, extra: dict | None = None):
+                  dtype: torch.dtype, config: str | None = None, extra: dict | None = None,
+                  aliases: tuple[str, ...] = (), how: str | None = None):
     """``pipeline_class`` from ``model``: a diffusers model folder, a single ``.safetensors``/``.ckpt`` file
     (described by ``config``, a diffusers model folder or a model id in the local cache; default
-    ``default_model``), or a model id in the local cache. Never downloads. Raises
-    :class:`MissingWeightsError` naming every place looked."""
+    ``default_model``), or a model id in the local cache. Never downloads. ``aliases``: other hub ids of the
+    same weights, also looked for in the cache when ``model`` (or a single file's ``config``) is
+    ``default_model`` (a model moved on the hub: SD2 inpainting from stabilityai to sd2-community). ``how``
+    replaces the default advice of the missing-weights message. Raises :class:`MissingWeightsError` naming
+    every place looked."""
     import warnings
     from pathlib import Path
 
@@ -406,9 +430,9 @@ def load_pipeline(pipeline_class, *, what: str, model: str, default_model: str, 
     extra = dict(extra or {})
     path = Path(model).expanduser()
     places: list[str] = []
-    how = (f"Download them once where there is network (`hf download {default_model}` fills the local model "
-           f"cache), or copy a diffusers model folder or a single checkpoint file here and pass "
-           f"--set backbone.model=PATH")
+    how = how or (f"Download them once where there is network (`hf download {default_model}` fills the local "
+                  f"model cache), or copy a diffusers model folder or a single checkpoint file here and pass "
+                  f"--set backbone.model=PATH")
     if path.is_dir():
         if not (path / "model_index.json").is_file():
             raise UserError(f"backbone.model: {path} is a folder without model_index.json; give a diffusers "
@@ -419,17 +443,18 @@ def load_pipeline(pipeline_class, *, what: str, model: str, default_model: str, 
         except (OSError, ValueError) as exc:
             raise UserError(f"backbone.model: {path} could not be loaded as {pipeline_class.__name__} ({exc})") from None
     if path.is_file():
-        return _load_single_file(pipeline_class, what=what, path=path, config=config or default_model,
-                                 dtype=dtype, extra=extra)
+        configs = [config] if config else [default_model, *aliases]
+        return _load_single_file(pipeline_class, what=what, path=path, configs=configs, dtype=dtype, extra=extra)
     if path.suffix in (".safetensors", ".ckpt") or model.startswith((".", "/", "~")):
         places.append(f"{path} (no such file or folder)")
     else:
-        places.append(cache_place(model))
-        try:
-            return pipeline_class.from_pretrained(model, torch_dtype=dtype, variant=variant, local_files_only=True,
-                                                  **extra)
-        except (OSError, ValueError):
-            pass
+        for model_id in [model, *(aliases if model == default_model else ())]:
+            places.append(cache_place(model_id))
+            try:
+                return pipeline_class.from_pretrained(model_id, torch_dtype=dtype, variant=variant,
+                                                      local_files_only=True, **extra)
+            except (OSError, ValueError):
+                pass
     raise MissingWeightsError(what, places, how)
 
 
@@ -460,17 +485,22 @@ def _single_file_config(config: str) -> tuple[str | None, str]:
     return None, place
 
 
-def _load_single_file(pipeline_class, *, what: str, path, config: str, dtype: torch.dtype, extra: dict):
-    """``pipeline_class.from_single_file`` on ``path`` with the configuration ``config`` names, checked:
-    every weight of the UNet, VAE and text encoder(s) must come from the file."""
+def _load_single_file(pipeline_class, *, what: str, path, configs: list[str], dtype: torch.dtype, extra: dict):
+    """``pipeline_class.from_single_file`` on ``path`` with the configuration the first of ``configs`` that
+    resolves names, checked: every weight of the UNet, VAE and text encoder(s) must come from the file."""
     from realfill.errors import MissingWeightsError, UserError
 
-    folder, place = _single_file_config(config)
+    places = []
+    for config in configs:
+        folder, place = _single_file_config(config)
+        places.append(place)
+        if folder is not None:
+            break
     if folder is None:
         how = (f"Set backbone.config to a diffusers model folder of the same architecture (--set "
                f"backbone.config=FOLDER), or fill the local model cache once where there is network (`hf "
-               f"download {config} --include '*.json' --include '*.txt'` fetches only the configuration)")
-        raise MissingWeightsError(what, [place], how, missing=f"the configuration of the single file {path}")
+               f"download {configs[0]} --include '*.json' --include '*.txt'` fetches only the configuration)")
+        raise MissingWeightsError(what, places, how, missing=f"the configuration of the single file {path}")
     try:
         pipeline = pipeline_class.from_single_file(str(path), config=folder, torch_dtype=dtype,
                                                    local_files_only=True, **extra)

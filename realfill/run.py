@@ -23,7 +23,9 @@ from PIL import Image
 
 from realfill.config import dump_config, run_name, write_config
 from realfill.errors import UserError
-from realfill.training import ADAPTER_DIR, TRAIN_LOG, fine_tune, resolve_device, training_finished
+from realfill.diffusion import TORCH_DTYPES
+from realfill.training import (ADAPTER_DIR, TRAIN_LOG, enable_tf32, fine_tune, resolve_device, resolve_precision,
+                               training_finished)
 
 CONFIG_FILE = "config.toml"
 SAMPLES_DIR = "samples"
@@ -45,9 +47,20 @@ def _threads(config) -> None:
         torch.set_num_threads(config.train.threads)
 
 
+def check_device(config, plugins) -> torch.device:
+    """The run's device and mixed precision, checked before any weights load: a GPU config on a machine
+    without one, and a precision the backbone's weight dtype cannot train under, are one-line errors."""
+    backbone = plugins.backbones.get(config.backbone.name)
+    device = resolve_device(config.device, estimate=backbone.cpu_estimate)
+    weights = TORCH_DTYPES[getattr(config.backbone, "dtype", "float32")]
+    resolve_precision(config.train.mixed_precision, weights, device)
+    return device
+
+
 def load_backbone(config, plugins):
     """The backbone's model on the configured device (missing weights raise before any file is written)."""
-    device = resolve_device(config.device)
+    device = check_device(config, plugins)
+    enable_tf32(device, config.train.allow_tf32)  # sampling's matmuls too
     return plugins.backbones.create(config.backbone).load(device=device)
 
 
@@ -180,6 +193,7 @@ def fill(scene_path: Path, config, run_dir: Path | None = None, *, plugins=None,
     scene = load_scene(scene_path, max_references=config.max_references)  # bad scenes fail here
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(scene_path, config)
     check_run_dir(run_dir, config, resume)
+    check_device(config, plugins)  # a GPU preset on a CPU machine stops here, before any weights load
     ranker = plugins.rankers.create(config.ranker)
     if hasattr(ranker, "load"):
         ranker.load()  # missing ranker weights fail now, not after an hour of training

@@ -214,3 +214,29 @@ def save_single_file(pipeline, path) -> Path:
     path = Path(path)
     save_file({k: v.detach().contiguous() for k, v in pipeline_to_original(pipeline).items()}, str(path))
     return path
+
+
+# -------------------------------------------------------------------------------------------------
+# Devices for tests that run on the CPU and again on a GPU (``pytest -m cuda``; scripts/gpu-check.sh).
+# -------------------------------------------------------------------------------------------------
+
+#: where the ``cuda``-marked test cases run: ``cuda``, or ``cpu`` for ``scripts/gpu-check.sh --cpu-dry-run``,
+#: which runs the GPU check's own test subset on the CPU so that it cannot rot before a GPU appears
+CUDA_TEST_DEVICE = "REALFILL_CUDA_TEST_DEVICE"
+
+
+def test_devices() -> list:
+    """``pytest.mark.parametrize`` values: ``cpu``, and the GPU case, marked ``cuda`` and skipped with the
+    reason where torch sees no GPU (unless ``REALFILL_CUDA_TEST_DEVICE=cpu`` sends it to the CPU)."""
+    import os
+
+    import pytest
+    import torch
+
+    device = os.environ.get(CUDA_TEST_DEVICE, "cuda")
+    skip = pytest.mark.skipif(device.startswith("cuda") and not torch.cuda.is_available(),
+                              reason="needs a CUDA GPU (torch sees none); scripts/gpu-check.sh runs it on one")
+    return ["cpu", pytest.param(device, marks=[pytest.mark.cuda, skip], id=f"cuda-check-{device}")]
+
+
+test_devices.__test__ = False  # a helper, not a test, for pytest's collection

@@ -38,7 +38,10 @@ ADAPTER_DIR = "adapter"
 TRAIN_STATE = "train_state.json"
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, *, estimate: str | None = None) -> torch.device:
+    """``device`` as a torch device (``auto``: the first CUDA GPU where torch sees one, else the CPU). A CUDA
+    device torch cannot see is a :class:`UserError` saying what torch sees and, with ``estimate`` (the
+    backbone's ``cpu_estimate``), how long the run would take on the CPU, before any weights load."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -46,16 +49,32 @@ def resolve_device(name: str) -> torch.device:
     except RuntimeError:
         raise UserError(f"device: '{name}' is not a torch device (auto, cpu, cuda, cuda:1, ...)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device: '{name}' asked for, but this machine has no CUDA GPU; use device=cpu or auto")
+        raise UserError(f"device: '{name}' asked for (a config meant for a GPU), but torch {torch.__version__} "
+                        f"sees {cuda_seen()}; {estimate + '; ' if estimate else ''}"
+                        f"--set device=cpu goes on on the CPU anyway")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UserError(f"device: '{name}' asked for, but torch sees {torch.cuda.device_count()} CUDA GPU(s)")
     return device
 
 
+def cuda_seen() -> str:
+    """What torch sees of CUDA, in words, for messages."""
+    if torch.version.cuda is None:
+        return "no CUDA GPU (this torch is a CPU-only build)"
+    count = torch.cuda.device_count()
+    if count == 0:
+        return f"no CUDA GPU (built for CUDA {torch.version.cuda}, but no device or driver is visible)"
+    return f"{count} CUDA GPU(s): {', '.join(torch.cuda.get_device_name(i) for i in range(count))}"
+
+
 def native_bf16(device: torch.device) -> bool:
-    """Whether ``device`` computes bfloat16 natively: a CUDA GPU that supports it, or a CPU with the
-    AVX512-BF16 or AMX-BF16 instructions (oneDNN's bf16 kernels; elsewhere bf16 is emulated, and slower
-    than float32)."""
+    """Whether ``device`` computes bfloat16 natively: a CUDA GPU that supports it without emulation (compute
+    capability 8+; torch's ``is_bf16_supported()`` counts emulation by default, which a V100 or T4 has, and
+    asks the current device, so this asks ``device`` itself), or a CPU with the AVX512-BF16 or AMX-BF16
+    instructions (oneDNN's bf16 kernels; elsewhere bf16 is emulated, and slower than float32)."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        with torch.cuda.device(device):
+            return torch.cuda.is_bf16_supported(including_emulation=False)
     if device.type != "cpu":
         return False
     try:
@@ -64,6 +83,45 @@ def native_bf16(device: torch.device) -> bool:
         return False
     flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+#: the autocast each half-precision weight dtype trains under (diffusers pairs fp16 weights with fp16
+#: autocast and a GradScaler, bf16 weights with bf16 autocast)
+HALF_PRECISION = {torch.float16: "fp16", torch.bfloat16: "bf16"}
+DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
+
+
+def resolve_precision(requested: str, weight_dtype: torch.dtype, device: torch.device) -> str:
+    """``train.mixed_precision`` as it will run (``no``, ``bf16`` or ``fp16``) for weights of
+    ``weight_dtype`` on ``device``; a combination that cannot train correctly is a :class:`UserError` naming
+    both keys (checked before any weights load: ``realfill.run.check_precision``).
+
+    float32 weights take any mode (``auto``: bf16 where ``device`` has it natively, else ``no``). float16 and
+    bfloat16 weights train only under the autocast of their own dtype (``auto`` picks it): without autocast
+    a full fine-tune's float32 denoiser meets half-precision inputs, float16 without a GradScaler underflows
+    its gradients, and autocast to the other half type computes in a dtype the weights are not in."""
+    if weight_dtype in HALF_PRECISION:
+        wanted = HALF_PRECISION[weight_dtype]
+        if requested in ("auto", wanted):
+            return wanted
+        name = DTYPE_NAMES[weight_dtype]
+        why = ("trains without autocast or loss scaling" if requested == "no"
+               else f"computes in {'bfloat16' if requested == 'bf16' else 'float16'} over {name} weights")
+        raise UserError(f"train.mixed_precision='{requested}' with backbone.dtype='{name}' {why}; set "
+                        f"train.mixed_precision={wanted} (or auto), or backbone.dtype=float32")
+    if requested == "auto":
+        return "bf16" if native_bf16(device) else "no"
+    return requested
+
+
+def enable_tf32(device: torch.device, allow: bool = True) -> bool:
+    """TF32 for CUDA matmuls and cuDNN convolutions (Ampere and newer use it; older GPUs ignore the flags),
+    as the public RealFill recipe's ``--allow_tf32``. Returns whether it set them (never on a CPU)."""
+    if device.type != "cuda" or not allow:
+        return False
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    return True
 
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
@@ -257,7 +315,10 @@ class Trainer:
             raise UserError(f"adapter '{adapter.name}': nothing to train on backbone '{type(model).__name__}'")
         self.group_names = [g["name"] for g in groups]
         self.params = [p for g in groups for p in g["params"]]
-        for p in self.params:  # trainable parameters stay in float32 whatever the model's dtype
+        # trainable parameters train in float32 whatever the model's dtype; :meth:`restore_dtypes` puts them
+        # back (a full fine-tune's half-precision denoiser) once the adapter is saved, for sampling
+        self._param_dtypes = [p.dtype for p in self.params]
+        for p in self.params:
             p.data = p.data.float()
         # one fused kernel for every parameter (CPU and CUDA) instead of a Python loop over them
         fused = all(p.device.type in ("cpu", "cuda") for p in self.params) or None
@@ -273,14 +334,12 @@ class Trainer:
         self.generator = torch.Generator("cpu").manual_seed(seed)
         self.step = 0
         self.text_trains = any(p.requires_grad for e in model.text_encoders for p in e.parameters())
-        precision = train.mixed_precision
-        if precision == "auto":
-            precision = "bf16" if native_bf16(self.device) else "no"
+        precision = resolve_precision(train.mixed_precision, model.dtype, self.device)
         self.mixed_precision = precision
         self.autocast_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
-        if precision == "fp16" and self.device.type != "cuda":
-            raise UserError("train.mixed_precision=fp16 needs a CUDA device; use 'bf16' or 'no' on a CPU")
-        self.scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+        # fp16 autocast always with loss scaling (CUDA, and CPUs: torch 2.13 has fp16 kernels and a CPU scaler)
+        self.scaler = torch.amp.GradScaler(self.device.type) if precision == "fp16" else None
+        enable_tf32(self.device, train.allow_tf32)
         if train.gradient_checkpointing:
             model.enable_gradient_checkpointing()
         attention = train.attention
@@ -388,9 +447,21 @@ class Trainer:
                 module.train(on and trains)
 
     def finish(self) -> None:
+        """Training is over: eval mode, eager forwards, and the last step's gradients freed (a full SD2
+        fine-tune's are about 3.5 GB; sampling needs none of them)."""
         self._set_train_mode(False)
         uncompile(self._compiled)
         self.__dict__.pop("_denoising_loss", None)  # the compiled loss region, if train.compile
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def restore_dtypes(self) -> None:
+        """The trained parameters back in the dtype the model had them in (float16 / bfloat16 for a full
+        fine-tune of a half-precision backbone, so that sampling, which has no autocast, sees one dtype;
+        LoRA's parameters are float32 from the start and stay so). Call after the adapter is saved."""
+        with torch.no_grad():
+            for p, dtype in zip(self.params, self._param_dtypes):
+                if p.dtype != dtype:
+                    p.data = p.data.to(dtype)
 
     def learning_rates(self) -> dict[str, float]:
         return {name: group["lr"] for name, group in zip(self.group_names, self.optimizer.param_groups)}
@@ -525,7 +596,9 @@ def fine_tune(
             loss = trainer.train_step()
             step = trainer.step
             if not math.isfinite(loss):
-                raise RuntimeError(f"training diverged at step {step} (loss {loss}); lower train.lr_unet")
+                raise RuntimeError(f"training diverged at step {step} (loss {loss}, weights "
+                                   f"{DTYPE_NAMES.get(model.dtype, model.dtype)}, mixed precision "
+                                   f"{trainer.mixed_precision}); lower train.lr_unet, or train in float32")
             progress.update(task, completed=step, loss=f"{loss:.4f}")
             if step % train.log_every == 0 or step == train.steps:
                 rates = trainer.learning_rates()
@@ -540,6 +613,7 @@ def fine_tune(
                 save_checkpoint(trainer, run_dir)
     trainer.finish()
     adapter.save(model, run_dir / ADAPTER_DIR)
+    trainer.restore_dtypes()
     shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)  # the adapter is the result now
     (run_dir / TRAIN_STATE).write_text(json.dumps({"finished": True, **record}) + "\n")
     return trainer

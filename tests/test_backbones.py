@@ -91,7 +91,7 @@ def test_missing_weights_name_every_place(plugins, name, tmp_path, monkeypatch):
     with pytest.raises(MissingWeightsError) as info:
         _backbone(plugins, name).load()
     message = str(info.value)
-    assert "local model cache" in message and "hf download" in message and "backbone.model=PATH" in message
+    assert "local model cache" in message and "hf download" in message and "--set backbone.model=" in message
     with pytest.raises(MissingWeightsError, match=str(tmp_path / "nope.safetensors")):
         _backbone(plugins, name, model=str(tmp_path / "nope.safetensors")).load()
     with pytest.raises(UserError, match="model_index.json"):

@@ -116,6 +116,7 @@ def build_scheduler(config: ScratchPixelConfig):
 class ScratchPixel(Backbone):
     name = "scratch-pixel"
     summary = "pixel-space inpainting UNet, random init, trained from scratch on the scene (CPU, low resolution)"
+    native_resolution = 64  # no published weights: the UNet's default sample size (the cpu preset sets 48)
     needs = ()
     disclaimer = DISCLAIMER
     Config = ScratchPixelConfig

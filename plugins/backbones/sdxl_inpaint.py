@@ -18,6 +18,9 @@ class SDXLInpaint(Backbone):
     name = "sdxl-inpaint"
     summary = "SDXL 1.0 inpainting (two text encoders, pooled embeds, time ids), 1024 px"
     needs = ("weights: diffusers/stable-diffusion-xl-1.0-inpainting-0.1 (local folder, file, or model cache)",)
+    native_resolution = 1024
+    cpu_estimate = ("a real-size SDXL training step at 512 px, batch 16, took about 384 s on this project's "
+                    "2-core CPU in bf16 (docs/benchmarks.md), and 1024 px costs about 4x that: weeks for 2,000 steps")
 
     class Config(ComponentConfig):
         name: Literal["sdxl-inpaint"] = "sdxl-inpaint"
@@ -34,7 +37,7 @@ class SDXLInpaint(Backbone):
             StableDiffusionXLInpaintPipeline, what="backbone sdxl-inpaint", model=c.model, config=c.config,
             default_model=DEFAULT_MODEL, variant=c.variant, dtype=dtype or TORCH_DTYPES[c.dtype],
         )
-        return DiffusersInpaintModel(pipeline, native_resolution=1024).to(device)
+        return DiffusersInpaintModel(pipeline, native_resolution=self.native_resolution).to(device)
 
 
 @hookimpl

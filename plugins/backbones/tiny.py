@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 
 from realfill.components import Backbone, ComponentConfig
-from realfill.diffusion import DiffusersInpaintModel
+from realfill.diffusion import TORCH_DTYPES, DiffusersInpaintModel
 from realfill.hookspecs import hookimpl
 
 MAX_TOKENS = 32
@@ -68,6 +68,16 @@ def _tiny_unet(cross_attention_dim: int, **extra):
     )
 
 
+def in_dtype(pipeline, dtype: torch.dtype):
+    """Every module of ``pipeline`` in ``dtype``, as a pipeline loaded with ``torch_dtype`` has them
+    (``torch.nn.Module.to``: diffusers' own ``to`` warns on every dtype cast)."""
+    if dtype != torch.float32:
+        for component in pipeline.components.values():
+            if isinstance(component, torch.nn.Module):
+                torch.nn.Module.to(component, dtype)
+    return pipeline
+
+
 def build_tiny_sd2(seed: int = 0):
     """A StableDiffusionInpaintPipeline with the tiny SD2-shaped parts, weights drawn from ``seed``."""
     from diffusers import DDPMScheduler, StableDiffusionInpaintPipeline
@@ -118,24 +128,35 @@ class TinySD2(Backbone):
     name = "tiny-sd2"
     summary = "SD2-inpainting architecture, tiny, random weights (seeded): CPU smoke runs and tests"
 
+    native_resolution = 64
+
     class Config(ComponentConfig):
         name: Literal["tiny-sd2"] = "tiny-sd2"
         seed: int = 0  # the weights' seed
+        # the weights' dtype, as the real backbones' key: the half-precision paths run on a CPU too
+        dtype: Literal["float32", "float16", "bfloat16"] = "float32"
 
     def load(self, device="cpu", dtype=None):
-        return DiffusersInpaintModel(build_tiny_sd2(self.config.seed), native_resolution=64).to(device, dtype)
+        pipeline = in_dtype(build_tiny_sd2(self.config.seed), dtype or TORCH_DTYPES[self.config.dtype])
+        return DiffusersInpaintModel(pipeline, native_resolution=self.native_resolution).to(device)
 
 
 class TinySDXL(Backbone):
     name = "tiny-sdxl"
     summary = "SDXL-inpainting architecture (two text encoders, pooled embeds, time ids), tiny, random weights"
 
+    native_resolution = 64
+
     class Config(ComponentConfig):
         name: Literal["tiny-sdxl"] = "tiny-sdxl"
         seed: int = 0
+        dtype: Literal["float32", "float16", "bfloat16"] = "float32"
 
     def load(self, device="cpu", dtype=None):
-        return DiffusersInpaintModel(build_tiny_sdxl(self.config.seed), native_resolution=64).to(device, dtype)
+        # as the real sdxl-inpaint: the pipeline in its dtype, then .to(device) alone (the VAE's upcast must
+        # not depend on a dtype being passed here)
+        pipeline = in_dtype(build_tiny_sdxl(self.config.seed), dtype or TORCH_DTYPES[self.config.dtype])
+        return DiffusersInpaintModel(pipeline, native_resolution=self.native_resolution).to(device)
 
 
 @hookimpl
