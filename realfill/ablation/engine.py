@@ -175,6 +175,7 @@ def _row(spec: RunSpec, plan: Plan, record: dict) -> dict:
         "error": record.get("error"),
         "metrics": record.get("metrics", {}),
         "skipped_metrics": record.get("skipped_metrics", {}),
+        "higher_is_better": record.get("higher_is_better", {}),
         "train_s": times.get("train_s"),
         "sample_s": times.get("sample_s"),
         "rank_s": (round(record["seconds"] - record.get("eval_seconds", 0), 3) if "seconds" in record else None),

@@ -170,7 +170,7 @@ def _baseline_body(task, plugins, progress):
     from realfill.scene import load_scene, read_rgb
 
     scene = load_scene(task["scene"])
-    path = run_image_baseline(task["baseline"], scene, Path(task["dir"]))
+    path = run_image_baseline(task["baseline"], scene, Path(task["dir"]), plugins=plugins)
     sheet = contact_sheet(scene.references, scene.masked_target(), [(task["baseline"], read_rgb(path))], scene.gt)
     sheet.save(Path(task["dir"]) / "contact_sheet.png")
     return {}
@@ -185,6 +185,7 @@ def _evaluate_into(task: dict, plugins, record: dict) -> None:
     record["eval_seconds"] = timing["seconds"]
     record["metrics"] = evaluation["values"]
     record["skipped_metrics"] = evaluation["skipped"]
+    record["higher_is_better"] = evaluation["higher_is_better"]
     if "selection" in evaluation:
         record["selection"] = evaluation["selection"]
 

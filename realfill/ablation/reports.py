@@ -15,7 +15,7 @@ from PIL import Image
 from realfill.ablation.plan import Plan, _write_json
 
 #: metrics shown in summaries first (the paper's table), when present
-KEY_METRICS = ("psnr_masked", "ssim_masked", "ms_ssim_masked", "lpips", "dreamsim", "dino", "clip", "psnr", "ssim", "ms_ssim")
+KEY_METRICS = ("psnr_masked", "ssim_masked", "ms_ssim_masked", "sharpness_masked", "vif_masked", "lpips", "dreamsim", "dino", "clip", "psnr", "ssim", "ms_ssim")
 
 
 # -- results -----------------------------------------------------------------------------------------
@@ -24,6 +24,21 @@ KEY_METRICS = ("psnr_masked", "ssim_masked", "ms_ssim_masked", "lpips", "dreamsi
 def metric_names(rows: list[dict]) -> list[str]:
     names = {k for r in rows for k in r.get("metrics", {})}
     return [m for m in KEY_METRICS if m in names] + sorted(names - set(KEY_METRICS))
+
+
+def directions(rows: list[dict]) -> dict[str, bool]:
+    """Each value's direction (True: higher is better), as the metrics declared it in the runs."""
+    merged: dict[str, bool] = {}
+    for row in rows:
+        merged.update(row.get("higher_is_better") or {})
+    return merged
+
+
+def heading(name: str, higher_is_better: dict[str, bool]) -> str:
+    """``psnr_masked ↑`` (higher is better), ``lpips ↓`` (lower is better), or the bare name if unknown."""
+    if name not in higher_is_better:
+        return name
+    return f"{name} {'↑' if higher_is_better[name] else '↓'}"
 
 
 def summarize(rows: list[dict]) -> list[dict]:
@@ -75,7 +90,7 @@ def write_results(plan: Plan, rows: list[dict]) -> None:
                          **_selection_cells(row)})
     (out / "results.csv").write_text(buffer.getvalue())
     summary = summarize(rows)
-    _write_json(out / "results.json", {"rows": rows, "summary": summary})
+    _write_json(out / "results.json", {"rows": rows, "summary": summary, "higher_is_better": directions(rows)})
     chart = names[0] if names else None
     if chart:
         bar_chart(summary, [m for m in names if m in KEY_METRICS[:7]][:4] or names[:1]).save(out / "chart.png")
@@ -92,10 +107,13 @@ def _fmt(value: Any, digits: int = 4) -> str:
 
 def report_markdown(plan: Plan, rows: list[dict], summary: list[dict], chart: bool) -> str:
     names = metric_names(rows)
+    better = directions(rows)
     lines = ["# Ablation report", "", f"{len(rows)} runs: {len({r['scene'] for r in rows})} scenes x "
              f"{len(summary)} configurations. Base: {json.dumps(plan.base)}.", "",
-             "## Summary (mean ± std over scenes)", ""]
-    header = ["configuration", "ok/runs", *names]
+             "## Summary (mean ± std over scenes)", "",
+             "↑: higher is better, ↓: lower is better. Masked PSNR and SSIM reward a blurred fill; read them "
+             "beside sharpness_masked (1 = as much fine detail as the ground truth).", ""]
+    header = ["configuration", "ok/runs", *(heading(n, better) for n in names)]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for entry in summary:
         cells = [entry["configuration"], f"{entry['ok']}/{entry['runs']}"]
