@@ -125,7 +125,7 @@ def untuned_config(config):
     return config.model_copy(update={"train": config.train.model_copy(update={"steps": 0})})
 
 
-def run_image_baseline(name: str, scene: Scene, out_dir: Path) -> Path:
+def run_image_baseline(name: str, scene: Scene, out_dir: Path, plugins=None) -> Path:
     """Run an image baseline into ``out_dir`` (result.png, and run.json naming the scene, for
     ``realfill evaluate OUT_DIR``); returns the result path."""
     if name not in IMAGE_BASELINES:

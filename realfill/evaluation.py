@@ -18,8 +18,8 @@ from realfill.scene import Scene, load_scene, read_rgb
 
 METRICS_FILE = "metrics.json"
 RUN_RECORD = "run.json"  # written by the ablation engine and the baselines: {"scene": PATH, ...}
-#: the paper's table order; metrics from other plugins follow, by name
-PAPER_ORDER = ("psnr", "ssim", "ms-ssim", "lpips", "dreamsim", "dino", "clip")
+#: the paper's pixel metrics, the weight-free vif and sharpness, the paper's learned ones; other plugins' follow, by name
+PAPER_ORDER = ("psnr", "ssim", "ms-ssim", "vif", "sharpness", "lpips", "dreamsim", "dino", "clip")
 
 
 @dataclass

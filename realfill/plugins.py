@@ -45,6 +45,8 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "realfill_plugins.rankers.loftr",
     "realfill_plugins.rankers.warp",
     "realfill_plugins.metrics.pixel",
+    "realfill_plugins.metrics.vif",
+    "realfill_plugins.metrics.sharpness",
     "realfill_plugins.metrics.learned",
 )
 

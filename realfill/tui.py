@@ -19,7 +19,7 @@ from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-SHOWN_METRICS = ("psnr_masked", "ssim_masked", "ms_ssim_masked", "lpips", "dino", "clip")
+SHOWN_METRICS = ("psnr_masked", "ssim_masked", "ms_ssim_masked", "sharpness_masked", "lpips", "dino", "clip")
 
 
 def _value(row: dict, name: str) -> str:
@@ -122,8 +122,12 @@ class LiveReporter(PlainReporter):
 
     def _results(self) -> Table:
         names = [m for m in SHOWN_METRICS if any(m in r.get("metrics", {}) for r, _ in self.rows)]
-        table = Table(title="results", title_justify="left", expand=False)
-        for column in ("scene", "configuration", "status", *names, "train s", "sample s", "rank s"):
+        from realfill.ablation.reports import directions, heading
+
+        better = directions([r for r, _ in self.rows])
+        table = Table(title="results (↑ higher is better, ↓ lower)", title_justify="left", expand=False)
+        for column in ("scene", "configuration", "status", *(heading(m, better) for m in names), "train s", "sample s",
+                       "rank s"):
             table.add_column(column, justify="right" if column not in ("scene", "configuration", "status") else "left")
         for row, skipped in self.rows:
             status = "skipped" if skipped else ("ok" if row["status"] == "ok" else "[red]failed[/]")

@@ -37,7 +37,11 @@ def test_evaluate_result_json(result_image, example_scene, capsys):
     expected = peak_signal_noise_ratio(scene.gt[scene.mask], image[scene.mask], data_range=255)
     assert record["values"]["psnr_masked"] == pytest.approx(expected, abs=1e-4)
     assert record["values"]["psnr"] > record["values"]["psnr_masked"]  # known pixels are exact
-    assert set(record["values"]) >= {"psnr", "psnr_masked", "ssim", "ssim_masked", "ms_ssim", "ms_ssim_masked"}
+    assert set(record["values"]) >= {"psnr", "psnr_masked", "ssim", "ssim_masked", "ms_ssim", "ms_ssim_masked",
+                                     "vif", "vif_masked", "sharpness", "sharpness_masked"}
+    assert set(record["higher_is_better"]) == set(record["values"])  # every value states its direction
+    assert record["higher_is_better"]["sharpness_masked"] is True
+    assert 0 < record["values"]["sharpness_masked"] < 1  # the noise added fine detail: r > 1
     for name in ("lpips", "dreamsim", "dino", "clip"):  # no weights on this machine
         assert name in record["skipped"] and record["skipped"][name]
 

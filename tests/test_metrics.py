@@ -159,3 +159,117 @@ def test_learned_metrics_load_local_weights_and_compare(name, sub, tiny_weights,
         assert same == pytest.approx(1.0, abs=1e-5) and different < 0.999
     else:
         assert same == pytest.approx(0.0, abs=1e-6) and different > 1e-3
+
+
+# -- metrics that do not reward blur (issue 15) --------------------------------------------------------
+
+
+def _reference_vifp(result: np.ndarray, gt: np.ndarray, sigma_nsq: float = 2.0) -> float:
+    """Sheikh & Bovik's pixel-domain VIF (their vifvec.m, 'valid' filtering), in float64 with scipy, on
+    8-bit grey levels; the mean over the RGB channels."""
+    from scipy.signal import convolve2d
+
+    values = []
+    for c in range(3):
+        ref, dist = gt[..., c].astype(np.float64), result[..., c].astype(np.float64)
+        num = den = 0.0
+        for scale in range(1, 5):
+            n = 2 ** (4 - scale + 1) + 1
+            x = np.arange(n) - (n - 1) / 2
+            window = np.exp(-(x[:, None] ** 2 + x[None, :] ** 2) / (2 * (n / 5) ** 2))
+            window /= window.sum()
+            if scale > 1:
+                ref = convolve2d(ref, window, mode="valid")[::2, ::2]
+                dist = convolve2d(dist, window, mode="valid")[::2, ::2]
+            mu1, mu2 = convolve2d(ref, window, mode="valid"), convolve2d(dist, window, mode="valid")
+            s1 = np.maximum(convolve2d(ref * ref, window, mode="valid") - mu1 * mu1, 0)
+            s2 = np.maximum(convolve2d(dist * dist, window, mode="valid") - mu2 * mu2, 0)
+            s12 = convolve2d(ref * dist, window, mode="valid") - mu1 * mu2
+            g = s12 / (s1 + 1e-10)
+            sv = s2 - g * s12
+            g[s1 < 1e-10], sv[s1 < 1e-10], s1[s1 < 1e-10] = 0, s2[s1 < 1e-10], 0
+            g[s2 < 1e-10], sv[s2 < 1e-10] = 0, 0
+            sv[g < 0], g[g < 0] = s2[g < 0], 0
+            sv = np.maximum(sv, 1e-10)
+            num += np.log10(1 + g * g * s1 / (sv + sigma_nsq)).sum()
+            den += np.log10(1 + s1 / sigma_nsq).sum()
+        values.append(num / den)
+    return float(np.mean(values))
+
+
+def test_vif_is_the_reference_vifp_on_8_bit_grey_levels(pair):
+    """torchmetrics' VIF on 0-255 images is Sheikh & Bovik's VIF-p (their noise variance 2 is in grey
+    levels: fed 0-1 images, the same code would measure something else); the box of the mask for
+    vif_masked."""
+    from realfill_plugins.metrics.vif import VIF
+
+    result, gt, mask = pair
+    values = VIF().compute(result, gt, mask)
+    assert values["vif"] == pytest.approx(_reference_vifp(result, gt), abs=2e-4)
+    assert values["vif_masked"] == pytest.approx(_reference_vifp(result[:, 172:], gt[:, 172:]), abs=2e-4)
+    assert VIF().compute(gt, gt, mask)["vif"] == pytest.approx(1.0, abs=1e-5)
+    assert 0 < values["vif"] < 0.9
+
+
+def test_vif_masked_is_nan_when_the_box_is_smaller_than_its_window(pair):
+    from realfill_plugins.metrics.vif import VIF
+
+    result, gt, _ = pair
+    mask = np.zeros(gt.shape[:2], bool)
+    mask[100:130, 100:180] = True  # 30 rows: under VIF's 41
+    values = VIF().compute(result, gt, mask)
+    assert math.isnan(values["vif_masked"]) and 0 < values["vif"] < 1
+
+
+def test_sharpness_is_one_for_the_ground_truth_and_falls_with_blur_and_with_noise(pair):
+    from realfill_plugins.metrics.sharpness import Sharpness, energy_ratio
+
+    _, gt, mask = pair
+    blurred, noisy = gt.copy(), gt.astype(np.float64)
+    blurred[mask] = gaussian_filter(gt.astype(np.float64), (2, 2, 0))[mask].round().astype(np.uint8)
+    noisy[mask] += np.random.default_rng(0).normal(0, 25, noisy.shape)[mask]
+    noisy = np.clip(noisy, 0, 255).astype(np.uint8)
+    metric = Sharpness()
+    assert metric.compute(gt, gt, mask) == {"sharpness_masked": 1.0, "sharpness": 1.0}
+    assert energy_ratio(blurred, gt, mask) < 0.1 < 2 < energy_ratio(noisy, gt, mask)  # less detail; more
+    for degraded in (blurred, noisy):
+        values = metric.compute(degraded, gt, mask)
+        assert values["sharpness_masked"] < 0.5 and values["sharpness_masked"] < values["sharpness"] < 1
+
+
+@pytest.fixture(scope="module")
+def geometric_fills(example_scene):
+    """The geometric baseline's fill on two real stereo scenes (the bundled one and skimage's pair at
+    256 px): its warp is misregistered by the parallax, as every warp of another viewpoint is."""
+    from realfill.baselines import geometric
+    from realfill.scene import load_scene
+    from realfill.testing import stereo_motorcycle_scene
+
+    return [(scene, geometric(scene).image) for scene in (load_scene(example_scene), stereo_motorcycle_scene())]
+
+
+def test_a_fill_blurred_in_the_hole_wins_on_psnr_and_loses_on_the_blur_aware_metrics(geometric_fills):
+    """The issue's measurement: the sharp warp blurred (sigma 2) inside the hole gains masked PSNR on both
+    real stereo scenes, and scores worse on sharpness (far worse) and on VIF (inside the mask)."""
+    from realfill_plugins.metrics.sharpness import Sharpness
+    from realfill_plugins.metrics.vif import VIF
+
+    for scene, sharp in geometric_fills:
+        blurred = sharp.copy()
+        blurred[scene.mask] = gaussian_filter(sharp.astype(np.float64), (2, 2, 0))[scene.mask].round().astype(np.uint8)
+        assert pixel.psnr(blurred, scene.gt, scene.mask) > pixel.psnr(sharp, scene.gt, scene.mask) + 0.4, scene.name
+        s_sharp, s_blur = Sharpness().compute(sharp, scene.gt, scene.mask), Sharpness().compute(blurred, scene.gt, scene.mask)
+        assert s_blur["sharpness_masked"] < 0.1 < 0.4 < s_sharp["sharpness_masked"], scene.name
+        assert s_blur["sharpness"] < s_sharp["sharpness"], scene.name
+        v_sharp, v_blur = VIF().compute(sharp, scene.gt, scene.mask), VIF().compute(blurred, scene.gt, scene.mask)
+        assert v_blur["vif_masked"] < v_sharp["vif_masked"], scene.name
+
+
+def test_every_metric_value_states_its_direction(example_scene, plugins):
+    from realfill.evaluation import build_metrics, evaluate_images
+    from realfill.scene import load_scene
+
+    scene = load_scene(example_scene)
+    evaluation = evaluate_images(scene.target, scene.gt, scene.mask, build_metrics(plugins, ["psnr", "vif", "sharpness"]))
+    assert set(evaluation.higher_is_better) == set(evaluation.values) >= {"psnr_masked", "vif_masked", "sharpness_masked"}
+    assert all(evaluation.higher_is_better.values())

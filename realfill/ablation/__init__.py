@@ -1,0 +1,54 @@
+"""The ablation engine behind ``realfill ablate``: many configurations over many scenes, stages shared.
+
+A configuration is a list of config overrides on top of a base (a preset or a config file). The plan
+is the cartesian product of the repeated flags (or a sweep file), times the scenes. Each run has three
+stages, and each stage is keyed by the settings it depends on, so it runs once however many runs need it:
+
+- ``train``  keyed by (scene, seed, device, max_references, backbone, adapter, masking, train.*)
+- ``sample`` keyed by (train key, sample.*)
+- ``rank``   keyed by (sample key, ranker, select.*), then the evaluation of its result
+
+Layout under ``OUT``::
+
+    plan.json                         what was asked (configurations, scenes)
+    stages/train/SCENE-KEY/           adapter/, train_log.jsonl, ... and done.json when finished
+    stages/sample/SCENE-KEY/samples/  000.png ... and done.json
+    runs/SCENE/LABEL-KEY/             config.toml, run.json, ranking.json, result.png, contact_sheet.png,
+                                      metrics.json, row.json (done) or error.json (failed)
+    results.csv  results.json  report.md  chart.png
+
+Resuming: a stage or run with its ``done.json``/``row.json`` is finished and skipped; a folder without one
+(a killed run) is cleared and redone; a failed run is recorded in ``error.json`` and retried next time.
+Image baselines (``telea``, ``geometric``) are runs with a single ``baseline`` stage.
+"""
+
+from realfill.ablation.engine import AblationOutcome, run_ablation
+from realfill.ablation.executors import (
+    LocalExecutor,
+    RayExecutor,
+    measured,
+    run_final_stage,
+    run_sample_stage,
+    run_train_stage,
+)
+from realfill.ablation.plan import (
+    AXIS_FLAGS,
+    DONE,
+    ERROR,
+    ROW,
+    Configuration,
+    Plan,
+    RunSpec,
+    build_plan,
+    override_string,
+    product_configurations,
+    read_sweep,
+)
+from realfill.ablation.reports import KEY_METRICS, bar_chart, metric_names, report_markdown, summarize, write_results
+
+__all__ = [
+    "AXIS_FLAGS", "DONE", "ERROR", "KEY_METRICS", "ROW", "AblationOutcome", "Configuration", "LocalExecutor", "Plan",
+    "RayExecutor", "RunSpec", "bar_chart", "build_plan", "measured", "metric_names", "override_string",
+    "product_configurations", "read_sweep", "report_markdown", "run_ablation", "run_final_stage",
+    "run_sample_stage", "run_train_stage", "summarize", "write_results",
+]

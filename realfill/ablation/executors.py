@@ -1,0 +1,290 @@
+"""The executors: a stage is a top-level function of a plain dict (so a Ray worker can run it), timed
+and measured; ``LocalExecutor`` runs stages one after another here, ``RayExecutor`` as Ray tasks."""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from realfill.ablation.plan import DONE, _fresh, _write_json
+from realfill.baselines import run_image_baseline
+from realfill.config import validate_config
+from realfill.errors import UserError
+from realfill.evaluation import RUN_RECORD, build_metrics, evaluate_run
+
+# -- measuring a stage -------------------------------------------------------------------------------
+
+
+@contextmanager
+def measured(record: dict):
+    """Seconds and peak resident memory (MiB, sampled every 20 ms; and CUDA's peak when on a GPU)."""
+    try:
+        import psutil
+
+        process = psutil.Process()
+
+        def rss() -> int:
+            return process.memory_info().rss
+    except ImportError:  # pragma: no cover - psutil comes with ray and most installs
+        import resource
+
+        def rss() -> int:
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+    peak = [rss()]
+    stop = threading.Event()
+
+    def sample():
+        while not stop.wait(0.02):
+            peak[0] = max(peak[0], rss())
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    cuda = False
+    try:
+        import torch
+
+        cuda = torch.cuda.is_available()
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+    except Exception:  # noqa: BLE001
+        pass
+    start = time.perf_counter()
+    try:
+        yield record
+    finally:
+        record["seconds"] = round(time.perf_counter() - start, 3)
+        stop.set()
+        thread.join()
+        peak[0] = max(peak[0], rss())
+        record["peak_rss_mb"] = round(peak[0] / 2**20, 1)
+        if cuda:
+            import torch
+
+            record["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+
+
+# -- the stages (top-level functions of plain dicts, so a Ray worker can run them) -------------------
+
+_worker_plugin_sets: dict[tuple, Any] = {}
+
+
+def _worker_plugins(task: dict):
+    """This process's plugins: the caller's (set_plugins, as the CLI does) in the driver; in a Ray worker,
+    a manager built like the driver's (third-party autoload on or off, the same blocked plugins)."""
+    import realfill.plugins as plugins_module
+
+    if plugins_module._default is not None:
+        return plugins_module._default
+    key = (bool(task.get("autoload", True)), tuple(task.get("blocked", ())))
+    if key not in _worker_plugin_sets:
+        _worker_plugin_sets[key] = plugins_module.RealfillPlugins(autoload=key[0], blocked=key[1])
+    return _worker_plugin_sets[key]
+
+
+class _StepObserver:
+    """A plugin, registered for one local training stage, that forwards training steps to the display."""
+
+    def __init__(self, total: int, progress: Callable[[int, int], None]):
+        self.total, self.progress = total, progress
+
+    def realfill_train_step_end(self, step, loss, learning_rates, seconds):
+        self.progress(step, self.total)
+
+
+def _stage(task: dict, body: Callable[[dict, Any], dict], progress: Callable | None = None) -> dict:
+    """Run a stage body with timing, memory and error capture; mark it done only when it succeeded."""
+    directory = Path(task["dir"])
+    record: dict[str, Any] = {"kind": task["kind"], "key": task["key"], "dir": str(directory)}
+    plugins = _worker_plugins(task)
+    try:
+        with measured(record):
+            record.update(body(task, plugins, progress) or {})
+        record["status"] = "ok"
+        _write_json(directory / DONE, record)
+    except Exception as exc:  # noqa: BLE001 - recorded; the other runs go on
+        record["status"] = "failed"
+        record["error"] = f"{type(exc).__name__}: {exc}"
+        record["traceback"] = traceback.format_exc(limit=8)
+    return record
+
+
+def _stage_api():
+    """The method engineer's separately callable stages (realfill.run)."""
+    try:
+        from realfill import run as run_module
+    except ImportError as exc:
+        raise UserError(f"the fill pipeline (realfill.run) is not available: {exc}") from None
+    return run_module
+
+
+def _train_body(task, plugins, progress):
+    from realfill.scene import load_scene
+
+    config = validate_config(task["config"], "ablation config", plugins)
+    scene = load_scene(task["scene"], max_references=config.max_references)
+    directory = Path(task["dir"])
+    _fresh(directory)
+    observer = None
+    if progress is not None:
+        observer = _StepObserver(config.train.steps, progress)
+        plugins.register(observer, name=f"ablation-progress-{id(observer)}")
+    try:
+        _stage_api().train_stage(scene, config, directory, plugins=plugins)
+    finally:
+        if observer is not None:
+            plugins.pm.unregister(observer)
+    return {"steps": config.train.steps}
+
+
+def _sample_body(task, plugins, progress):
+    from realfill.scene import load_scene
+
+    config = validate_config(task["config"], "ablation config", plugins)
+    scene = load_scene(task["scene"], max_references=config.max_references)
+    directory = Path(task["dir"])
+    _fresh(directory)
+    paths = _stage_api().sample_stage(scene, config, Path(task["train_dir"]), directory, plugins=plugins)
+    return {"samples": len(paths)}
+
+
+def _rank_body(task, plugins, progress):
+    from realfill.scene import load_scene
+
+    config = validate_config(task["config"], "ablation config", plugins)
+    scene = load_scene(task["scene"], max_references=config.max_references)
+    sample_paths = sorted((Path(task["sample_dir"]) / "samples").glob("*.png"))
+    if not sample_paths:
+        raise RuntimeError(f"{task['sample_dir']}: the sampling stage left no samples")
+    ranking = _stage_api().rank_stage(scene, config, Path(task["dir"]), sample_paths, plugins=plugins)
+    return {"best": ranking[0]["file"], "best_score": ranking[0]["score"]}
+
+
+def _baseline_body(task, plugins, progress):
+    from realfill.contact_sheet import contact_sheet
+    from realfill.scene import load_scene, read_rgb
+
+    scene = load_scene(task["scene"])
+    path = run_image_baseline(task["baseline"], scene, Path(task["dir"]), plugins=plugins)
+    sheet = contact_sheet(scene.references, scene.masked_target(), [(task["baseline"], read_rgb(path))], scene.gt)
+    sheet.save(Path(task["dir"]) / "contact_sheet.png")
+    return {}
+
+
+def _evaluate_into(task: dict, plugins, record: dict) -> None:
+    run_dir = Path(task["dir"])
+    metrics = build_metrics(plugins, task.get("metrics") or None, {k: Path(v) for k, v in task.get("metric_weights", {}).items()})
+    samples = Path(task["sample_dir"]) / "samples" if task.get("sample_dir") else None
+    with measured(timing := {}):
+        evaluation = evaluate_run(run_dir, metrics, sample_dir=samples)
+    record["eval_seconds"] = timing["seconds"]
+    record["metrics"] = evaluation["values"]
+    record["skipped_metrics"] = evaluation["skipped"]
+    record["higher_is_better"] = evaluation["higher_is_better"]
+    if "selection" in evaluation:
+        record["selection"] = evaluation["selection"]
+
+
+def run_train_stage(task: dict, progress: Callable | None = None) -> dict:
+    return _stage(task, _train_body, progress)
+
+
+def run_sample_stage(task: dict, progress: Callable | None = None) -> dict:
+    return _stage(task, _sample_body, progress)
+
+
+def run_final_stage(task: dict, progress: Callable | None = None) -> dict:
+    """Rank (or run the image baseline), then evaluate; the run's ``done.json`` holds its metrics."""
+
+    def body(task, plugins, progress):
+        run_dir = Path(task["dir"])
+        _fresh(run_dir)
+        (run_dir / "config.toml").write_text(task["config_toml"])
+        _write_json(run_dir / RUN_RECORD, {"scene": task["scene"], "label": task["label"], "overrides": task["overrides"]})
+        out = (_baseline_body if task.get("baseline") else _rank_body)(task, plugins, progress)
+        _evaluate_into(task, plugins, out)
+        return out
+
+    return _stage(task, body, progress)
+
+
+# -- executors ---------------------------------------------------------------------------------------
+
+
+class LocalExecutor:
+    """Runs stages one after another in this process, with live progress from training."""
+
+    name = "local"
+
+    def run(self, fn: Callable, tasks: list[dict], on_start: Callable, on_done: Callable, on_progress: Callable) -> None:
+        for task in tasks:
+            on_start(task)
+            on_done(task, fn(task, lambda done, total, t=task: on_progress(t, done, total)))
+
+
+def _probe(address: str, timeout: float = 5.0) -> None:
+    """Fail fast, with the address named, when nothing listens there (ray.init would retry for minutes)."""
+    import socket
+
+    target = address.split("://", 1)[-1]
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto" and other forms: let Ray resolve them
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise UserError(f"--address {address}: no Ray cluster answers there ({exc}); start one with "
+                        "`ray start --head` or drop --address for a local instance") from None
+
+
+class RayExecutor:
+    """Each stage is a Ray task (1 CPU) on the cluster at ``address`` (default: a new local one)."""
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, num_cpus: int | None = None):
+        try:
+            import ray
+        except ImportError:
+            raise UserError("--executor ray: ray is not installed; pip install 'realfill[ray]'") from None
+        self.ray = ray
+        if address:
+            _probe(address)
+        self.started_here = not ray.is_initialized()
+        if self.started_here:
+            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}
+            if address:
+                kwargs["address"] = address
+            else:
+                kwargs.update(num_cpus=num_cpus, _node_ip_address="127.0.0.1")
+            try:
+                ray.init(**kwargs)
+            except (ConnectionError, ValueError, RuntimeError) as exc:
+                raise UserError(f"--address {address}: cannot reach a Ray cluster there ({exc})") from None
+
+    def run(self, fn, tasks, on_start, on_done, on_progress) -> None:
+        remote = self.ray.remote(num_cpus=1)(fn)
+        pending = {}
+        for task in tasks:
+            on_start(task)
+            pending[remote.remote(task)] = task
+        while pending:
+            ready, _ = self.ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                task = pending.pop(ref)
+                try:
+                    record = self.ray.get(ref)
+                except Exception as exc:  # noqa: BLE001 - a worker that died
+                    record = {"kind": task["kind"], "key": task["key"], "status": "failed",
+                              "error": f"ray task failed: {type(exc).__name__}: {exc}"}
+                on_done(task, record)
+
+    def close(self) -> None:
+        if self.started_here:
+            self.ray.shutdown()

@@ -1,0 +1,223 @@
+"""The sweep plan: configurations (repeated flags, a product or a sweep file) times scenes, each run
+keyed by the settings its stages depend on, and where each stage and run lives under ``OUT``."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from realfill.config import COMPONENT_FIELDS, read_toml, resolve_config
+from realfill.errors import UserError
+
+DONE = "done.json"
+ROW = "row.json"
+ERROR = "error.json"
+#: the flags that make axes, and the run-config field each sets
+AXIS_FLAGS = {"backbone": "backbone.name", "adapter": "adapter.name", "masking": "masking.name", "ranker": "ranker.name"}
+#: metrics shown in summaries first (the paper's table), when present
+
+# -- configurations ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Configuration:
+    """One column of the ablation: overrides on the base config, or an image baseline."""
+
+    label: str
+    overrides: list[str] = field(default_factory=list)
+    baseline: str | None = None  # "telea" | "geometric": no training, no sampling
+
+    def as_dict(self) -> dict:
+        return {"label": self.label, "overrides": list(self.overrides), "baseline": self.baseline}
+
+
+def override_string(key: str, value: Any) -> str:
+    """``("sample.steps", 4)`` -> ``"sample.steps=4"`` with the value as a TOML literal."""
+    literal = tomli_w.dumps({"v": value}).strip().removeprefix("v = ")
+    return f"{key}={literal}"
+
+
+def product_configurations(axes: dict[str, list[Any]]) -> list[Configuration]:
+    """The cartesian product of ``{dotted key: [values]}``; labels name the values of axes with 2+."""
+    keys = list(axes)
+    varying = [k for k in keys if len(axes[k]) > 1]
+    configurations = []
+    for values in itertools.product(*(axes[k] for k in keys)):
+        chosen = dict(zip(keys, values, strict=True))
+        label = ",".join(f"{_short(k)}={chosen[k]}" for k in varying) or "base"
+        configurations.append(Configuration(label, [override_string(k, v) for k, v in chosen.items()]))
+    return configurations
+
+
+def _short(key: str) -> str:
+    return key.removesuffix(".name")
+
+
+def read_sweep(path: Path) -> tuple[dict, list[Configuration]]:
+    """A sweep file: optional ``preset``/``config``/``set`` for the base, then either ``[axes]`` (a
+    cartesian product of dotted keys -> lists of values) or ``[[run]]`` tables (an explicit list; each
+    holds dotted keys -> values and an optional ``label``)."""
+    data = read_toml(path)
+    unknown = set(data) - {"preset", "config", "set", "axes", "run"}
+    if unknown:
+        raise UserError(f"{path}: unknown sweep key(s) {', '.join(sorted(unknown))}; valid: preset, config, set, axes, run")
+    if ("axes" in data) == ("run" in data):
+        raise UserError(f"{path}: a sweep needs exactly one of [axes] (a product) or [[run]] (a list)")
+    base = {k: data[k] for k in ("preset", "config", "set") if k in data}
+    if "set" in base and not (isinstance(base["set"], list) and all(isinstance(s, str) for s in base["set"])):
+        raise UserError(f"{path}: 'set' must be a list of \"key=value\" strings")
+    if "axes" in data:
+        axes = {}
+        for key, values in _flatten(data["axes"]).items():
+            values = values if isinstance(values, list) else [values]
+            if not values:
+                raise UserError(f"{path}: axes.{key} is an empty list")
+            axes[AXIS_FLAGS.get(key, key)] = values
+        return base, product_configurations(axes)
+    configurations = []
+    for index, run in enumerate(data["run"]):
+        if not isinstance(run, dict):
+            raise UserError(f"{path}: run #{index + 1} must be a table")
+        run = dict(run)
+        label = str(run.pop("label", "")) or None
+        flat = {AXIS_FLAGS.get(k, k): v for k, v in _flatten(run).items()}
+        overrides = [override_string(k, v) for k, v in flat.items()]
+        configurations.append(Configuration(label or ",".join(f"{_short(k)}={v}" for k, v in flat.items()) or f"run{index + 1}", overrides))
+    return base, configurations
+
+
+def _flatten(table: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+# -- the plan ----------------------------------------------------------------------------------------
+
+
+def _key(payload: Any) -> str:
+    return hashlib.sha1(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=+-]+", "_", text).strip("_")[:80] or "run"
+
+
+@dataclass
+class RunSpec:
+    scene: Path
+    scene_name: str
+    configuration: Configuration
+    config: Any | None  # the validated RunConfig (None for image baselines)
+    train_key: str | None
+    sample_key: str | None
+    run_key: str
+    run_dir: Path
+
+    @property
+    def label(self) -> str:
+        return self.configuration.label
+
+    def components(self) -> dict[str, str]:
+        if self.config is None:
+            return {"method": self.configuration.baseline}
+        method = "backbone-untuned" if self.config.train.steps == 0 else "realfill"
+        return {"method": method, **{f: getattr(self.config, f).name for f in COMPONENT_FIELDS}}
+
+
+@dataclass
+class Plan:
+    out: Path
+    runs: list[RunSpec]
+    base: dict
+
+    def stages(self, kind: str) -> dict[str, RunSpec]:
+        """The distinct stages of a kind, keyed by stage key, with one run that needs each."""
+        stages: dict[str, RunSpec] = {}
+        for run in self.runs:
+            key = run.train_key if kind == "train" else run.sample_key
+            if key is not None:
+                stages.setdefault(key, run)
+        return stages
+
+    def stage_dir(self, kind: str, run: RunSpec) -> Path:
+        key = run.train_key if kind == "train" else run.sample_key
+        return self.out / "stages" / kind / f"{_slug(run.scene_name)}-{key}"
+
+
+def build_plan(
+    scenes: list[Path],
+    configurations: list[Configuration],
+    out: Path,
+    *,
+    preset: str | None = None,
+    config_file: Path | None = None,
+    overrides: Iterable[str] = (),
+    plugins=None,
+) -> Plan:
+    if not scenes:
+        raise UserError("realfill ablate: give at least one SCENE folder")
+    if not configurations:
+        raise UserError("realfill ablate: nothing to run (no configurations)")
+    names: dict[str, int] = {}
+    scene_names = []
+    for scene in scenes:
+        if not Path(scene).is_dir():
+            raise UserError(f"{scene}: no such scene folder (expected ref/ and target/ inside)")
+        name = Path(scene).resolve().name
+        names[name] = names.get(name, 0) + 1
+        scene_names.append(name if names[name] == 1 else f"{name}-{names[name]}")
+    runs = []
+    seen: set[str] = set()
+    for scene, scene_name in zip(scenes, scene_names, strict=True):
+        scene = Path(scene).resolve()
+        for configuration in configurations:
+            if configuration.baseline is not None:
+                run_key = _key({"scene": str(scene), "baseline": configuration.baseline})
+                config = train_key = sample_key = None
+            else:
+                config = resolve_config(
+                    preset=preset, config_file=config_file, overrides=[*overrides, *configuration.overrides], plugins=plugins
+                )
+                data = config.model_dump(mode="json")
+                train_key = _key({"scene": str(scene), **{k: data[k] for k in
+                                  ("seed", "device", "max_references", "backbone", "adapter", "masking", "train")}})
+                sample_key = _key({"train": train_key, "sample": data["sample"]})
+                run_key = _key({"sample": sample_key, "ranker": data["ranker"], "select": data["select"]})
+            if run_key in seen:  # two spellings of the same run: keep the first
+                continue
+            seen.add(run_key)
+            run_dir = out / "runs" / _slug(scene_name) / f"{_slug(configuration.label)}-{run_key[:8]}"
+            runs.append(RunSpec(scene, scene_name, configuration, config, train_key, sample_key, run_key, run_dir))
+    base = {"preset": preset, "config": str(config_file) if config_file else None, "set": list(overrides)}
+    return Plan(Path(out), runs, base)
+
+
+
+# -- the folder's files ------------------------------------------------------------------------------
+
+
+def _fresh(directory: Path) -> None:
+    if directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True)
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    tmp.replace(path)  # a finished marker is whole or absent
+

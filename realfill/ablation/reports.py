@@ -1,0 +1,200 @@
+"""The reports: ``results.csv``, ``results.json`` (rows and a per-configuration summary), ``report.md``
+and ``chart.png`` (Pillow; matplotlib is not a dependency)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from realfill.ablation.plan import Plan, _write_json
+
+#: metrics shown in summaries first (the paper's table), when present
+KEY_METRICS = ("psnr_masked", "ssim_masked", "ms_ssim_masked", "sharpness_masked", "vif_masked", "lpips", "dreamsim", "dino", "clip", "psnr", "ssim", "ms_ssim")
+
+
+# -- results -----------------------------------------------------------------------------------------
+
+
+def metric_names(rows: list[dict]) -> list[str]:
+    names = {k for r in rows for k in r.get("metrics", {})}
+    return [m for m in KEY_METRICS if m in names] + sorted(names - set(KEY_METRICS))
+
+
+def directions(rows: list[dict]) -> dict[str, bool]:
+    """Each value's direction (True: higher is better), as the metrics declared it in the runs."""
+    merged: dict[str, bool] = {}
+    for row in rows:
+        merged.update(row.get("higher_is_better") or {})
+    return merged
+
+
+def heading(name: str, higher_is_better: dict[str, bool]) -> str:
+    """``psnr_masked ↑`` (higher is better), ``lpips ↓`` (lower is better), or the bare name if unknown."""
+    if name not in higher_is_better:
+        return name
+    return f"{name} {'↑' if higher_is_better[name] else '↓'}"
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """Per configuration: mean and sample std of each metric over its successful runs (scenes)."""
+    summary = []
+    for label in dict.fromkeys(r["configuration"] for r in rows):
+        mine = [r for r in rows if r["configuration"] == label]
+        ok = [r for r in mine if r["status"] == "ok"]
+        entry = {"configuration": label, "runs": len(mine), "ok": len(ok), "metrics": {}}
+        for name in metric_names(ok):
+            values = [r["metrics"][name] for r in ok if r["metrics"].get(name) is not None
+                      and math.isfinite(r["metrics"][name])]
+            if values:
+                std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+                entry["metrics"][name] = {"mean": float(np.mean(values)), "std": std, "n": len(values)}
+        picks = [r["selection"] for r in ok if r.get("selection")]
+        if picks:
+            entry["selection"] = {
+                "runs": len(picks),
+                "pick_beats_mean": sum(bool(p["pick_beats_mean"]) for p in picks),
+                "pick_minus_mean": float(np.mean([p["pick_minus_mean"] for p in picks])),
+                "pick_place": float(np.mean([p["pick_place"] for p in picks])),
+                "samples": float(np.mean([p["samples"] for p in picks])),
+            }
+        summary.append(entry)
+    return summary
+
+
+CSV_FIXED = ["scene", "configuration", "method", "backbone", "adapter", "masking", "ranker", "status", "error",
+             "train_s", "sample_s", "rank_s", "eval_s", "peak_rss_mb", "run_dir"]
+#: seed selection (``realfill.evaluation.selection_stats``), masked PSNR of the pick and of the samples
+CSV_SELECTION = ["pick_psnr_masked", "samples_mean_psnr_masked", "pick_beats_mean", "pick_place"]
+
+
+def _selection_cells(row: dict) -> dict:
+    s = row.get("selection") or {}
+    return {"pick_psnr_masked": s.get("pick"), "samples_mean_psnr_masked": s.get("mean"),
+            "pick_beats_mean": s.get("pick_beats_mean"), "pick_place": s.get("pick_place")}
+
+
+def write_results(plan: Plan, rows: list[dict]) -> None:
+    out = plan.out
+    names = metric_names(rows)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_FIXED + names + CSV_SELECTION, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({**{k: row.get(k) for k in CSV_FIXED}, **{m: row["metrics"].get(m) for m in names},
+                         **_selection_cells(row)})
+    (out / "results.csv").write_text(buffer.getvalue())
+    summary = summarize(rows)
+    _write_json(out / "results.json", {"rows": rows, "summary": summary, "higher_is_better": directions(rows)})
+    chart = names[0] if names else None
+    if chart:
+        bar_chart(summary, [m for m in names if m in KEY_METRICS[:7]][:4] or names[:1]).save(out / "chart.png")
+    (out / "report.md").write_text(report_markdown(plan, rows, summary, chart is not None))
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def report_markdown(plan: Plan, rows: list[dict], summary: list[dict], chart: bool) -> str:
+    names = metric_names(rows)
+    better = directions(rows)
+    lines = ["# Ablation report", "", f"{len(rows)} runs: {len({r['scene'] for r in rows})} scenes x "
+             f"{len(summary)} configurations. Base: {json.dumps(plan.base)}.", "",
+             "## Summary (mean ± std over scenes)", "",
+             "↑: higher is better, ↓: lower is better. Masked PSNR and SSIM reward a blurred fill; read them "
+             "beside sharpness_masked (1 = as much fine detail as the ground truth).", ""]
+    header = ["configuration", "ok/runs", *(heading(n, better) for n in names)]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for entry in summary:
+        cells = [entry["configuration"], f"{entry['ok']}/{entry['runs']}"]
+        for name in names:
+            m = entry["metrics"].get(name)
+            if m is None:
+                cells.append("—")
+            else:  # one scene has no spread
+                cells.append(f"{m['mean']:.4f} ± {m['std']:.4f}" if m["n"] > 1 else f"{m['mean']:.4f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    skipped = {k: v for r in rows for k, v in r.get("skipped_metrics", {}).items()}
+    if skipped:
+        lines += ["", "Metrics skipped: " + "; ".join(f"{k} ({v})" for k, v in sorted(skipped.items()))]
+    if chart:
+        lines += ["", "![chart](chart.png)"]
+    selections = [e for e in summary if e.get("selection")]
+    if selections:
+        lines += ["", "## Seed selection (masked PSNR of the ranker's pick against the samples it chose from)", "",
+                  "A ranker that helps puts its pick above the samples' mean in more than half of the runs; "
+                  "one that ranks at random, in about half.", "",
+                  "| configuration | pick > mean | pick − mean (dB) | pick's place | samples |", "|---|---|---|---|---|"]
+        for entry in selections:
+            sel = entry["selection"]
+            lines.append(f"| {entry['configuration']} | {sel['pick_beats_mean']}/{sel['runs']} | "
+                         f"{sel['pick_minus_mean']:+.2f} | {sel['pick_place']:.1f} | {sel['samples']:.0f} |")
+    lines += ["", "## Runs", "", "| scene | configuration | status | train s | sample s | rank s | peak MiB | contact sheet |",
+              "|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        status = row["status"] if row["status"] == "ok" else f"failed: {(row.get('error') or '')[:120]}"
+        sheet = f"{row['run_dir']}/contact_sheet.png"
+        link = f"![{row['scene']} {row['configuration']}]({sheet})" if (plan.out / sheet).is_file() else "—"
+        lines.append(f"| {row['scene']} | {row['configuration']} | {status} | {_fmt(row.get('train_s'), 1)} | "
+                     f"{_fmt(row.get('sample_s'), 1)} | {_fmt(row.get('rank_s'), 1)} | {_fmt(row.get('peak_rss_mb'), 0)} | {link} |")
+    return "\n".join(lines) + "\n"
+
+
+# -- pictures (Pillow; matplotlib is not a dependency) ------------------------------------------------
+
+
+PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
+           (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
+
+
+def bar_chart(summary: list[dict], metrics: list[str], panel: tuple[int, int] = (360, 260)) -> Image.Image:
+    """One panel per metric: a bar per configuration at its mean, with a ±std whisker."""
+    from PIL import ImageDraw
+
+    pw, ph = panel
+    legend_h = 16 * len(summary) + 10
+    image = Image.new("RGB", (pw * len(metrics), ph + legend_h), "white")
+    draw = ImageDraw.Draw(image)
+    for index, metric in enumerate(metrics):
+        x0 = index * pw
+        left, right, top, bottom = x0 + 50, x0 + pw - 12, 24, ph - 20
+        draw.text((x0 + 50, 6), metric, fill="black")
+        stats = [e["metrics"].get(metric) for e in summary]
+        highs = [s["mean"] + s["std"] for s in stats if s]
+        lows = [min(0.0, s["mean"] - s["std"]) for s in stats if s]
+        if not highs:
+            continue
+        vmax, vmin = max(highs) * 1.1 or 1.0, min(lows)
+        span = (vmax - vmin) or 1.0
+
+        def y(v: float, bottom=bottom, top=top, vmin=vmin, span=span) -> float:
+            return bottom - (v - vmin) / span * (bottom - top)
+
+        draw.line([(left, top), (left, bottom), (right, bottom)], fill="black")
+        for tick in np.linspace(vmin, vmax, 5):
+            draw.line([(left - 4, y(tick)), (left, y(tick))], fill="black")
+            draw.text((x0 + 4, y(tick) - 6), f"{tick:.3g}", fill="black")
+        slot = (right - left) / max(1, len(stats))
+        for j, s in enumerate(stats):
+            if not s:
+                continue
+            bx0, bx1 = left + j * slot + slot * 0.15, left + (j + 1) * slot - slot * 0.15
+            draw.rectangle([bx0, y(s["mean"]), bx1, y(max(vmin, 0.0))], fill=PALETTE[j % len(PALETTE)])
+            cx = (bx0 + bx1) / 2
+            draw.line([(cx, y(s["mean"] + s["std"])), (cx, y(s["mean"] - s["std"]))], fill="black", width=2)
+            draw.text((bx0, y(s["mean"]) - 12), f"{s['mean']:.3g}", fill="black")
+    for j, entry in enumerate(summary):
+        ly = ph + 4 + 16 * j
+        draw.rectangle([10, ly, 22, ly + 12], fill=PALETTE[j % len(PALETTE)])
+        draw.text((28, ly), entry["configuration"], fill="black")
+    return image
