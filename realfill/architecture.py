@@ -2,7 +2,7 @@
 encoders, built on the ``meta`` device from their configurations (written here; nothing is downloaded, no
 weights exist), with the ``lora`` adapter applied at the paper's settings. Counts parameters only.
 
-The configurations are those of ``stabilityai/stable-diffusion-2-inpainting`` and
+The configurations are those of ``sd2-community/stable-diffusion-2-inpainting`` (the weights Stability AI published, mirrored) and
 ``diffusers/stable-diffusion-xl-1.0-inpainting-0.1`` (``unet/config.json``, ``text_encoder*/config.json``,
 ``vae/config.json``).
 """

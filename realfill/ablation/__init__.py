@@ -27,6 +27,7 @@ from realfill.ablation.executors import (
     LocalExecutor,
     RayExecutor,
     measured,
+    parse_ray_resources,
     run_final_stage,
     run_sample_stage,
     run_train_stage,
@@ -48,7 +49,7 @@ from realfill.ablation.reports import KEY_METRICS, bar_chart, metric_names, repo
 
 __all__ = [
     "AXIS_FLAGS", "DONE", "ERROR", "KEY_METRICS", "ROW", "AblationOutcome", "Configuration", "LocalExecutor", "Plan",
-    "RayExecutor", "RunSpec", "bar_chart", "build_plan", "measured", "metric_names", "override_string",
+    "RayExecutor", "RunSpec", "bar_chart", "build_plan", "measured", "metric_names", "override_string", "parse_ray_resources",
     "product_configurations", "read_sweep", "report_markdown", "run_ablation", "run_final_stage",
     "run_sample_stage", "run_train_stage", "summarize", "write_results",
 ]

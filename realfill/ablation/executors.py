@@ -243,17 +243,63 @@ def _probe(address: str, timeout: float = 5.0) -> None:
                         "`ray start --head` or drop --address for a local instance") from None
 
 
+#: the stage kinds a Ray task runs, by the name ``--ray-resources`` uses: ``rank`` is a run's last stage
+#: (ranking and evaluation, or an image baseline), which needs no GPU
+RAY_STAGES = {"train": "train", "sample": "sample", "run": "rank"}
+RAY_RESOURCE_KEYS = ("num_cpus", "num_gpus", "memory")
+
+
+def parse_ray_resources(items: list[str]) -> dict[str, dict[str, float]]:
+    """``--ray-resources STAGE.KEY=VALUE`` (repeatable; STAGE train, sample or rank; KEY num_cpus, num_gpus
+    or memory in bytes) -> ``{stage: {key: value}}``; a bad item is a one-line :class:`UserError`."""
+    out: dict[str, dict[str, float]] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        stage, dot, name = key.partition(".")
+        try:
+            value = float(raw)
+        except ValueError:
+            value = -1.0
+        if not sep or not dot or stage not in RAY_STAGES.values() or name not in RAY_RESOURCE_KEYS or value < 0:
+            raise UserError(f"--ray-resources {item!r}: expected STAGE.KEY=VALUE with STAGE one of "
+                            f"{', '.join(RAY_STAGES.values())} and KEY one of {', '.join(RAY_RESOURCE_KEYS)}, "
+                            "e.g. train.num_gpus=1")
+        out.setdefault(stage, {})[name] = int(value) if name == "memory" or value.is_integer() else value
+    return out
+
+
+def _assigned(fn: Callable):
+    """``fn`` on a Ray worker, returning what Ray gave the task beside its record (what the request got)."""
+
+    def on_worker(task):
+        import ray
+
+        return fn(task), ray.get_runtime_context().get_assigned_resources()
+
+    on_worker.__name__ = getattr(fn, "__name__", "stage")
+    return on_worker
+
+
 class RayExecutor:
-    """Each stage is a Ray task (1 CPU) on the cluster at ``address`` (default: a new local one)."""
+    """Each stage is a Ray task on the cluster at ``address`` (default: a new local one).
+
+    Training and sampling ask for one GPU where the run's device is a GPU (``device = "cuda..."``), or is
+    ``auto`` on a cluster that has GPUs; ranking and evaluation (and image baselines) ask for a CPU only.
+    Every stage asks for one CPU. ``resources`` (``--ray-resources``) overrides any of it per stage. Ray
+    schedules by these declared counts and sets each task's ``CUDA_VISIBLE_DEVICES`` to the GPUs it got."""
 
     name = "ray"
 
-    def __init__(self, address: str | None = None, num_cpus: int | None = None):
+    def __init__(self, address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None,
+                 resources: dict[str, dict[str, float]] | None = None):
         try:
             import ray
         except ImportError:
             raise UserError("--executor ray: ray is not installed; pip install 'realfill[ray]'") from None
         self.ray = ray
+        self.resources = resources or {}
+        self.requests: dict[str, dict] = {}  # task id -> the resources asked for
+        self.assigned: dict[str, dict] = {}  # task id -> the resources Ray gave it
         if address:
             _probe(address)
         self.started_here = not ray.is_initialized()
@@ -262,24 +308,39 @@ class RayExecutor:
             if address:
                 kwargs["address"] = address
             else:
-                kwargs.update(num_cpus=num_cpus, _node_ip_address="127.0.0.1")
+                kwargs.update(num_cpus=num_cpus, num_gpus=num_gpus, _node_ip_address="127.0.0.1")
             try:
                 ray.init(**kwargs)
             except (ConnectionError, ValueError, RuntimeError) as exc:
                 raise UserError(f"--address {address}: cannot reach a Ray cluster there ({exc})") from None
 
+    def cluster_gpus(self) -> float:
+        return float(self.ray.cluster_resources().get("GPU", 0))
+
+    def stage_resources(self, task: dict) -> dict:
+        """What ``task`` asks Ray for (see the class docstring)."""
+        stage = RAY_STAGES.get(task["kind"], "rank")
+        wanted: dict[str, float] = {"num_cpus": 1}
+        if stage in ("train", "sample"):
+            device = str((task.get("config") or {}).get("device", "auto"))
+            if device.startswith("cuda") or (device == "auto" and self.cluster_gpus() > 0):
+                wanted["num_gpus"] = 1
+        wanted.update(self.resources.get(stage, {}))
+        return wanted
+
     def run(self, fn, tasks, on_start, on_done, on_progress) -> None:
-        remote = self.ray.remote(num_cpus=1)(fn)
+        remote = self.ray.remote(_assigned(fn))
         pending = {}
         for task in tasks:
             on_start(task)
-            pending[remote.remote(task)] = task
+            self.requests[task["id"]] = wanted = self.stage_resources(task)
+            pending[remote.options(**wanted).remote(task)] = task
         while pending:
             ready, _ = self.ray.wait(list(pending), num_returns=1)
             for ref in ready:
                 task = pending.pop(ref)
                 try:
-                    record = self.ray.get(ref)
+                    record, self.assigned[task["id"]] = self.ray.get(ref)
                 except Exception as exc:  # noqa: BLE001 - a worker that died
                     record = {"kind": task["kind"], "key": task["key"], "status": "failed",
                               "error": f"ray task failed: {type(exc).__name__}: {exc}"}

@@ -48,6 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--executor", choices=("local", "ray"), default="local")
     run.add_argument("--address", help="Ray cluster address (default: start a local one)")
     run.add_argument("--ray-cpus", type=int, help="CPUs of the local Ray instance (default: all)")
+    run.add_argument("--ray-gpus", type=int, help="GPUs of the local Ray instance (default: those it finds)")
+    run.add_argument("--ray-resources", action="append", default=[], metavar="STAGE.KEY=VALUE",
+                     help="override what a stage asks Ray for (STAGE train, sample or rank; KEY num_cpus, "
+                     "num_gpus or memory), e.g. train.num_gpus=1 (default: training and sampling one GPU where "
+                     "the run's device is a GPU, every stage one CPU)")
     run.add_argument("--no-tui", action="store_true", help="plain lines instead of the live terminal UI")
     run.add_argument("--metric", action="append", default=[], metavar="NAME", help="only these metrics (repeatable)")
     run.add_argument("--metric-weights", action="append", default=[], metavar="NAME=PATH",
@@ -114,7 +119,7 @@ def _quiet_libraries() -> None:
 
 
 def run(args: argparse.Namespace, ctx) -> int:
-    from realfill.ablation import LocalExecutor, RayExecutor, build_plan, run_ablation
+    from realfill.ablation import LocalExecutor, RayExecutor, build_plan, parse_ray_resources, run_ablation
     from realfill.evaluation import parse_metric_weights
     from realfill.tui import make_reporter
 
@@ -127,7 +132,11 @@ def run(args: argparse.Namespace, ctx) -> int:
     plan = build_plan(args.scenes, configurations, args.out, preset=base["preset"], config_file=base["config"],
                       overrides=base["set"], plugins=ctx.plugins)
     _quiet_libraries()  # their per-load progress bars and notices would break the live display
-    executor = RayExecutor(args.address, args.ray_cpus) if args.executor == "ray" else LocalExecutor()
+    if (args.ray_gpus is not None or args.ray_resources) and args.executor != "ray":
+        raise UserError("--ray-gpus and --ray-resources are for --executor ray")
+    resources = parse_ray_resources(args.ray_resources)
+    executor = (RayExecutor(args.address, args.ray_cpus, args.ray_gpus, resources) if args.executor == "ray"
+                else LocalExecutor())
     blocked = sorted(getattr(ctx.plugins, "blocked", ()) or ())
     try:
         with make_reporter(ctx.console, ctx.plugins, tui=not args.no_tui) as reporter:
