@@ -94,7 +94,7 @@ DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat1
 def resolve_precision(requested: str, weight_dtype: torch.dtype, device: torch.device) -> str:
     """``train.mixed_precision`` as it will run (``no``, ``bf16`` or ``fp16``) for weights of
     ``weight_dtype`` on ``device``; a combination that cannot train correctly is a :class:`UserError` naming
-    both keys (checked before any weights load: ``realfill.run.check_precision``).
+    both keys (checked before any weights load: ``realfill.run.check_device``).
 
     float32 weights take any mode (``auto``: bf16 where ``device`` has it natively, else ``no``). float16 and
     bfloat16 weights train only under the autocast of their own dtype (``auto`` picks it): without autocast
