@@ -49,6 +49,7 @@ from realfill.baselines import run_image_baseline
 from realfill.config import COMPONENT_FIELDS, dump_config, read_toml, resolve_config, validate_config
 from realfill.errors import UserError
 from realfill.evaluation import RUN_RECORD, build_metrics, evaluate_run
+from realfill.runfolder import OutOfSpace, atomic_write_text, save_image
 
 DONE = "done.json"
 ROW = "row.json"
@@ -327,9 +328,7 @@ def _fresh(directory: Path) -> None:
 
 
 def _write_json(path: Path, payload: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    tmp.replace(path)  # a finished marker is whole or absent
+    atomic_write_text(path, json.dumps(payload, indent=2, default=str) + "\n")  # a finished marker is whole or absent
 
 
 def _stage(task: dict, body: Callable[[dict, Any], dict], progress: Callable | None = None) -> dict:
@@ -342,6 +341,8 @@ def _stage(task: dict, body: Callable[[dict, Any], dict], progress: Callable | N
             record.update(body(task, plugins, progress) or {})
         record["status"] = "ok"
         _write_json(directory / DONE, record)
+    except OutOfSpace:
+        raise  # a full disk fails every run after this one too: stop, say so once
     except Exception as exc:  # noqa: BLE001 - recorded; the other runs go on
         record["status"] = "failed"
         record["error"] = f"{type(exc).__name__}: {exc}"
@@ -407,7 +408,7 @@ def _baseline_body(task, plugins, progress):
     scene = load_scene(task["scene"])
     path = run_image_baseline(task["baseline"], scene, Path(task["dir"]))
     sheet = contact_sheet(scene.references, scene.masked_target(), [(task["baseline"], read_rgb(path))], scene.gt)
-    sheet.save(Path(task["dir"]) / "contact_sheet.png")
+    save_image(Path(task["dir"]) / "contact_sheet.png", sheet)
     return {}
 
 
@@ -438,7 +439,7 @@ def run_final_stage(task: dict, progress: Callable | None = None) -> dict:
     def body(task, plugins, progress):
         run_dir = Path(task["dir"])
         _fresh(run_dir)
-        (run_dir / "config.toml").write_text(task["config_toml"])
+        atomic_write_text(run_dir / "config.toml", task["config_toml"])
         _write_json(run_dir / RUN_RECORD, {"scene": task["scene"], "label": task["label"], "overrides": task["overrides"]})
         out = (_baseline_body if task.get("baseline") else _rank_body)(task, plugins, progress)
         _evaluate_into(task, plugins, out)
@@ -756,13 +757,13 @@ def write_results(plan: Plan, rows: list[dict]) -> None:
     for row in rows:
         writer.writerow({**{k: row.get(k) for k in CSV_FIXED}, **{m: row["metrics"].get(m) for m in names},
                          **_selection_cells(row)})
-    (out / "results.csv").write_text(buffer.getvalue())
+    atomic_write_text(out / "results.csv", buffer.getvalue())
     summary = summarize(rows)
     _write_json(out / "results.json", {"rows": rows, "summary": summary})
     chart = names[0] if names else None
     if chart:
-        bar_chart(summary, [m for m in names if m in KEY_METRICS[:7]][:4] or names[:1]).save(out / "chart.png")
-    (out / "report.md").write_text(report_markdown(plan, rows, summary, chart is not None))
+        save_image(out / "chart.png", bar_chart(summary, [m for m in names if m in KEY_METRICS[:7]][:4] or names[:1]))
+    atomic_write_text(out / "report.md", report_markdown(plan, rows, summary, chart is not None))
 
 
 def _fmt(value: Any, digits: int = 4) -> str:

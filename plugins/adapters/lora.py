@@ -77,7 +77,11 @@ class Lora(Adapter):
             layers[f"{key}_lora_layers"] = convert_state_dict_to_diffusers(get_peft_model_state_dict(module))
             # dropout is for training only; saved as 0 because diffusers' load_lora_weights leaves the new
             # UNet LoRA layers in train mode, where a saved dropout would randomise every stock sample
-            metadata[f"{key}_lora_adapter_metadata"] = {**module.peft_config["default"].to_dict(), "lora_dropout": 0.0}
+            config = {**module.peft_config["default"].to_dict(), "lora_dropout": 0.0}
+            # peft keeps target_modules as a set, whose order changes with the process's string hashing:
+            # sorted, the file's bytes are the same in every identical seeded run
+            metadata[f"{key}_lora_adapter_metadata"] = {
+                k: sorted(v) if isinstance(v, (set, frozenset)) else v for k, v in config.items()}
         Path(directory).mkdir(parents=True, exist_ok=True)
         type(pipeline).save_lora_weights(directory, **layers, **metadata, weight_name=WEIGHTS_NAME)
 
