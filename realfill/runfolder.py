@@ -144,8 +144,8 @@ def check_writable(path: Path, *, flag: str = "--out") -> None:
                      os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as exc:
         why = _WHY.get(exc.errno, exc.strerror or type(exc).__name__)
-        where = "" if place == path else f" ({place}: {why})"
-        raise UnwritablePlace(f"{flag} {path}: cannot write there: {why}{where}; choose another {flag}") from None
+        where = why if place == path else f"{place}: {why}"
+        raise UnwritablePlace(f"{flag} {path}: cannot write there ({where}); choose another {flag}") from None
     os.close(fd)
     for probe in place.glob(f"{TEMP_MARK}probe-{os.getpid()}-*"):
         with contextlib.suppress(OSError):

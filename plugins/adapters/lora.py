@@ -35,7 +35,9 @@ class Lora(Adapter):
         from peft import LoraConfig
 
         c = self.config
-        return LoraConfig(r=c.rank, lora_alpha=c.alpha, lora_dropout=c.dropout, init_lora_weights="gaussian",
+        # float(): the default alpha is the int 16, a config read back from TOML holds 16.0; the adapter's
+        # metadata must not tell a fresh run from its --config repeat
+        return LoraConfig(r=c.rank, lora_alpha=float(c.alpha), lora_dropout=c.dropout, init_lora_weights="gaussian",
                           target_modules=list(targets))
 
     @staticmethod
