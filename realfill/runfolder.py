@@ -493,6 +493,24 @@ def sync_tree(folder: Path) -> None:
             os.close(fd)
 
 
+def canonical_safetensors(path: Path) -> Path:
+    """Rewrite a ``.safetensors`` file's JSON header with its keys sorted, in place (atomically), so that
+    the same tensors and metadata give the same bytes: safetensors keeps the metadata in a Rust hash map,
+    whose order changes from process to process. The tensor data and its offsets are untouched; the
+    header keeps its length (padded with spaces, as the format allows)."""
+    path = Path(path)
+    data = path.read_bytes()
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + size])
+    canonical = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    if len(canonical) > size:  # pragma: no cover - the same content never grows
+        return path
+    canonical += b" " * (size - len(canonical))
+    if canonical != data[8 : 8 + size]:
+        atomic_write_bytes(path, data[:8] + canonical + data[8 + size :])
+    return path
+
+
 @contextlib.contextmanager
 def atomic_dir(path: Path) -> Iterator[Path]:
     """Build a folder beside ``path`` and swap it in when the block succeeds (the old one, if any, is

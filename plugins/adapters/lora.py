@@ -14,6 +14,7 @@ from realfill.components import Adapter, ComponentConfig
 from realfill.diffusion import DENOISER_GROUP, TEXT_ENCODER_GROUP
 from realfill.errors import UserError
 from realfill.hookspecs import hookimpl
+from realfill.runfolder import canonical_safetensors
 
 WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
 
@@ -86,6 +87,7 @@ class Lora(Adapter):
                 k: sorted(v) if isinstance(v, (set, frozenset)) else v for k, v in config.items()}
         Path(directory).mkdir(parents=True, exist_ok=True)
         type(pipeline).save_lora_weights(directory, **layers, **metadata, weight_name=WEIGHTS_NAME)
+        canonical_safetensors(Path(directory) / WEIGHTS_NAME)  # the same run, the same bytes
 
     def load(self, model, directory) -> None:
         path = Path(directory) / WEIGHTS_NAME
