@@ -129,8 +129,10 @@ _WHY = {errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
 
 def check_writable(path: Path, *, flag: str = "--out") -> None:
     """Raise :class:`UnwritablePlace` unless a run can create ``path`` (a folder) and write inside it:
-    the deepest part of it that exists must be a folder where a file can be created (probed with a
-    temporary file, removed at once: permission bits alone do not stop root, a read-only mount does)."""
+    the deepest part of it that exists must be a folder where a file can be created. A parent is probed
+    with a temporary file, removed at once (``/proc`` and ``/sys`` refuse entries whatever the permission
+    bits say; root passes permission bits, not a read-only mount); ``path`` itself, when it exists, is
+    only asked (``access``), so a folder another writer holds is not touched."""
     path = Path(path)
     place = path
     while not os.path.lexists(place) and place != place.parent:
@@ -139,6 +141,12 @@ def check_writable(path: Path, *, flag: str = "--out") -> None:
         what = "a broken link" if place.is_symlink() and not place.exists() else "not a folder"
         where = f"{place} is {what}" if place != path else f"it is {what}"
         raise UnwritablePlace(f"{flag} {path}: cannot write there ({where}); choose another {flag}")
+    if place == path:  # an existing folder (perhaps another writer's): asked, not probed, so nothing is touched
+        if os.access(path, os.W_OK | os.X_OK):
+            return
+        readonly = bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+        raise UnwritablePlace(f"{flag} {path}: cannot write there "
+                              f"({'read-only file system' if readonly else 'permission denied'}); choose another {flag}")
     try:
         fd = os.open(place / f"{TEMP_MARK}probe-{os.getpid()}-{uuid.uuid4().hex[:8]}",
                      os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -302,3 +302,35 @@ def test_a_read_only_out_is_one_line_within_two_seconds(tmp_path):
     assert "rc=2" in proc.stdout, proc.stdout + proc.stderr
     _assert_refused_fast(subprocess.CompletedProcess([], 2, proc.stdout, proc.stderr), seconds,
                          f"--out {tmp_path / 'ro' / 'run'}", "read-only file system")
+
+
+# -- the helpers themselves ------------------------------------------------------------------------------
+
+
+def test_an_atomic_write_leaves_the_old_file_or_the_new_one(tmp_path):
+    import errno
+
+    import numpy as np
+    from PIL import Image
+
+    from realfill.runfolder import OutOfSpace, atomic_dir, atomic_write, atomic_write_text, save_image
+
+    path = atomic_write_text(tmp_path / "ranking.json", "old\n")
+
+    def half(f, error):
+        f.write(b"new, but only ha")
+        raise error
+
+    with pytest.raises(RuntimeError):
+        atomic_write(path, lambda f: half(f, RuntimeError("killed")))
+    with pytest.raises(OutOfSpace, match=r"ranking.json: out of space while writing it \(.* free there\)"):
+        atomic_write(path, lambda f: half(f, OSError(errno.ENOSPC, "No space left on device")))
+    assert path.read_text() == "old\n" and sorted(p.name for p in tmp_path.iterdir()) == ["ranking.json"]
+    with pytest.raises(OutOfSpace), atomic_dir(tmp_path / "samples") as building:
+        (building / "000.png").write_bytes(b"x")
+        raise RuntimeError("safetensors: IoError(Os { code: 28, kind: StorageFull })")  # a library's own words
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ranking.json"]
+    image = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    Image.fromarray(image).save(tmp_path / "plain.png")
+    save_image(tmp_path / "atomic.png", image)  # the same bytes as PIL's own save
+    assert (tmp_path / "atomic.png").read_bytes() == (tmp_path / "plain.png").read_bytes()
