@@ -134,7 +134,9 @@ def run_image_baseline(name: str, scene: Scene, out_dir: Path, plugins=None) -> 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "result.png"
-    Image.fromarray(result.image).save(path)
+    from realfill.runfolder import atomic_write_text, save_image
+
+    save_image(path, result.image)
     record = {"scene": str(Path(scene.root).resolve()), "baseline": name, **result.details}
-    (out_dir / RUN_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+    atomic_write_text(out_dir / RUN_RECORD, json.dumps(record, indent=2) + "\n")
     return path

@@ -1,6 +1,8 @@
 """The ``realfill`` command line. Subcommands live one per module in :mod:`realfill.commands`.
 
-Bad input (unknown names, config typos, broken files) prints one line and exits with code 2.
+Bad input (unknown names, config typos, broken files, an unwritable or busy ``--out``) prints one line and
+exits with code 2; a full disk prints one line and exits with code 3 (:data:`realfill.runfolder.EXIT_OUT_OF_SPACE`);
+an interrupt exits with 130.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from rich.markup import escape
 
 from realfill import __version__
 from realfill.errors import UserError
+from realfill.runfolder import EXIT_OUT_OF_SPACE, OutOfSpace, check_writable, is_out_of_space
 
 EXIT_BAD_INPUT = 2
 
@@ -69,7 +72,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, *, out: bool = True) -
     """The run-config flags shared by fill, train, sample and ablate."""
     group = parser.add_argument_group("run config")
     group.add_argument("--preset", help="a named preset: paper (default), smoke, cpu, ...")
-    group.add_argument("--config", type=Path, help="a config.toml to repeat (e.g. RUN/config.toml)")
+    group.add_argument("--config", type=Path, help="a config.toml to repeat, or a run folder (its config.toml)")
     group.add_argument("--backbone", help="backbone component name")
     group.add_argument("--adapter", help="adapter component name")
     group.add_argument("--masking", help="masking strategy name")
@@ -146,6 +149,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "_module", None) is None:
         build_parser().print_help(sys.stderr)
         return EXIT_BAD_INPUT
+    try:  # where the command will write, checked before plugins and weights load (seconds)
+        out = args._module.out_path(args) if hasattr(args._module, "out_path") else None
+        if out is not None:
+            check_writable(out)
+    except UserError as exc:
+        print_error(exc)
+        return EXIT_BAD_INPUT
     from realfill.plugins import RealfillPlugins, set_plugins
 
     _quiet_library_noise()
@@ -162,6 +172,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print_error(exc)
         return EXIT_BAD_INPUT
+    except OutOfSpace as exc:
+        print_error(exc)
+        return EXIT_OUT_OF_SPACE
+    except OSError as exc:
+        if not is_out_of_space(exc):
+            raise
+        print_error(OutOfSpace(Path(exc.filename or "."), None))
+        return EXIT_OUT_OF_SPACE
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]", markup=True)
         return 130

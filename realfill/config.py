@@ -142,11 +142,25 @@ def load_preset(name: str) -> dict:
     return tomllib.loads((resources.files("realfill") / "presets" / f"{name}.toml").read_text())
 
 
+def config_file_of(path: Path) -> Path:
+    """``path`` itself, or for a run folder its ``config.toml`` (an easy slip for ``RUN/config.toml``)."""
+    path = Path(path)
+    if path.is_dir():
+        if (path / "config.toml").is_file():
+            return path / "config.toml"
+        raise UserError(f"{path}: a folder without a config.toml, so not a run folder; give a config.toml "
+                        "or a run folder")
+    return path
+
+
 def read_toml(path: Path) -> dict:
+    path = config_file_of(path)
     try:
         return tomllib.loads(Path(path).read_text())
     except FileNotFoundError:
         raise UserError(f"{path}: no such config file") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read it ({exc.strerror or type(exc).__name__})") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: not a valid TOML file ({exc})") from None
 
@@ -278,7 +292,7 @@ def resolve_config(
 ) -> RunConfigBase:
     """Preset (or a saved config file) <- component flags <- section flags <- ``--set`` overrides."""
     if config_file is not None:
-        data, source = read_toml(config_file), str(config_file)
+        data, source = read_toml(config_file), str(config_file_of(config_file))
     else:
         data, source = load_preset(preset or "paper"), f"preset '{preset or 'paper'}'"
     for field, name in (components or {}).items():
@@ -301,7 +315,9 @@ def dump_config(config: BaseModel) -> str:
 
 
 def write_config(config: BaseModel, path: Path) -> None:
-    Path(path).write_text(dump_config(config))
+    from realfill.runfolder import atomic_write_text
+
+    atomic_write_text(path, dump_config(config))
 
 
 def run_name(config: RunConfigBase) -> str:

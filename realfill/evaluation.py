@@ -95,7 +95,11 @@ def evaluate_images(result: np.ndarray, gt: np.ndarray, mask: np.ndarray, metric
 def evaluate_result(result_path: Path, scene: Scene, metrics: list) -> Evaluation:
     if scene.gt is None:
         raise UserError(f"{scene.root / 'target' / 'gt.png'}: no ground truth; evaluation needs one")
-    return evaluate_images(read_rgb(result_path), scene.gt, scene.mask, metrics)
+    result = read_rgb(result_path)
+    if result.shape != scene.gt.shape:
+        raise UserError(f"{result_path}: the result is {result.shape[1]}x{result.shape[0]} but the ground truth "
+                        f"is {scene.gt.shape[1]}x{scene.gt.shape[0]}; evaluate a result at the target's size")
+    return evaluate_images(result, scene.gt, scene.mask, metrics)
 
 
 def scene_of_run(run_dir: Path) -> Path | None:
@@ -169,5 +173,7 @@ def evaluate_run(run_dir: Path, metrics: list, scene_path: Path | None = None, m
         selection = selection_stats(scene, read_ranking(ranking_path), sample_dir or run_dir / "samples", metrics)
         if selection is not None:
             record["selection"] = selection
-    (run_dir / METRICS_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    from realfill.runfolder import atomic_write_text
+
+    atomic_write_text(run_dir / METRICS_FILE, json.dumps(record, indent=2) + "\n")
     return record

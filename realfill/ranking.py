@@ -400,8 +400,10 @@ def mark_kept(ranking: list[dict], keep: int | None = None, keep_fraction: float
 
 
 def write_ranking(path: str | Path, ranking: list[dict]) -> None:
+    from realfill.runfolder import atomic_write_text
+
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(ranking, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(ranking, indent=2) + "\n")
 
 
 def read_ranking(path: str | Path) -> list[dict]:
@@ -484,16 +486,15 @@ def write_correspondence_pictures(
     there are removed first so the folder always matches ``ranking.json``."""
     from PIL import Image
 
+    from realfill.runfolder import atomic_dir
+
     folder = Path(run_dir) / "correspondences"
-    folder.mkdir(parents=True, exist_ok=True)
-    for old in folder.glob("*.png"):
-        old.unlink()
     index_of = {name: i for i, name in enumerate(names)}
     written = []
-    for entry in ranking[: max(0, top)]:
-        i = index_of[entry["file"]]
-        picture = draw_correspondences(candidates[i], scene.references, scores[i], mask=scene.mask)
-        path = folder / f"{entry['rank']:03d}.png"
-        Image.fromarray(picture).save(path)
-        written.append(path)
+    with atomic_dir(folder) as building:  # the old pictures go with the swap: the folder matches ranking.json
+        for entry in ranking[: max(0, top)]:
+            i = index_of[entry["file"]]
+            picture = draw_correspondences(candidates[i], scene.references, scores[i], mask=scene.mask)
+            Image.fromarray(picture).save(building / f"{entry['rank']:03d}.png")
+            written.append(folder / f"{entry['rank']:03d}.png")
     return written

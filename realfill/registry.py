@@ -65,7 +65,8 @@ class ComponentRegistry:
 
     def unknown_message(self, name: str) -> str:
         known = ", ".join(sorted(self._components)) or "none registered"
-        close = difflib.get_close_matches(name, list(self._components), n=1)
+        by_case = [known for known in self._components if known.lower() == name.lower()]  # SIFT -> sift
+        close = by_case or difflib.get_close_matches(name.lower(), list(self._components), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         return f"unknown {self.role} '{name}'{hint}; known {self.role}s: {known}"
 

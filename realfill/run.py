@@ -24,6 +24,7 @@ from PIL import Image
 from realfill.config import dump_config, run_name, write_config
 from realfill.errors import UserError
 from realfill.diffusion import TORCH_DTYPES
+from realfill.runfolder import LOCK_FILE, RunLock, atomic_dir, atomic_write_text, save_image
 from realfill.training import (ADAPTER_DIR, TRAIN_LOG, enable_tf32, fine_tune, resolve_device, resolve_precision,
                                training_finished)
 
@@ -111,7 +112,6 @@ def sample_stage(scene, config, train_dir: Path | None, directory: Path, *, plug
 
     s = config.sample
     out = Path(directory) / SAMPLES_DIR
-    out.mkdir(parents=True, exist_ok=True)
     progress = Progress(TextColumn("sample"), BarColumn(), MofNCompleteColumn(), console=console,
                         disable=console is None, transient=True)
     with progress:
@@ -124,11 +124,10 @@ def sample_stage(scene, config, train_dir: Path | None, directory: Path, *, plug
             mask_dilate=s.mask_dilate, feather=s.feather, seed=config.seed,
             on_batch=lambda done, total: progress.update(task, completed=done),
         )
-    paths = []
-    for i, image in enumerate(images):
-        path = out / f"{i:03d}.png"
-        Image.fromarray(image).save(path)
-        paths.append(path)
+    with atomic_dir(out) as building:  # samples/ is whole or absent (a killed run leaves no half set)
+        for i, image in enumerate(images):
+            Image.fromarray(image).save(building / f"{i:03d}.png")
+    paths = [out / f"{i:03d}.png" for i in range(len(images))]
     plugins.sampling_done(run_dir=Path(directory), sample_paths=paths)
     return paths
 
@@ -149,15 +148,15 @@ def rank_stage(scene, config, directory: Path, sample_paths: list[Path], *, plug
     ranking = rank_candidates(ranker, scene, candidates, names, run_dir=directory, keep=config.select.keep,
                               keep_fraction=config.select.keep_fraction)
     best = candidates[names.index(ranking[0]["file"])]
-    Image.fromarray(best).save(directory / RESULT_FILE)
+    save_image(directory / RESULT_FILE, best)
     ranked = [(f"#{r['rank']} {Path(r['file']).stem} score {r['score']:.0f}", candidates[names.index(r["file"])])
               for r in ranking]
     pictures = [(f"correspondences of #{r['rank']} {Path(r['file']).stem}", read_rgb(path))
                 for r in ranking if (path := directory / "correspondences" / f"{r['rank']:03d}.png").is_file()]
     backbone = getattr(config, "backbone", None)  # `realfill rank` passes only the ranking settings
     notice = plugins.backbones.get(backbone.name).disclaimer if backbone is not None else None
-    contact_sheet(scene.references, scene.masked_target(), ranked, scene.gt, correspondences=pictures,
-                  notice=notice).save(directory / CONTACT_SHEET)
+    save_image(directory / CONTACT_SHEET, contact_sheet(scene.references, scene.masked_target(), ranked, scene.gt,
+                                                         correspondences=pictures, notice=notice))
     plugins.ranking_done(run_dir=directory, ranking=ranking)
     return ranking
 
@@ -171,7 +170,7 @@ def check_run_dir(run_dir: Path, config, resume: bool) -> None:
     ``--resume``, and a resumed folder must hold this very config."""
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"{run_dir}: exists and is not a folder; choose another --out")
-    if not run_dir.is_dir() or not any(run_dir.iterdir()):
+    if not run_dir.is_dir() or not any(p.name != LOCK_FILE for p in run_dir.iterdir()):
         return
     if not resume:
         raise UserError(f"{run_dir}: the run folder already holds files; continue it with --resume or "
@@ -192,8 +191,23 @@ def fill(scene_path: Path, config, run_dir: Path | None = None, *, plugins=None,
     plugins = _plugins(plugins)
     scene = load_scene(scene_path, max_references=config.max_references)  # bad scenes fail here
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(scene_path, config)
-    check_run_dir(run_dir, config, resume)
     check_device(config, plugins)  # a GPU preset on a CPU machine stops here, before any weights load
+    with RunLock(run_dir, "fill", console=console):  # one writer; an unwritable --out fails here
+        check_run_dir(run_dir, config, resume)
+        _fill_locked(scene, scene_path, config, run_dir, plugins=plugins, resume=resume, console=console)
+    return run_dir
+
+
+def keep_note(keep: int | None, samples: int) -> str | None:
+    """The note for ``--keep K`` above the number of samples (all of them are kept)."""
+    if keep is not None and keep > samples:
+        return f"--keep {keep}: there are only {samples} samples; keeping all {samples}"
+    return None
+
+
+def _fill_locked(scene, scene_path: Path, config, run_dir: Path, *, plugins, resume: bool, console) -> None:
+    if console is not None and (note := keep_note(config.select.keep, config.sample.num_samples)):
+        console.print(f"[yellow]note:[/] {note}", soft_wrap=True)
     ranker = plugins.rankers.create(config.ranker)
     if hasattr(ranker, "load"):
         ranker.load()  # missing ranker weights fail now, not after an hour of training
@@ -219,7 +233,6 @@ def fill(scene_path: Path, config, run_dir: Path | None = None, *, plugins=None,
     finally:
         with contextlib.suppress(Exception):
             plugins.run_end(run_dir=run_dir, result_path=run_dir / RESULT_FILE if error is None else None, error=error)
-    return run_dir
 
 
 def write_run_record(run_dir: Path, scene_path: Path, config, plugins) -> None:
@@ -233,7 +246,7 @@ def write_run_record(run_dir: Path, scene_path: Path, config, plugins) -> None:
     disclaimer = plugins.backbones.get(config.backbone.name).disclaimer
     if disclaimer:
         record["disclaimer"] = disclaimer
-    (run_dir / RUN_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+    atomic_write_text(run_dir / RUN_RECORD, json.dumps(record, indent=2) + "\n")
 
 
 def known_pixels_kept(result: np.ndarray, target: np.ndarray, mask: np.ndarray, dilate: int, feather: int) -> bool:

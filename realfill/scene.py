@@ -6,6 +6,7 @@ EXIF orientation applied). Every problem is a :class:`UserError` naming the file
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,11 +54,15 @@ def _to_uint8(array: np.ndarray) -> np.ndarray:
 
 
 def _open(path: Path) -> Image.Image:
+    if path.is_symlink() and not path.exists():
+        raise UserError(f"{path}: a broken link (to {os.readlink(path)}); fix or remove it")
     if not path.is_file():
         raise UserError(f"{path}: no such file")
     try:
         image = Image.open(path)
         image.load()
+    except PermissionError:
+        raise UserError(f"{path}: cannot read it (permission denied)") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise UserError(f"{path}: not a readable image ({type(exc).__name__})") from None
     return ImageOps.exif_transpose(image)
@@ -84,6 +89,9 @@ def read_mask(path: Path) -> tuple[np.ndarray, str | None]:
         values = values[..., 0]
     levels = np.unique(values)
     mask = values >= 128
+    if not mask.any() and levels.size > 1:  # drawn with 0/1 (or other dark values): nothing reaches 128
+        raise UserError(f"{path}: the mask has nothing to fill (no white pixels; its brightest value is "
+                        f"{int(levels.max())}, and white = 255 marks the region to fill)")
     note = None
     if not set(levels.tolist()) <= {0, 255}:
         note = f"{path}: mask is not binary ({len(levels)} gray levels); thresholded at 128"
@@ -91,7 +99,10 @@ def read_mask(path: Path) -> tuple[np.ndarray, str | None]:
 
 
 def list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    """The images in ``folder`` by name; a link among them that leads nowhere is listed too, so that
+    reading it fails with its name instead of the image being skipped without a word."""
+    return sorted(p for p in folder.iterdir()
+                  if (p.is_file() or (p.is_symlink() and not p.exists())) and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def load_scene(path: str | Path, max_references: int = 5) -> Scene:
@@ -123,7 +134,7 @@ def load_scene(path: str | Path, max_references: int = 5) -> Scene:
     references = [read_rgb(p) for p in ref_paths]
     gt = None
     gt_path = root / "target" / "gt.png"
-    if gt_path.exists():
+    if os.path.lexists(gt_path):  # a broken link is an error naming it, not "no ground truth"
         gt = read_rgb(gt_path)
         if gt.shape != target.shape:
             raise UserError(

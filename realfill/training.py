@@ -514,14 +514,25 @@ class Trainer:
 
 def save_checkpoint(trainer: Trainer, run_dir: Path) -> Path:
     """``run_dir/checkpoint/``: ``state.pt`` (trained parameters, optimizer, schedule, step, RNG states) and
-    ``adapter/`` (the adapter's own format), replaced atomically so a kill never leaves half a checkpoint."""
+    ``adapter/`` (the adapter's own format), replaced atomically so a kill never leaves half a checkpoint.
+    A failed write (a full disk: :class:`realfill.runfolder.OutOfSpace`) removes the half-built one and
+    leaves the previous checkpoint as it was."""
+    from realfill.runfolder import OutOfSpace, free_bytes, space_failure, sync_tree, torch_save
+
     final = run_dir / CHECKPOINT_DIR
     tmp = run_dir / f"{CHECKPOINT_DIR}.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    torch.save(trainer.state_dict(), tmp / "state.pt")
-    trainer.adapter.save(trainer.model, tmp / ADAPTER_DIR)
+    try:
+        tmp.mkdir(parents=True)
+        torch_save(trainer.state_dict(), tmp / "state.pt")
+        trainer.adapter.save(trainer.model, tmp / ADAPTER_DIR)
+        sync_tree(tmp)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OutOfSpace) or space_failure(exc):
+            raise OutOfSpace(final, free_bytes(run_dir)) from None
+        raise
     old = run_dir / f"{CHECKPOINT_DIR}.old"
     if final.exists():
         final.rename(old)
@@ -540,10 +551,12 @@ def load_checkpoint(run_dir: Path) -> dict | None:
 
 
 def _truncate_log(path: Path, step: int) -> None:
+    from realfill.runfolder import atomic_write_text
+
     if not path.exists():
         return
     kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
-    path.write_text("".join(line + "\n" for line in kept))
+    atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
 def training_finished(run_dir: Path) -> bool:
@@ -569,6 +582,8 @@ def fine_tune(
     With ``resume``, continues from ``run_dir/checkpoint/`` (the log is cut back to it)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from realfill.runfolder import AtomicLog, atomic_dir, atomic_write_text
+
     train = config.train
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -582,15 +597,15 @@ def fine_tune(
         if console is not None:
             console.print(f"resuming from step {trainer.step} ({run_dir / CHECKPOINT_DIR})")
     else:
-        log_path.write_text("")
+        atomic_write_text(log_path, "")
     record = {"steps": train.steps, "mixed_precision": trainer.mixed_precision}  # what "auto" resolved to
-    (run_dir / TRAIN_STATE).write_text(json.dumps({"finished": False, **record}) + "\n")
+    atomic_write_text(run_dir / TRAIN_STATE, json.dumps({"finished": False, **record}) + "\n")
     start = time.perf_counter()
     progress = Progress(
         TextColumn("fine-tune"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
         TimeRemainingColumn(), console=console, disable=console is None, transient=True,
     )
-    with progress, log_path.open("a") as log:
+    with progress, AtomicLog(log_path) as log:  # every line lands whole: the log is replaced, not appended
         task = progress.add_task("train", total=train.steps, completed=trainer.step, loss="-")
         while trainer.step < train.steps:
             loss = trainer.train_step()
@@ -612,8 +627,9 @@ def fine_tune(
             if train.checkpoint_every and step % train.checkpoint_every == 0 and step < train.steps:
                 save_checkpoint(trainer, run_dir)
     trainer.finish()
-    adapter.save(model, run_dir / ADAPTER_DIR)
+    with atomic_dir(run_dir / ADAPTER_DIR) as building:
+        adapter.save(model, building)
     trainer.restore_dtypes()
+    atomic_write_text(run_dir / TRAIN_STATE, json.dumps({"finished": True, **record}) + "\n")
     shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)  # the adapter is the result now
-    (run_dir / TRAIN_STATE).write_text(json.dumps({"finished": True, **record}) + "\n")
     return trainer

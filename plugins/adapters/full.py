@@ -12,6 +12,7 @@ from realfill.components import Adapter, ComponentConfig
 from realfill.diffusion import DENOISER_GROUP, TEXT_ENCODER_GROUP
 from realfill.errors import UserError
 from realfill.hookspecs import hookimpl
+from realfill.runfolder import canonical_safetensors
 
 
 class Full(Adapter):
@@ -47,6 +48,7 @@ class Full(Adapter):
         for key, module in self._modules(model).items():
             state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
             save_file(state, str(Path(directory) / f"{key}.safetensors"))
+            canonical_safetensors(Path(directory) / f"{key}.safetensors")
 
     def load(self, model, directory) -> None:
         from safetensors.torch import load_file

@@ -14,6 +14,7 @@ from realfill.components import Adapter, ComponentConfig
 from realfill.diffusion import DENOISER_GROUP, TEXT_ENCODER_GROUP
 from realfill.errors import UserError
 from realfill.hookspecs import hookimpl
+from realfill.runfolder import canonical_safetensors
 
 WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
 
@@ -35,7 +36,9 @@ class Lora(Adapter):
         from peft import LoraConfig
 
         c = self.config
-        return LoraConfig(r=c.rank, lora_alpha=c.alpha, lora_dropout=c.dropout, init_lora_weights="gaussian",
+        # float(): the default alpha is the int 16, a config read back from TOML holds 16.0; the adapter's
+        # metadata must not tell a fresh run from its --config repeat
+        return LoraConfig(r=c.rank, lora_alpha=float(c.alpha), lora_dropout=c.dropout, init_lora_weights="gaussian",
                           target_modules=list(targets))
 
     @staticmethod
@@ -77,9 +80,14 @@ class Lora(Adapter):
             layers[f"{key}_lora_layers"] = convert_state_dict_to_diffusers(get_peft_model_state_dict(module))
             # dropout is for training only; saved as 0 because diffusers' load_lora_weights leaves the new
             # UNet LoRA layers in train mode, where a saved dropout would randomise every stock sample
-            metadata[f"{key}_lora_adapter_metadata"] = {**module.peft_config["default"].to_dict(), "lora_dropout": 0.0}
+            config = {**module.peft_config["default"].to_dict(), "lora_dropout": 0.0}
+            # peft keeps target_modules as a set, whose order changes with the process's string hashing:
+            # sorted, the file's bytes are the same in every identical seeded run
+            metadata[f"{key}_lora_adapter_metadata"] = {
+                k: sorted(v) if isinstance(v, (set, frozenset)) else v for k, v in config.items()}
         Path(directory).mkdir(parents=True, exist_ok=True)
         type(pipeline).save_lora_weights(directory, **layers, **metadata, weight_name=WEIGHTS_NAME)
+        canonical_safetensors(Path(directory) / WEIGHTS_NAME)  # the same run, the same bytes
 
     def load(self, model, directory) -> None:
         path = Path(directory) / WEIGHTS_NAME

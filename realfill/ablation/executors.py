@@ -16,6 +16,7 @@ from realfill.baselines import run_image_baseline
 from realfill.config import validate_config
 from realfill.errors import UserError
 from realfill.evaluation import RUN_RECORD, build_metrics, evaluate_run
+from realfill.runfolder import OutOfSpace, atomic_write_text, save_image
 
 # -- measuring a stage -------------------------------------------------------------------------------
 
@@ -107,6 +108,8 @@ def _stage(task: dict, body: Callable[[dict, Any], dict], progress: Callable | N
             record.update(body(task, plugins, progress) or {})
         record["status"] = "ok"
         _write_json(directory / DONE, record)
+    except OutOfSpace:
+        raise  # a full disk fails every run after this one too: stop, say so once
     except Exception as exc:  # noqa: BLE001 - recorded; the other runs go on
         record["status"] = "failed"
         record["error"] = f"{type(exc).__name__}: {exc}"
@@ -172,7 +175,7 @@ def _baseline_body(task, plugins, progress):
     scene = load_scene(task["scene"])
     path = run_image_baseline(task["baseline"], scene, Path(task["dir"]), plugins=plugins)
     sheet = contact_sheet(scene.references, scene.masked_target(), [(task["baseline"], read_rgb(path))], scene.gt)
-    sheet.save(Path(task["dir"]) / "contact_sheet.png")
+    save_image(Path(task["dir"]) / "contact_sheet.png", sheet)
     return {}
 
 
@@ -204,7 +207,7 @@ def run_final_stage(task: dict, progress: Callable | None = None) -> dict:
     def body(task, plugins, progress):
         run_dir = Path(task["dir"])
         _fresh(run_dir)
-        (run_dir / "config.toml").write_text(task["config_toml"])
+        atomic_write_text(run_dir / "config.toml", task["config_toml"])
         _write_json(run_dir / RUN_RECORD, {"scene": task["scene"], "label": task["label"], "overrides": task["overrides"]})
         out = (_baseline_body if task.get("baseline") else _rank_body)(task, plugins, progress)
         _evaluate_into(task, plugins, out)

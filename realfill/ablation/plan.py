@@ -17,6 +17,7 @@ import tomli_w
 
 from realfill.config import COMPONENT_FIELDS, read_toml, resolve_config
 from realfill.errors import UserError
+from realfill.runfolder import atomic_write_text
 
 DONE = "done.json"
 ROW = "row.json"
@@ -217,7 +218,5 @@ def _fresh(directory: Path) -> None:
 
 
 def _write_json(path: Path, payload: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    tmp.replace(path)  # a finished marker is whole or absent
+    atomic_write_text(path, json.dumps(payload, indent=2, default=str) + "\n")  # a finished marker is whole or absent
 

@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image
 
 from realfill.ablation.plan import Plan, _write_json
+from realfill.runfolder import atomic_write_text, save_image
 
 #: metrics shown in summaries first (the paper's table), when present
 KEY_METRICS = ("psnr_masked", "ssim_masked", "ms_ssim_masked", "sharpness_masked", "vif_masked", "lpips", "dreamsim", "dino", "clip", "psnr", "ssim", "ms_ssim")
@@ -88,13 +89,13 @@ def write_results(plan: Plan, rows: list[dict]) -> None:
     for row in rows:
         writer.writerow({**{k: row.get(k) for k in CSV_FIXED}, **{m: row["metrics"].get(m) for m in names},
                          **_selection_cells(row)})
-    (out / "results.csv").write_text(buffer.getvalue())
+    atomic_write_text(out / "results.csv", buffer.getvalue())
     summary = summarize(rows)
     _write_json(out / "results.json", {"rows": rows, "summary": summary, "higher_is_better": directions(rows)})
     chart = names[0] if names else None
     if chart:
-        bar_chart(summary, [m for m in names if m in KEY_METRICS[:7]][:4] or names[:1]).save(out / "chart.png")
-    (out / "report.md").write_text(report_markdown(plan, rows, summary, chart is not None))
+        save_image(out / "chart.png", bar_chart(summary, [m for m in names if m in KEY_METRICS[:7]][:4] or names[:1]))
+    atomic_write_text(out / "report.md", report_markdown(plan, rows, summary, chart is not None))
 
 
 def _fmt(value: Any, digits: int = 4) -> str:

@@ -118,9 +118,14 @@ def _quiet_libraries() -> None:
         pass
 
 
+def out_path(args: argparse.Namespace) -> Path | None:
+    return args.out
+
+
 def run(args: argparse.Namespace, ctx) -> int:
     from realfill.ablation import LocalExecutor, RayExecutor, build_plan, parse_ray_resources, run_ablation
     from realfill.evaluation import parse_metric_weights
+    from realfill.runfolder import RunLock
     from realfill.tui import make_reporter
 
     if args.address and args.executor != "ray":
@@ -129,21 +134,23 @@ def run(args: argparse.Namespace, ctx) -> int:
     weights = parse_metric_weights(args.metric_weights)
     for name in [*args.metric, *weights]:
         ctx.plugins.metrics.get(name)  # unknown names fail before anything runs
-    plan = build_plan(args.scenes, configurations, args.out, preset=base["preset"], config_file=base["config"],
-                      overrides=base["set"], plugins=ctx.plugins)
-    _quiet_libraries()  # their per-load progress bars and notices would break the live display
     if (args.ray_gpus is not None or args.ray_resources) and args.executor != "ray":
         raise UserError("--ray-gpus and --ray-resources are for --executor ray")
     resources = parse_ray_resources(args.ray_resources)
-    executor = (RayExecutor(args.address, args.ray_cpus, args.ray_gpus, resources) if args.executor == "ray"
-                else LocalExecutor())
-    blocked = sorted(getattr(ctx.plugins, "blocked", ()) or ())
-    try:
-        with make_reporter(ctx.console, ctx.plugins, tui=not args.no_tui) as reporter:
-            outcome = run_ablation(plan, executor, reporter, metrics=args.metric, metric_weights=weights,
-                                   blocked=blocked, plugins=ctx.plugins)
-    finally:
-        if hasattr(executor, "close"):
-            executor.close()
+    with RunLock(args.out, "ablate", console=ctx.console,
+                 resume_hint="free space, then run the same command again (finished stages are kept)"):
+        plan = build_plan(args.scenes, configurations, args.out, preset=base["preset"], config_file=base["config"],
+                          overrides=base["set"], plugins=ctx.plugins)
+        _quiet_libraries()  # their per-load progress bars and notices would break the live display
+        executor = (RayExecutor(args.address, args.ray_cpus, args.ray_gpus, resources) if args.executor == "ray"
+                    else LocalExecutor())
+        blocked = sorted(getattr(ctx.plugins, "blocked", ()) or ())
+        try:
+            with make_reporter(ctx.console, ctx.plugins, tui=not args.no_tui) as reporter:
+                outcome = run_ablation(plan, executor, reporter, metrics=args.metric, metric_weights=weights,
+                                       blocked=blocked, plugins=ctx.plugins)
+        finally:
+            if hasattr(executor, "close"):
+                executor.close()
     ctx.console.print(f"results: {plan.out / 'results.csv'}, {plan.out / 'report.md'}", soft_wrap=True)
     return 1 if outcome.failed else 0

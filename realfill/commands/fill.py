@@ -18,6 +18,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="continue the run in --out from its last checkpoint (same config)")
 
 
+def out_path(args: argparse.Namespace) -> Path | None:
+    """Where the run writes, checked before plugins and weights load (the default depends on the config)."""
+    return args.out
+
+
 def run(args: argparse.Namespace, ctx) -> int:
     from realfill.cli import config_from_args
     from realfill.run import RESULT_FILE, fill

@@ -9,6 +9,7 @@ resizing would move the hole away from the mask).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from pathlib import Path
 
@@ -157,8 +158,38 @@ def _render(ranking: list[dict], title: str) -> Table:
     return table
 
 
-def run(args: argparse.Namespace, ctx) -> int:
+def _rank_and_write(args, ctx, scene, config, ranker, run_dir, out_dir, paths, candidates, names) -> list[dict]:
     from realfill.ranking import rank_candidates
+    from realfill.runfolder import save_image
+
+    if run_dir is not None and args.out is None:
+        # a run folder: the same stage `realfill fill` runs (ranking.json, result.png, correspondences/,
+        # contact_sheet.png), on the samples already there
+        from realfill.run import rank_stage
+
+        ranking = rank_stage(scene, config, run_dir, paths, plugins=ctx.plugins)
+        ctx.console.print(f"rewrote {run_dir / 'ranking.json'}, result.png, contact_sheet.png and correspondences/")
+    else:
+        ranking = rank_candidates(ranker, scene, candidates, names, run_dir=out_dir, keep=config.select.keep,
+                                  keep_fraction=config.select.keep_fraction, pictures=args.pictures)
+        if out_dir is not None:
+            save_image(out_dir / "result.png", candidates[names.index(ranking[0]["file"])])
+            ctx.plugins.ranking_done(run_dir=out_dir, ranking=ranking)
+            ctx.console.print(f"wrote {out_dir / 'ranking.json'}, {out_dir / 'result.png'} "
+                              f"and {min(args.pictures, len(ranking))} pictures in {out_dir / 'correspondences'}")
+    return ranking
+
+
+def out_path(args: argparse.Namespace) -> Path | None:
+    """Where rank writes: --out, else a run folder given as --samples (rewritten in place)."""
+    if args.out is not None:
+        return args.out
+    return args.samples if (args.samples / "samples").is_dir() else None
+
+
+def run(args: argparse.Namespace, ctx) -> int:
+    from realfill.run import keep_note
+    from realfill.runfolder import RunLock
     from realfill.scene import list_images, load_scene, read_rgb
 
     folder = args.samples
@@ -181,25 +212,15 @@ def run(args: argparse.Namespace, ctx) -> int:
     if hasattr(ranker, "load"):
         ranker.load()  # missing weights: one line before any progress
 
+    if note := keep_note(config.select.keep, len(paths)):
+        ctx.console.print(f"[yellow]note:[/] {note}", soft_wrap=True)
     ctx.console.print(f"ranking {len(paths)} candidates of {scene.name} with {ranker.name} "
                       f"against {len(scene.references)} references")
-    if run_dir is not None and args.out is None:
-        # a run folder: the same stage `realfill fill` runs (ranking.json, result.png, correspondences/,
-        # contact_sheet.png), on the samples already there
-        from realfill.run import rank_stage
-
-        ranking = rank_stage(scene, config, run_dir, paths, plugins=ctx.plugins)
-        ctx.console.print(f"rewrote {run_dir / 'ranking.json'}, result.png, contact_sheet.png and correspondences/")
-    else:
-        ranking = rank_candidates(ranker, scene, candidates, names, run_dir=out_dir, keep=config.select.keep,
-                                  keep_fraction=config.select.keep_fraction, pictures=args.pictures)
-        if out_dir is not None:
-            from PIL import Image
-
-            Image.fromarray(candidates[names.index(ranking[0]["file"])]).save(out_dir / "result.png")
-            ctx.plugins.ranking_done(run_dir=out_dir, ranking=ranking)
-            ctx.console.print(f"wrote {out_dir / 'ranking.json'}, {out_dir / 'result.png'} "
-                              f"and {min(args.pictures, len(ranking))} pictures in {out_dir / 'correspondences'}")
+    writes_to = out_dir if out_dir is not None else run_dir  # None: a plain folder, nothing written
+    lock = (RunLock(writes_to, "rank", console=ctx.console, resume_hint="free space, then run the same command again")
+            if writes_to is not None else contextlib.nullcontext())
+    with lock:
+        ranking = _rank_and_write(args, ctx, scene, config, ranker, run_dir, out_dir, paths, candidates, names)
 
     if args.json:
         rows = [{"file": e["file"], "score": e["score"], "rank": e["rank"], "kept": e["kept"],

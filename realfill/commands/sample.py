@@ -24,9 +24,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
 
 
+def out_path(args: argparse.Namespace) -> Path | None:
+    return args.out if args.out is not None else args.run
+
+
 def run(args: argparse.Namespace, ctx) -> int:
     from realfill.cli import config_from_args
     from realfill.run import CONFIG_FILE, SAMPLES_DIR, load_trained, sample_stage
+    from realfill.runfolder import RunLock
     from realfill.scene import load_scene
 
     if args.config is None and args.preset is None:
@@ -34,10 +39,11 @@ def run(args: argparse.Namespace, ctx) -> int:
     config = config_from_args(args, ctx)
     scene = load_scene(args.scene, max_references=config.max_references)
     out = args.out if args.out is not None else args.run
-    if (out / SAMPLES_DIR).is_dir() and any((out / SAMPLES_DIR).iterdir()):
-        raise UserError(f"{out / SAMPLES_DIR}: already holds samples; choose another --out")
-    model = load_trained(config, args.run, plugins=ctx.plugins)
-    paths = sample_stage(scene, config, args.run, out, plugins=ctx.plugins, console=ctx.console, model=model)
+    with RunLock(out, "sample", console=ctx.console, resume_hint="free space, then run the same command again"):
+        if (out / SAMPLES_DIR).is_dir() and any((out / SAMPLES_DIR).iterdir()):
+            raise UserError(f"{out / SAMPLES_DIR}: already holds samples; choose another --out")
+        model = load_trained(config, args.run, plugins=ctx.plugins)
+        paths = sample_stage(scene, config, args.run, out, plugins=ctx.plugins, console=ctx.console, model=model)
     ctx.console.print(f"[green]{len(paths)} samples:[/] {out / SAMPLES_DIR}", soft_wrap=True)
     ctx.out.print(str(out / SAMPLES_DIR))
     return 0

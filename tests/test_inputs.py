@@ -1,0 +1,118 @@
+"""The last bad inputs, each one line naming what to fix: ``--config RUN_FOLDER``, references and targets
+that exist but cannot be read, a wrong-size ``--result``, a matcher in capitals, ``--keep`` above the
+samples, a mask drawn with 0/1; and the adapter file's bytes, the same in two identical seeded runs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from realfill.cli import main
+from tests.test_cli import assert_one_line_error, realfill
+
+QUICK = ["--preset", "smoke", "--steps", "1", "--samples", "2", "--set", "sample.steps=1", "--set", "train.batch_size=2"]
+
+
+@pytest.fixture
+def scene(example_scene, tmp_path):
+    copy = tmp_path / "scene"
+    shutil.copytree(example_scene, copy)
+    return copy
+
+
+def _one_line(capsys, code, *fragments):
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in err, err
+    return err
+
+
+def test_config_accepts_a_run_folder_and_names_any_other_folder(tmp_path, capsys):
+    assert main(["config", "--preset", "smoke", "--steps", "3"]) == 0
+    text = capsys.readouterr().out
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.toml").write_text(text.split("\n", 1)[1])  # without the "# run name" comment
+    assert main(["config", "--config", str(run)]) == 0
+    assert capsys.readouterr().out == text
+    other = tmp_path / "not-a-run"
+    other.mkdir()
+    for command in (["config"], ["fill", "examples/motorcycle"]):
+        _one_line(capsys, main([*command, "--config", str(other)]), str(other), "not a run folder")
+
+
+def test_fill_repeats_a_run_from_its_folder(example_scene, tmp_path, capsys):
+    first = tmp_path / "first"
+    assert main(["fill", str(example_scene), *QUICK, "--out", str(first)]) == 0
+    second = tmp_path / "second"
+    assert main(["fill", str(example_scene), "--config", str(first), "--out", str(second)]) == 0
+    assert (second / "config.toml").read_text() == (first / "config.toml").read_text()
+    # the same seed, the same bytes: the adapter too (its LoRA alpha once came out as 16 or 16.0)
+    for name in ("adapter/pytorch_lora_weights.safetensors", "result.png", "samples/000.png"):
+        assert (second / name).read_bytes() == (first / name).read_bytes(), name
+
+
+def test_adapter_bytes_are_the_same_in_two_seeded_runs(example_scene, tmp_path):
+    """Two processes, two string-hash seeds: peft's target_modules is a set, saved sorted."""
+    outs = []
+    for seed in ("1", "2"):
+        out = tmp_path / f"run{seed}"
+        proc = realfill("train", str(example_scene), *QUICK, "--out", str(out), env={"PYTHONHASHSEED": seed})
+        assert proc.returncode == 0, proc.stderr
+        outs.append((out / "adapter" / "pytorch_lora_weights.safetensors").read_bytes())
+    assert outs[0] == outs[1]
+
+
+@pytest.mark.parametrize("where", ["ref/left_b.png", "target/target.png", "target/mask.png", "target/gt.png"])
+def test_a_broken_link_in_a_scene_is_an_error_naming_it(scene, tmp_path, capsys, where):
+    path = scene / where
+    path.unlink()
+    path.symlink_to(tmp_path / "gone.png")
+    code = main(["fill", str(scene), *QUICK, "--out", str(tmp_path / "run")])
+    _one_line(capsys, code, str(path), "broken link")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
+def test_an_unreadable_reference_is_an_error_naming_it(scene, tmp_path, capsys):
+    path = scene / "ref" / "left_b.png"
+    path.chmod(0)
+    code = main(["fill", str(scene), *QUICK, "--out", str(tmp_path / "run")])
+    _one_line(capsys, code, str(path), "permission denied")
+
+
+def test_evaluate_names_a_result_of_the_wrong_size(example_scene, tmp_path, capsys):
+    small = tmp_path / "small.png"
+    Image.new("RGB", (40, 30)).save(small)
+    _one_line(capsys, main(["evaluate", str(example_scene), "--result", str(small)]), str(small), "40x30")
+
+
+def test_a_matcher_in_capitals_gets_the_name_it_meant():
+    proc = realfill("fill", "examples/motorcycle", "--preset", "smoke", "--matcher", "SIFT")
+    assert_one_line_error(proc, "unknown ranker 'SIFT'", "did you mean 'sift'")
+    proc = realfill("rank", "examples/motorcycle", "--samples", "examples/motorcycle/ref", "--matcher", "Warp")
+    assert_one_line_error(proc, "did you mean 'warp'")
+
+
+def test_keep_above_the_samples_keeps_them_all_with_a_note(example_scene, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["fill", str(example_scene), *QUICK, "--keep", "100", "--out", str(out)]) == 0
+    assert "--keep 100: there are only 2 samples; keeping all 2" in capsys.readouterr().err
+    assert main(["rank", str(example_scene), "--samples", str(out / "samples"), "--keep", "100", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert "--keep 100: there are only 2 samples; keeping all 2" in captured.err
+    import json
+
+    assert [row["kept"] for row in json.loads(captured.out)] == [True, True]
+
+
+def test_a_mask_drawn_with_zero_and_one_says_white_is_255(scene, tmp_path, capsys):
+    mask = np.asarray(Image.open(scene / "target" / "mask.png").convert("L")) // 255  # 0 and 1
+    Image.fromarray(mask.astype(np.uint8)).save(scene / "target" / "mask.png")
+    code = main(["fill", str(scene), *QUICK, "--out", str(tmp_path / "run")])
+    _one_line(capsys, code, "nothing to fill", "brightest value is 1", "white = 255")
