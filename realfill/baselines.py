@@ -136,7 +136,7 @@ def run_image_baseline(name: str, scene: Scene, out_dir: Path, plugins=None) -> 
     path = out_dir / "result.png"
     from realfill.runfolder import atomic_write_text, save_image
 
-    save_image(path, result.image)
+    save_image(path, Image.fromarray(result.image))
     record = {"scene": str(Path(scene.root).resolve()), "baseline": name, **result.details}
     atomic_write_text(out_dir / RUN_RECORD, json.dumps(record, indent=2) + "\n")
     return path

@@ -334,3 +334,21 @@ def test_an_atomic_write_leaves_the_old_file_or_the_new_one(tmp_path):
     Image.fromarray(image).save(tmp_path / "plain.png")
     save_image(tmp_path / "atomic.png", image)  # the same bytes as PIL's own save
     assert (tmp_path / "atomic.png").read_bytes() == (tmp_path / "plain.png").read_bytes()
+
+
+def test_every_writing_command_takes_the_lock(tmp_path, capsys):
+    folder = tmp_path / "held"
+    commands = {
+        "train": ["train", str(SCENE), "--preset", "smoke", "--out", str(folder)],
+        "sample": ["sample", str(SCENE), "--run", str(folder), "--preset", "smoke"],
+        "rank": ["rank", str(SCENE), "--samples", str(SCENE / "ref"), "--matcher", "sift", "--out", str(folder)],
+        "ablate": ["ablate", str(SCENE), "--preset", "smoke", "--no-tui", "--out", str(folder)],
+        "fill": ["fill", str(SCENE), "--preset", "smoke", "--out", str(folder), "--resume"],
+    }
+    with RunLock(folder, "fill"):
+        for name, argv in commands.items():
+            capsys.readouterr()
+            assert main(argv) == 2, name
+            err = capsys.readouterr().err.strip()
+            assert len(err.splitlines()) == 1 and f"in use by `realfill fill` (pid {os.getpid()} on " in err, (name, err)
+            assert [p.name for p in folder.iterdir()] == [LOCK_FILE], name  # touched nothing

@@ -212,14 +212,14 @@ def run(args: argparse.Namespace, ctx) -> int:
     if hasattr(ranker, "load"):
         ranker.load()  # missing weights: one line before any progress
 
-    if note := keep_note(config.select.keep, len(paths)):
-        ctx.console.print(f"[yellow]note:[/] {note}", soft_wrap=True)
-    ctx.console.print(f"ranking {len(paths)} candidates of {scene.name} with {ranker.name} "
-                      f"against {len(scene.references)} references")
     writes_to = out_dir if out_dir is not None else run_dir  # None: a plain folder, nothing written
     lock = (RunLock(writes_to, "rank", console=ctx.console, resume_hint="free space, then run the same command again")
             if writes_to is not None else contextlib.nullcontext())
     with lock:
+        if note := keep_note(config.select.keep, len(paths)):
+            ctx.console.print(f"[yellow]note:[/] {note}", soft_wrap=True)
+        ctx.console.print(f"ranking {len(paths)} candidates of {scene.name} with {ranker.name} "
+                          f"against {len(scene.references)} references")
         ranking = _rank_and_write(args, ctx, scene, config, ranker, run_dir, out_dir, paths, candidates, names)
 
     if args.json:
