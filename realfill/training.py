@@ -4,8 +4,11 @@ Every step draws a real batch of ``train.batch_size`` items (images drawn unifor
 the references and the target), each a random resized square crop at ``train.resolution``. The masking
 strategy makes the training masks; with ``full_mask_prob`` the whole item is masked, with
 ``prompt_dropout`` the prompt is empty. The denoiser sees ``noisy latents (+) mask (+) masked-image
-latents`` and the loss is the MSE of its prediction (noise, velocity or sample, as the scheduler says),
-weighted **zero** on every latent cell that touches the target's unknown region. The target's unknown
+latents`` and the loss is the MSE of its prediction, weighted **zero** on every cell that touches the
+target's unknown region. What the timesteps, the noising, the target and the weights are is the backbone
+model's to say (:class:`~realfill.diffusion.InpaintModel`'s ``sample_training_timesteps``, ``add_noise``,
+``training_target``, ``loss_weights``, ``timestep_loss_weighting``: DDPM noise, velocity or sample
+prediction for the SD family, rectified flow for FLUX); the loop here has no branch on the family. The target's unknown
 pixels are also blanked to gray before anything reads them, so they cannot reach the loss or its
 gradients through the VAE either.
 
@@ -309,7 +312,7 @@ class Trainer:
         return select_conditioning(table, drop_prompt.long().to(self.device))
 
     def loss(self, batch: Batch) -> torch.Tensor:
-        """The weighted noise-prediction MSE of ``batch`` (draws noise, timesteps and VAE samples)."""
+        """The weighted MSE of ``batch`` (draws VAE samples, noise and timesteps, in that order)."""
         model, g, device = self.model, self.generator, self.device
         images = batch.images.to(device, model.dtype)
         masks = batch.masks.to(device, model.dtype)

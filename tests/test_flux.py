@@ -274,17 +274,22 @@ def test_stock_flux_fill_pipeline_with_our_lora_gives_our_samples(plugins, scene
     torch.testing.assert_close(alone[0], ours[1], rtol=0, atol=1e-5)
 
 
-def test_full_adapter_trains_saves_and_samples_the_same(plugins, scene, tmp_path):
+@pytest.mark.parametrize("adapter", ["full", "lora"])
+def test_adapters_train_save_and_reload_to_the_same_samples(plugins, scene, tmp_path, adapter):
     from realfill.run import load_trained
     from realfill.sampling import sample_completions
 
-    config = _config(plugins, "train.steps=2", adapter="full")
+    config = _config(plugins, "train.steps=2", adapter=adapter)
     model = plugins.backbones.create(config.backbone).load()
     before = {k: v.clone() for k, v in model.denoiser.state_dict().items()}
     fine_tune(model, plugins.adapters.create(config.adapter), plugins.masking.create(config.masking), scene, config,
               tmp_path, plugins=plugins)
-    assert any(not torch.equal(v, before[k]) for k, v in model.denoiser.state_dict().items())
-    trained = load_trained(config, tmp_path, plugins=plugins)
+    state = model.denoiser.state_dict()
+    if adapter == "full":
+        assert any(not torch.equal(v, before[k]) for k, v in state.items())
+    else:  # LoRA's B matrices start at zero: training moved them
+        assert any(v.abs().sum() > 0 for k, v in state.items() if "lora_B" in k)
+    trained = load_trained(config, tmp_path, plugins=plugins)  # a fresh model with the saved adapter
     kwargs = dict(prompt="a photo of sks", resolution=32, scheduler="auto", steps=2, num_samples=1, seed=0,
                   guidance_scale=30.0)
     ours = sample_completions(model, scene.target, scene.mask, **kwargs)[0]
@@ -433,3 +438,20 @@ def test_ablate_compares_tiny_sd2_and_tiny_flux(example_scene, tmp_path):
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert [(r["backbone"], r["status"]) for r in rows] == [("tiny-sd2", "ok"), ("tiny-flux", "ok")]
     assert all(float(r["psnr_masked"]) > 0 for r in rows)
+
+
+@pytest.mark.slow
+def test_real_size_flux_parameter_counts_match_the_docs():
+    """docs/architecture.md's FLUX.1 Fill figures, recomputed on the meta device (no weights): the LoRA of
+    the paper-flux preset (rank 64 on both streams' attention projections; 8 projections of 3072 x 3072 in
+    each of 19 double-stream blocks, 3 in each of 38 single-stream blocks)."""
+    from realfill.architecture import lora_parameter_counts
+    from realfill.config import load_preset
+
+    adapter = {k: v for k, v in load_preset("paper-flux")["adapter"].items() if k != "name"}
+    counts = lora_parameter_counts("flux", **adapter)
+    assert counts["unet_params"] == 11_902_391_360 and counts["t5_params"] == 4_762_310_656
+    assert counts["text_encoder_params"] == 123_060_480 and counts["vae_params"] == 83_819_683
+    assert counts["unet_lora"] == (19 * 8 + 38 * 3) * 64 * (3072 + 3072) == 104_595_456
+    assert counts["text_encoder_lora"] == 0 and counts["lora_total"] == 104_595_456  # CLIP not trained
+    assert counts["base_total"] == 16_871_582_179
