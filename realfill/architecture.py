@@ -1,6 +1,6 @@
 """The real-size architecture check: the published SD2-inpainting and SDXL-inpainting UNets and text
-encoders and FLUX.1 Fill's transformer, CLIP and T5 encoders, built on the ``meta`` device from their configurations (written here; nothing is downloaded, no
-weights exist), with the ``lora`` adapter applied at the paper's settings. Counts parameters only.
+encoders and FLUX.1 Fill's transformer, CLIP and T5 encoders, built on the ``meta`` device from their
+configurations (written here; nothing is downloaded, no weights exist), with the ``lora`` adapter applied at the paper's settings. Counts parameters only.
 
 The configurations are those of ``stabilityai/stable-diffusion-2-inpainting`` and
 ``diffusers/stable-diffusion-xl-1.0-inpainting-0.1`` (``unet/config.json``, ``text_encoder*/config.json``,

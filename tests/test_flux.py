@@ -83,7 +83,8 @@ def test_prompts_and_mask_conditioning_are_the_pipelines(plugins):
         ours = [model.encode_prompts(prompts) for _ in range(2)]  # the second from the caches
         embeds, pooled, text_ids = pipe.encode_prompt(prompts, device=model.device, max_sequence_length=32)
         for cond in ours:
-            assert torch.equal(cond["encoder_hidden_states"], embeds) and torch.equal(cond["pooled_projections"], pooled)
+            assert torch.equal(cond["encoder_hidden_states"], embeds)
+            assert torch.equal(cond["pooled_projections"], pooled)
         assert not torch.equal(pooled[0], pooled[1]) and not torch.equal(embeds[0], embeds[1])
 
         image, mask = _image_and_mask(48)
@@ -140,7 +141,8 @@ def test_training_is_the_rectified_flow_recipe(plugins):
     model = _model(plugins)
     g = torch.Generator().manual_seed(0)
     timesteps = model.sample_training_timesteps(4096, g)
-    u = compute_density_for_timestep_sampling("logit_normal", 4096, 0.0, 1.0, generator=torch.Generator().manual_seed(0))
+    u = compute_density_for_timestep_sampling("logit_normal", 4096, 0.0, 1.0,
+                                              generator=torch.Generator().manual_seed(0))
     assert torch.equal(timesteps, model.noise_scheduler.timesteps[(u * 1000).long()])
     sigmas = model.sigmas(timesteps).flatten()
     torch.testing.assert_close(sigmas, timesteps / 1000, rtol=0, atol=1e-6)
@@ -257,12 +259,12 @@ def test_stock_flux_fill_pipeline_with_our_lora_gives_our_samples(plugins, scene
     stock.set_progress_bar_config(disable=True)
     stock.load_lora_weights(str(tmp_path / "adapter"))
     image, mask = _image_and_mask()
-    kwargs = dict(prompt=["a photo of sks"] * 2, image=image.expand(2, -1, -1, -1), mask_image=mask.expand(2, -1, -1, -1),
-                  height=32, width=32, num_inference_steps=3, output_type="pt", max_sequence_length=32)
+    kwargs = dict(prompt=["a photo of sks"] * 2, image=image.expand(2, -1, -1, -1),
+                  mask_image=mask.expand(2, -1, -1, -1), height=32, width=32, num_inference_steps=3, output_type="pt", max_sequence_length=32)
     gens = lambda: [torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)]  # noqa: E731
     theirs = stock(generator=gens(), **kwargs).images  # guidance_scale: the pipeline's default, 30
-    ours = model.generate(image * 2 - 1, mask, "a photo of sks", generators=gens(), scheduler=model.make_scheduler("auto"),
-                          steps=3, guidance_scale=30.0)
+    ours = model.generate(image * 2 - 1, mask, "a photo of sks", generators=gens(),
+                          scheduler=model.make_scheduler("auto"), steps=3, guidance_scale=30.0)
     base = build_tiny_flux(0)
     base.set_progress_bar_config(disable=True)
     untrained = base(generator=gens(), **kwargs).images
@@ -385,7 +387,8 @@ def test_cli_flux_checkpoint_in_the_wrong_place_is_one_line_exit_2(example_scene
     assert_one_line_error(proc, "backbone flux-fill", f"{path} (no such file or folder)", "gated")
     proc = realfill("fill", str(example_scene), "--preset", "smoke", "--backbone", "flux-fill", "--out",
                     str(tmp_path / "run"), env={"HF_HUB_CACHE": str(tmp_path / "empty-cache"), "HF_HUB_OFFLINE": "1"})
-    assert_one_line_error(proc, f"the local model cache {tmp_path / 'empty-cache'} for 'black-forest-labs/FLUX.1-Fill-dev'",
+    cache = tmp_path / "empty-cache"
+    assert_one_line_error(proc, f"the local model cache {cache} for 'black-forest-labs/FLUX.1-Fill-dev'",
                           "hf download black-forest-labs/FLUX.1-Fill-dev")
     assert not (tmp_path / "run").exists()
 
@@ -405,7 +408,8 @@ def test_smoke_fill_with_tiny_flux_writes_the_whole_run_folder_in_minutes(exampl
 
     run_dir = tmp_path / "run"
     start = time.perf_counter()
-    assert main(["fill", str(example_scene), "--preset", "smoke", "--backbone", "tiny-flux", "--out", str(run_dir)]) == 0
+    args = ["fill", str(example_scene), "--preset", "smoke", "--backbone", "tiny-flux", "--out", str(run_dir)]
+    assert main(args) == 0
     assert time.perf_counter() - start < 180
     for name in ("config.toml", "adapter/pytorch_lora_weights.safetensors", "train_log.jsonl", "ranking.json",
                  "result.png", "contact_sheet.png", "run.json", "train_state.json"):
@@ -455,3 +459,26 @@ def test_real_size_flux_parameter_counts_match_the_docs():
     assert counts["unet_lora"] == (19 * 8 + 38 * 3) * 64 * (3072 + 3072) == 104_595_456
     assert counts["text_encoder_lora"] == 0 and counts["lora_total"] == 104_595_456  # CLIP not trained
     assert counts["base_total"] == 16_871_582_179
+
+
+def test_paper_flux_preset_holds_the_recipe(plugins):
+    """The paper's method with the public FLUX Fill LoRA settings, bf16 and gradient checkpointing, and FLUX
+    Fill's sampling defaults (flow-matching Euler, 50 steps, guidance 30)."""
+    config = resolve_config(preset="paper-flux", plugins=plugins)
+    b, a, t, s = config.backbone, config.adapter, config.train, config.sample
+    assert (b.name, b.dtype, b.weighting_scheme, b.guidance) == ("flux-fill", "bfloat16", "logit_normal", 1.0)
+    assert (a.name, a.rank, a.alpha, a.unet_targets, a.train_text_encoder) == ("lora", 64, 32, None, False)
+    assert (t.steps, t.batch_size, t.resolution, t.lr_unet, t.lr_schedule) == (500, 4, 512, 1e-4, "constant")
+    assert (t.mixed_precision, t.gradient_checkpointing) == ("bf16", True)
+    assert (t.prompt, t.prompt_dropout, t.full_mask_prob, config.masking.name) == ("a photo of sks", 0.1, 0.1,
+                                                                                   "lama-boxes")
+    assert (s.scheduler, s.steps, s.guidance_scale, s.num_samples) == ("auto", 50, 30.0, 64)
+
+
+def test_a_ddpm_sampler_on_flux_is_refused_before_anything_is_written(example_scene, tmp_path):
+    from tests.test_cli import assert_one_line_error, realfill
+
+    proc = realfill("fill", str(example_scene), "--preset", "smoke", "--backbone", "tiny-flux", "--set",
+                    "sample.scheduler=ddpm", "--out", str(tmp_path / "run"))
+    assert_one_line_error(proc, "sample.scheduler: 'ddpm'", "flow-matching", "'auto' or 'euler'")
+    assert not (tmp_path / "run").exists()

@@ -89,7 +89,8 @@ class Lora(Adapter):
             layers[f"{prefix}_lora_layers"] = convert_state_dict_to_diffusers(get_peft_model_state_dict(module))
             # dropout is for training only; saved as 0 because diffusers' load_lora_weights leaves the new
             # UNet LoRA layers in train mode, where a saved dropout would randomise every stock sample
-            metadata[f"{prefix}_lora_adapter_metadata"] = {**module.peft_config["default"].to_dict(), "lora_dropout": 0.0}
+            metadata[f"{prefix}_lora_adapter_metadata"] = {**module.peft_config["default"].to_dict(),
+                                                           "lora_dropout": 0.0}
         Path(directory).mkdir(parents=True, exist_ok=True)
         type(pipeline).save_lora_weights(directory, **layers, **metadata, weight_name=WEIGHTS_NAME)
 

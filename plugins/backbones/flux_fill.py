@@ -75,7 +75,8 @@ def load_transformer_file(pipeline_class, *, what, path, config, dtype, extra):
     absent = [key for key, tensor in transformer.state_dict().items() if tensor.is_meta]
     if absent:
         raise UserError(f"backbone.model: {path} holds no transformer weights for {', '.join(absent[:3])}"
-                        f"{' ...' if len(absent) > 3 else ''} ({len(absent)} missing): is it a FLUX.1 Fill transformer?")
+                        f"{' ...' if len(absent) > 3 else ''} ({len(absent)} missing): is it a FLUX.1 Fill "
+                        "transformer?")
     try:
         return pipeline_class.from_pretrained(folder, transformer=transformer, torch_dtype=dtype,
                                               local_files_only=True, **extra)
