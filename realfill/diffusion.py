@@ -13,8 +13,15 @@
   :class:`DiffusersInpaintModel` uses its stock diffusers pipeline so that our samples are exactly what
   ``StableDiffusion(XL)InpaintPipeline`` gives for the same weights.
 
-Training (:mod:`realfill.training`) needs only the members below, so a new backbone (a third-party one, or
-``scratch-pixel``) subclasses :class:`InpaintModel` and fills in the abstract methods.
+- the training objective (``sample_training_timesteps``, ``add_noise``, ``training_target``, ``loss_weights``,
+  ``timestep_loss_weighting``) defaults to DDPM training from ``noise_scheduler``; a flow-matching model
+  overrides it (:class:`realfill.flux.FluxInpaintModel`, FLUX.1 Fill, which also packs its latents inside
+  ``denoise``).
+
+Training (:mod:`realfill.training`) and sampling need only the members below, and hold no branch on the
+backbone's family, so a new backbone (a third-party one, ``scratch-pixel``, the next flow-matching model)
+subclasses :class:`InpaintModel` and fills in the abstract methods (docs/plugin_hooks.md: the backbone
+contract).
 """
 
 from __future__ import annotations
