@@ -8,7 +8,8 @@ JSON line.
 build fewer blocks of the real width, and ``--activations`` to measure, in one training forward pass without
 gradient checkpointing, the bytes autograd saves for the backward pass in each block and outside them (every
 saved tensor's storage, once, parameters excluded), and each block's input bytes; from them the activation
-memory of the real depth, with and without checkpointing (see ``activation_memory``).
+memory of the real depth, with and without checkpointing (see ``activation_memory``; measure two
+blocks of each kind, ``--double-layers 2 --single-layers 2``: the first double-stream block saves less).
 
 The weights are drawn straight into the asked dtype (meta device, then ``to_empty`` and a
 ``N(0, 1/fan_in)`` fill), so SDXL's 2.6B-parameter UNet never exists in fp32 when bf16 is asked for.
@@ -16,7 +17,7 @@ The weights are drawn straight into the asked dtype (meta device, then ``to_empt
     python benchmarks/real_size.py sd2 --resolution 256 --dtype float32
     python benchmarks/real_size.py sdxl --resolution 256 --dtype bfloat16 --checkpointing
     python benchmarks/real_size.py sd2 --resolution 512 --batch 16 --device cuda    # on a GPU (not run here)
-    python benchmarks/real_size.py flux --resolution 512 --dtype bfloat16 --double-layers 1 --single-layers 1 \
+    python benchmarks/real_size.py flux --resolution 512 --dtype bfloat16 --double-layers 2 --single-layers 2 \
         --t5-layers 1 --activations                                                  # per block, on a CPU
     python benchmarks/real_size.py flux --resolution 512 --batch 4 --dtype bfloat16 --checkpointing \
         --mixed-precision bf16 --rank 64 --alpha 32 --device cuda                    # the whole model, on a GPU
@@ -93,9 +94,13 @@ BACKBONES = {"sd2": "sd2-inpaint", "sdxl": "sdxl-inpaint", "flux": "flux-fill"}
 def activation_memory(trainer, real_blocks: dict[str, int] | None = None) -> dict:
     """Bytes autograd saves for the backward pass in one training forward (``trainer.loss`` of a fresh
     batch; no backward), attributed to the transformer block running when each was saved (``double``,
-    ``single``) or to ``outside`` them, each storage counted once and parameters excluded; and each block's
-    input bytes (what gradient checkpointing keeps of a block). ``real_blocks`` (block counts of the real
-    depth) gives the projections: without checkpointing ``outside + sum(blocks)``; with it ``outside +
+    ``single``, in order) or to ``outside`` them, each storage counted once and parameters excluded; and
+    each block's input bytes (what gradient checkpointing keeps of a block; storages counted once).
+
+    The first double-stream block saves less than the others: the text stream enters it without gradients
+    (the frozen T5 and context embedder), so its first operations save nothing. Measure two blocks of each
+    kind: the last of each is the steady state, and ``real_blocks`` (the real depth) gives the projections:
+    without checkpointing ``outside + each kind's first block + (n - 1) x its last``; with it ``outside +
     sum(block inputs) + the largest block``, which backward recomputes one block at a time. Needs
     ``gradient_checkpointing`` off (blocks under checkpoint save nothing autograd sees)."""
     from collections import defaultdict
@@ -104,9 +109,9 @@ def activation_memory(trainer, real_blocks: dict[str, int] | None = None) -> dic
     modules = [*trainer.model.trainable_modules().values(), *trainer.model.frozen_modules()]
     weights = {t.untyped_storage().data_ptr() for m in modules for t in [*m.parameters(), *m.buffers()]}
     seen: set[int] = set()
-    saved: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    inputs: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    current = ["outside", ""]
+    saved: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    inputs: dict[str, dict[int, dict[int, int]]] = defaultdict(lambda: defaultdict(dict))
+    current: list = ["outside", 0]
 
     def pack(tensor):
         storage = tensor.untyped_storage()
@@ -120,14 +125,14 @@ def activation_memory(trainer, real_blocks: dict[str, int] | None = None) -> dic
     for kind, blocks in (("double", transformer.transformer_blocks), ("single", transformer.single_transformer_blocks)):
         for i, block in enumerate(blocks):
             def pre(module, args, kwargs, kind=kind, i=i):
-                current[:] = [kind, str(i)]
+                current[:] = [kind, i]
                 for name in ("hidden_states", "encoder_hidden_states"):
                     value = kwargs.get(name)
-                    if isinstance(value, torch.Tensor):
-                        inputs[kind][str(i)] += value.untyped_storage().nbytes()
+                    if isinstance(value, torch.Tensor):  # the two may be views of one storage
+                        inputs[kind][i][value.untyped_storage().data_ptr()] = value.untyped_storage().nbytes()
 
             def post(module, args, kwargs, output):
-                current[:] = ["outside", ""]
+                current[:] = ["outside", 0]
 
             handles += [block.register_forward_pre_hook(pre, with_kwargs=True),
                         block.register_forward_hook(post, with_kwargs=True)]
@@ -143,14 +148,17 @@ def activation_memory(trainer, real_blocks: dict[str, int] | None = None) -> dic
     mib = 2**20
     out = {"outside_mib": round(sum(saved["outside"].values()) / mib, 1)}
     for kind in ("double", "single"):
-        per = list(saved[kind].values())
-        if per:
-            out[f"{kind}_block_mib"] = round(max(per) / mib, 1)
-            out[f"{kind}_block_input_mib"] = round(max(inputs[kind].values()) / mib, 1)
+        if saved[kind]:
+            out[f"{kind}_blocks_mib"] = [round(saved[kind][i] / mib, 1) for i in sorted(saved[kind])]
+            out[f"{kind}_block_inputs_mib"] = [round(sum(inputs[kind][i].values()) / mib, 1)
+                                               for i in sorted(inputs[kind])]
     if real_blocks:
-        blocks = sum(real_blocks[k] * out.get(f"{k}_block_mib", 0) for k in real_blocks)
-        kept = sum(real_blocks[k] * out.get(f"{k}_block_input_mib", 0) for k in real_blocks)
-        largest = max(out.get(f"{k}_block_mib", 0) for k in real_blocks)
+        blocks = kept = largest = 0.0
+        for kind, n in real_blocks.items():
+            per, ins = out.get(f"{kind}_blocks_mib", [0.0]), out.get(f"{kind}_block_inputs_mib", [0.0])
+            blocks += per[0] + (n - 1) * per[-1]
+            kept += ins[0] + (n - 1) * ins[-1]
+            largest = max(largest, *per)
         out["real_depth"] = dict(real_blocks)
         out["projected_no_checkpointing_mib"] = round(out["outside_mib"] + blocks)
         out["projected_checkpointing_mib"] = round(out["outside_mib"] + kept + largest)
@@ -175,25 +183,28 @@ def measure(kind: str, resolution: int, dtype: str, checkpointing: bool, batch: 
     out["build_s"] = round(_now(device) - start, 1)
     out["rss_after_build_mib"] = round(_rss_mib())
 
-    # one sampling step: one UNet call on sample_batch latents at this resolution, no gradients
-    side = resolution // model.latent_factor
-    g = torch.Generator().manual_seed(0)
-    with torch.inference_mode():
-        cond = model.encode_prompts(["a photo of sks"] * sample_batch)
-        latents = torch.randn(sample_batch, model.latent_channels, side, side, generator=g).to(device, torch_dtype)
-        mask = model.latent_mask(torch.ones(sample_batch, 1, resolution, resolution, dtype=torch_dtype, device=device))
-        t = torch.full((sample_batch,), 500, device=device)
-        times = []
-        for _ in range(3):  # the first call warms up (allocations, kernel choice)
+    # one sampling step: one denoiser call on sample_batch latents at this resolution, no gradients (skipped
+    # by the activation count, which needs only the training forward)
+    if not activations:
+        side = resolution // model.latent_factor
+        g = torch.Generator().manual_seed(0)
+        with torch.inference_mode():
+            cond = model.encode_prompts(["a photo of sks"] * sample_batch)
+            latents = torch.randn(sample_batch, model.latent_channels, side, side, generator=g).to(device, torch_dtype)
+            mask = model.latent_mask(torch.ones(sample_batch, 1, resolution, resolution, dtype=torch_dtype,
+                                                device=device))
+            t = torch.full((sample_batch,), 500, device=device)
+            times = []
+            for _ in range(3):  # the first call warms up (allocations, kernel choice)
+                s = _now(device)
+                model.denoise(latents, t, mask, latents, cond)
+                times.append(_now(device) - s)
+            out["sample_step_s"] = round(min(times[1:]), 3)  # the least disturbed call on a shared machine
             s = _now(device)
-            model.denoise(latents, t, mask, latents, cond)
-            times.append(_now(device) - s)
-        out["sample_step_s"] = round(min(times[1:]), 3)  # the least disturbed call on a shared machine
-        s = _now(device)
-        image = torch.rand(1, 3, resolution, resolution, generator=g).to(device, torch_dtype) * 2 - 1
-        model.decode_latents(model.encode_images(image, generator=g))
-        out["sample_vae_encode_decode_s"] = round(_now(device) - s, 3)
-    out["rss_after_sampling_mib"] = round(_rss_mib())
+            image = torch.rand(1, 3, resolution, resolution, generator=g).to(device, torch_dtype) * 2 - 1
+            model.decode_latents(model.encode_images(image, generator=g))
+            out["sample_vae_encode_decode_s"] = round(_now(device) - s, 3)
+        out["rss_after_sampling_mib"] = round(_rss_mib())
 
     # one LoRA training step through our Trainer (batch of real crops of the example scene)
     plugins, config = run_config(BACKBONES[kind], {"name": "lora", **(lora or {})}, resolution=resolution,
