@@ -1,10 +1,11 @@
 """The real-size architecture check: the published SD2-inpainting and SDXL-inpainting UNets and text
-encoders, built on the ``meta`` device from their configurations (written here; nothing is downloaded, no
-weights exist), with the ``lora`` adapter applied at the paper's settings. Counts parameters only.
+encoders and FLUX.1 Fill's transformer, CLIP and T5 encoders, built on the ``meta`` device from their
+configurations (written here; nothing is downloaded, no weights exist), with the ``lora`` adapter applied at the paper's settings. Counts parameters only.
 
 The configurations are those of ``sd2-community/stable-diffusion-2-inpainting`` (the weights Stability AI published, mirrored) and
 ``diffusers/stable-diffusion-xl-1.0-inpainting-0.1`` (``unet/config.json``, ``text_encoder*/config.json``,
-``vae/config.json``).
+``vae/config.json``) and ``black-forest-labs/FLUX.1-Fill-dev`` (``transformer/``, ``vae/``, ``text_encoder/``,
+``text_encoder_2/``).
 """
 
 from __future__ import annotations
@@ -44,12 +45,62 @@ SDXL_TEXT_2 = dict(  # OpenCLIP ViT-bigG/14
 )
 
 
+#: black-forest-labs/FLUX.1-Fill-dev: transformer/config.json (384 input channels: noisy, masked image, mask)
+FLUX_TRANSFORMER = dict(
+    patch_size=1, in_channels=384, out_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128,
+    num_attention_heads=24, joint_attention_dim=4096, pooled_projection_dim=768, guidance_embeds=True,
+    axes_dims_rope=(16, 56, 56),
+)
+FLUX_VAE = dict(  # vae/config.json: 16 latent channels, no quant convs
+    in_channels=3, out_channels=3, latent_channels=16, layers_per_block=2, block_out_channels=(128, 256, 512, 512),
+    down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, sample_size=1024,
+    scaling_factor=0.3611, shift_factor=0.1159, use_quant_conv=False, use_post_quant_conv=False, force_upcast=True,
+)
+FLUX_CLIP = SDXL_TEXT  # text_encoder/config.json: CLIP ViT-L/14's text tower (pooled output)
+FLUX_T5 = dict(  # text_encoder_2/config.json: T5 v1.1 XXL's encoder
+    vocab_size=32128, d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64,
+    relative_attention_num_buckets=32, relative_attention_max_distance=128, feed_forward_proj="gated-gelu",
+    layer_norm_epsilon=1e-6, is_gated_act=True, dense_act_fn="gelu_new",
+)
+FLUX_SCHEDULE = dict(num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+                     base_image_seq_len=256, max_image_seq_len=4096)
+
+
 def _count(module, trainable: bool = False) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable)
 
 
+def build_meta_flux(double_layers: int | None = None, single_layers: int | None = None, t5_layers: int | None = None):
+    """A :class:`~realfill.flux.FluxInpaintModel` of FLUX.1 Fill's real architecture on the meta device;
+    ``*_layers`` take fewer blocks of the real width (to measure per block on a CPU)."""
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxFillPipeline, FluxTransformer2DModel
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+
+    from realfill.flux import FluxInpaintModel
+    from realfill_plugins.backbones.tiny import tiny_tokenizer
+    from realfill_plugins.backbones.tiny_flux import tiny_t5_tokenizer
+
+    transformer = dict(FLUX_TRANSFORMER)
+    if double_layers is not None:
+        transformer["num_layers"] = double_layers
+    if single_layers is not None:
+        transformer["num_single_layers"] = single_layers
+    t5 = {**FLUX_T5, **({"num_layers": t5_layers} if t5_layers is not None else {})}
+    with torch.device("meta"):
+        pipeline = FluxFillPipeline(
+            scheduler=FlowMatchEulerDiscreteScheduler(**FLUX_SCHEDULE), vae=AutoencoderKL(**FLUX_VAE),
+            text_encoder=CLIPTextModel(CLIPTextConfig(**FLUX_CLIP)), tokenizer=tiny_tokenizer(),
+            text_encoder_2=T5EncoderModel(T5Config(**t5)), tokenizer_2=tiny_t5_tokenizer(512),
+            transformer=FluxTransformer2DModel(**transformer),
+        )
+    return FluxInpaintModel(pipeline)
+
+
 def build_meta_model(kind: str):
-    """A :class:`DiffusersInpaintModel` of the real ``sd2`` or ``sdxl`` architecture on the meta device."""
+    """A :class:`DiffusersInpaintModel` of the real ``sd2`` or ``sdxl`` architecture (or the
+    :class:`~realfill.flux.FluxInpaintModel` of ``flux``, FLUX.1 Fill) on the meta device."""
+    if kind == "flux":
+        return build_meta_flux()
     from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionInpaintPipeline, StableDiffusionXLInpaintPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
@@ -83,6 +134,8 @@ def lora_parameter_counts(kind: str, **lora_settings) -> dict[str, int]:
     model = build_meta_model(kind)
     base = {key: _count(module) for key, module in model.trainable_modules().items()}
     base["vae"] = _count(model.vae)
+    if getattr(model, "t5", None) is not None:  # FLUX's frozen T5 encoder
+        base["t5"] = _count(model.t5)
     model.freeze()
     with torch.device("meta"):
         Lora(Lora.Config(**lora_settings)).apply(model)

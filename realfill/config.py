@@ -72,8 +72,11 @@ class TrainConfig(Section):
 class SampleConfig(Section):
     """Sampling (DESIGN.md: DDPM, 200 steps, guidance 1.0, 64 samples)."""
 
-    scheduler: Literal["ddpm", "ddim", "dpm", "euler"] = "ddpm"
+    # "auto": the backbone's own sampler (DDPM for the SD family, as the paper; flow-matching Euler for FLUX)
+    scheduler: Literal["ddpm", "ddim", "dpm", "euler", "auto"] = "ddpm"
     steps: int = Field(200, ge=1)
+    # classifier-free guidance for the SD family (1.0: none); for a guidance-distilled model (FLUX) the
+    # embedded guidance (FLUX Fill's default: 30)
     guidance_scale: float = Field(1.0, ge=0)
     num_samples: int = Field(64, ge=1)
     batch_size: int = Field(8, ge=1)

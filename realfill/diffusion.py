@@ -13,8 +13,15 @@
   :class:`DiffusersInpaintModel` uses its stock diffusers pipeline so that our samples are exactly what
   ``StableDiffusion(XL)InpaintPipeline`` gives for the same weights.
 
-Training (:mod:`realfill.training`) needs only the members below, so a new backbone (a third-party one, or
-``scratch-pixel``) subclasses :class:`InpaintModel` and fills in the abstract methods.
+- the training objective (``sample_training_timesteps``, ``add_noise``, ``training_target``, ``loss_weights``,
+  ``timestep_loss_weighting``) defaults to DDPM training from ``noise_scheduler``; a flow-matching model
+  overrides it (:class:`realfill.flux.FluxInpaintModel`, FLUX.1 Fill, which also packs its latents inside
+  ``denoise``).
+
+Training (:mod:`realfill.training`) and sampling need only the members below, and hold no branch on the
+backbone's family, so a new backbone (a third-party one, ``scratch-pixel``, the next flow-matching model)
+subclasses :class:`InpaintModel` and fills in the abstract methods (docs/plugin_hooks.md: the backbone
+contract).
 """
 
 from __future__ import annotations
@@ -88,6 +95,10 @@ class InpaintModel:
     size_multiple: int = 64
     #: the resolution the published weights were trained at (a hint; TrainConfig.resolution decides)
     native_resolution: int = 512
+    #: the denoiser's name in its diffusers pipeline (``unet``; ``transformer`` for FLUX): LoRA files use it
+    denoiser_name: str = "unet"
+    #: the denoiser's LoRA target modules when the adapter does not name them (``adapter.unet_targets``)
+    denoiser_lora_targets: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
     device: torch.device = torch.device("cpu")
     dtype: torch.dtype = torch.float32
 
@@ -124,6 +135,47 @@ class InpaintModel:
         """The denoiser's prediction for ``noisy`` at ``timesteps``, given the latent-size ``mask``
         (1 = fill) and the encoded masked image."""
         raise NotImplementedError
+
+    # -- the training objective (defaults: DDPM-style, from ``noise_scheduler``; flow matching overrides) --
+    #
+    # The trainer calls these in this order every step, and holds no branch on the backbone's family:
+    # ``noise = randn(latents.shape, generator)``, ``t = sample_training_timesteps(B, generator)``, then
+    # ``add_noise``, ``denoise``, ``training_target``, and the squared error weighted by ``loss_weights``
+    # (and ``timestep_loss_weighting`` where it is not None). Everything lives in the space ``encode_images``
+    # returns (unpacked latents, for a model that packs them inside ``denoise``).
+
+    def sample_training_timesteps(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+        """The step's timesteps ``[B]`` (on the CPU), drawn from ``generator`` only: uniform integers below
+        ``num_train_timesteps``, as DDPM training draws them."""
+        return torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (batch_size,), generator=generator)
+
+    def add_noise(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """The noisy input at ``timesteps`` (the training schedule's forward process)."""
+        return self.noise_scheduler.add_noise(latents, noise, timesteps)
+
+    def training_target(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """What :meth:`denoise` should predict: the noise, the velocity or the clean sample, as the training
+        schedule's ``prediction_type`` says."""
+        kind = self.noise_scheduler.config.prediction_type
+        if kind == "epsilon":
+            return noise
+        if kind == "v_prediction":
+            return self.noise_scheduler.get_velocity(latents, noise, timesteps)
+        if kind == "sample":
+            return latents
+        from realfill.errors import UserError
+
+        raise UserError(f"backbone: unsupported prediction_type '{kind}' (epsilon, v_prediction or sample)")
+
+    def loss_weights(self, unknown: torch.Tensor) -> torch.Tensor:
+        """Per-cell loss weights from the pixel-size unknown region ``[B, 1, H, W]`` (1 = the target's
+        unknown pixels): 0 on every cell of the denoiser's output that touches it, 1 elsewhere; broadcast
+        against the prediction, and the loss is averaged over the weighted cells and channels."""
+        return loss_weights(unknown, self.latent_factor)
+
+    def timestep_loss_weighting(self, timesteps: torch.Tensor) -> torch.Tensor | None:
+        """A per-item factor on the squared error ``[B, 1, 1, 1]``, or None for none (DDPM training)."""
+        return None
 
     # -- shared behaviour (override where a backbone differs) ----------------------------------------
 
@@ -176,11 +228,12 @@ class InpaintModel:
         return self
 
     def make_scheduler(self, name: str) -> Any:
-        """A sampling scheduler (``ddpm``, ``ddim``, ``dpm``, ``euler``) from the training schedule's config."""
+        """A sampling scheduler (``ddpm``, ``ddim``, ``dpm``, ``euler``; ``auto``: the backbone's own, DDPM
+        here as in the paper) from the training schedule's config."""
         from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
 
         classes = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "dpm": DPMSolverMultistepScheduler,
-                   "euler": EulerDiscreteScheduler}
+                   "euler": EulerDiscreteScheduler, "auto": DDPMScheduler}
         return classes[name].from_config(self.noise_scheduler.config)
 
     def generate(
@@ -201,6 +254,14 @@ class InpaintModel:
 
         return denoise_loop(self, image, mask, prompt, generators=generators, scheduler=scheduler, steps=steps,
                             guidance_scale=guidance_scale)
+
+
+def loss_weights(unknown: torch.Tensor, cell: int) -> torch.Tensor:
+    """1 on ``cell`` x ``cell``-pixel cells whose pixels are all known, 0 on any cell touching the unknown
+    region (``unknown``: ``[B, 1, H, W]``, 1 = unknown)."""
+    if cell > 1:
+        unknown = F.max_pool2d(unknown, kernel_size=cell, stride=cell)
+    return 1.0 - unknown
 
 
 def select_conditioning(cond: Conditioning, index: torch.Tensor) -> Conditioning:
@@ -412,14 +473,15 @@ def cache_place(model: str) -> str:
 
 def load_pipeline(pipeline_class, *, what: str, model: str, default_model: str, variant: str | None,
                   dtype: torch.dtype, config: str | None = None, extra: dict | None = None,
-                  aliases: tuple[str, ...] = (), how: str | None = None):
+                  aliases: tuple[str, ...] = (), how: str | None = None, single_file=None):
     """``pipeline_class`` from ``model``: a diffusers model folder, a single ``.safetensors``/``.ckpt`` file
     (described by ``config``, a diffusers model folder or a model id in the local cache; default
     ``default_model``), or a model id in the local cache. Never downloads. ``aliases``: other hub ids of the
     same weights, also looked for in the cache when ``model`` (or a single file's ``config``) is
-    ``default_model`` (a model moved on the hub: SD2 inpainting from stabilityai to sd2-community). ``how``
-    replaces the default advice of the missing-weights message. Raises :class:`MissingWeightsError` naming
-    every place looked."""
+    ``default_model`` (a model moved on the hub: SD2 inpainting from stabilityai to sd2-community). Raises
+    :class:`MissingWeightsError` naming every place looked and ``how`` to provide the weights (default: `hf
+    download` and backbone.model). ``single_file(pipeline_class, what=, path=, config=, dtype=, extra=)``
+    loads a single file where the whole-pipeline ``from_single_file`` does not fit (FLUX's transformer file)."""
     import warnings
     from pathlib import Path
 
@@ -443,6 +505,9 @@ def load_pipeline(pipeline_class, *, what: str, model: str, default_model: str, 
         except (OSError, ValueError) as exc:
             raise UserError(f"backbone.model: {path} could not be loaded as {pipeline_class.__name__} ({exc})") from None
     if path.is_file():
+        if single_file is not None:
+            return single_file(pipeline_class, what=what, path=path, config=config or default_model, dtype=dtype,
+                               extra=extra)
         configs = [config] if config else [default_model, *aliases]
         return _load_single_file(pipeline_class, what=what, path=path, configs=configs, dtype=dtype, extra=extra)
     if path.suffix in (".safetensors", ".ckpt") or model.startswith((".", "/", "~")):
@@ -458,7 +523,7 @@ def load_pipeline(pipeline_class, *, what: str, model: str, default_model: str, 
     raise MissingWeightsError(what, places, how)
 
 
-def _single_file_config(config: str) -> tuple[str | None, str]:
+def single_file_config_folder(config: str) -> tuple[str | None, str]:
     """The local diffusers model folder that ``config`` names (a folder, or a model id whose
     ``model_index.json`` is in the local cache) and the place looked; ``(None, place)`` when there is none.
     Resolving it here, never by a model id, keeps ``from_single_file`` from falling back to a download."""
@@ -492,7 +557,7 @@ def _load_single_file(pipeline_class, *, what: str, path, configs: list[str], dt
 
     places = []
     for config in configs:
-        folder, place = _single_file_config(config)
+        folder, place = single_file_config_folder(config)
         places.append(place)
         if folder is not None:
             break

@@ -35,6 +35,8 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "realfill_plugins.backbones.sd2_inpaint",
     "realfill_plugins.backbones.sdxl_inpaint",
     "realfill_plugins.backbones.scratch_pixel",
+    "realfill_plugins.backbones.tiny_flux",
+    "realfill_plugins.backbones.flux_fill",
     "realfill_plugins.adapters.lora",
     "realfill_plugins.adapters.full",
     "realfill_plugins.masking.lama_boxes",

@@ -215,6 +215,7 @@ def _fill_locked(scene, scene_path: Path, config, run_dir: Path, *, plugins, res
     plugins.masking.create(config.masking)
     _threads(config)
     model = load_backbone(config, plugins)  # missing backbone weights fail before anything is written
+    model.make_scheduler(config.sample.scheduler)  # so does a sampler the backbone has not (ddpm on FLUX)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_config(config, run_dir / CONFIG_FILE)
     write_run_record(run_dir, scene_path, config, plugins)

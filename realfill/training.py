@@ -4,8 +4,11 @@ Every step draws a real batch of ``train.batch_size`` items (images drawn unifor
 the references and the target), each a random resized square crop at ``train.resolution``. The masking
 strategy makes the training masks; with ``full_mask_prob`` the whole item is masked, with
 ``prompt_dropout`` the prompt is empty. The denoiser sees ``noisy latents (+) mask (+) masked-image
-latents`` and the loss is the MSE of its prediction (noise, velocity or sample, as the scheduler says),
-weighted **zero** on every latent cell that touches the target's unknown region. The target's unknown
+latents`` and the loss is the MSE of its prediction, weighted **zero** on every cell that touches the
+target's unknown region. What the timesteps, the noising, the target and the weights are is the backbone
+model's to say (:class:`~realfill.diffusion.InpaintModel`'s ``sample_training_timesteps``, ``add_noise``,
+``training_target``, ``loss_weights``, ``timestep_loss_weighting``: DDPM noise, velocity or sample
+prediction for the SD family, rectified flow for FLUX); the loop here has no branch on the family. The target's unknown
 pixels are also blanked to gray before anything reads them, so they cannot reach the loss or its
 gradients through the VAE either.
 
@@ -29,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from realfill.diffusion import DENOISER_GROUP, InpaintModel, select_conditioning
+from realfill.diffusion import DENOISER_GROUP, InpaintModel, loss_weights, select_conditioning  # noqa: F401
 from realfill.errors import UserError
 
 CHECKPOINT_DIR = "checkpoint"
@@ -224,13 +227,6 @@ def random_resized_crops(
     return torch.cat(images), torch.cat(unknown), is_target
 
 
-def loss_weights(unknown: torch.Tensor, latent_factor: int) -> torch.Tensor:
-    """1 on latent cells whose pixels are all known, 0 on any cell touching the unknown region."""
-    if latent_factor > 1:
-        unknown = F.max_pool2d(unknown, kernel_size=latent_factor, stride=latent_factor)
-    return 1.0 - unknown
-
-
 @dataclass
 class Batch:
     images: torch.Tensor
@@ -346,10 +342,6 @@ class Trainer:
         if attention == "auto":
             attention = "small-math" if train.compile and self.device.type == "cpu" else "sdpa"
         model.set_attention(attention)
-        self.prediction_type = model.noise_scheduler.config.prediction_type
-        if self.prediction_type not in ("epsilon", "v_prediction", "sample"):
-            raise UserError(f"backbone: unsupported prediction_type '{self.prediction_type}' "
-                            "(epsilon, v_prediction or sample)")
         self._compiled = compile_model(model) if train.compile else []
         if train.compile:
             self._denoising_loss = torch.compile(self._denoising_loss, dynamic=False,  # static, as compile_model's
@@ -379,15 +371,14 @@ class Trainer:
         return select_conditioning(table, drop_prompt.long().to(self.device))
 
     def loss(self, batch: Batch) -> torch.Tensor:
-        """The weighted noise-prediction MSE of ``batch`` (draws noise, timesteps and VAE samples)."""
+        """The weighted MSE of ``batch`` (draws VAE samples, noise and timesteps, in that order)."""
         model, g, device = self.model, self.generator, self.device
         images = batch.images.to(device, model.dtype)
         masks = batch.masks.to(device, model.dtype)
         with torch.no_grad():
             latents, masked_latents = model.encode_image_pair(images, images * (masks < 0.5), generator=g)
         noise = torch.randn(latents.shape, generator=g, dtype=torch.float32).to(device, latents.dtype)
-        timesteps = torch.randint(0, model.noise_scheduler.config.num_train_timesteps, (latents.shape[0],),
-                                  generator=g).to(device)
+        timesteps = model.sample_training_timesteps(latents.shape[0], g).to(device)
         with self._autocast():
             cond = self.conditioning(batch.drop_prompt)
         return self._denoising_loss(latents, masked_latents, masks, batch.unknown.to(device), noise, timesteps, cond)
@@ -395,19 +386,16 @@ class Trainer:
     def _denoising_loss(self, latents, masked_latents, masks, unknown, noise, timesteps, cond) -> torch.Tensor:
         """The step's work after its random draws: noise the latents, predict, weigh the error. No random
         draws but LoRA dropout's, so ``train.compile`` compiles it as one region (the denoiser inlined)."""
-        model, scheduler = self.model, self.model.noise_scheduler
+        model = self.model  # the objective is the model's to say (InpaintModel's training methods)
         latent_masks = model.latent_mask(masks)
-        weights = loss_weights(unknown, model.latent_factor)
-        noisy = scheduler.add_noise(latents, noise, timesteps)
-        if self.prediction_type == "epsilon":
-            target = noise
-        elif self.prediction_type == "v_prediction":
-            target = scheduler.get_velocity(latents, noise, timesteps)
-        else:
-            target = latents
+        weights = model.loss_weights(unknown)
+        noisy = model.add_noise(latents, noise, timesteps)
+        target = model.training_target(latents, noise, timesteps)
         with self._autocast():
             prediction = model.denoise(noisy, timesteps, latent_masks, masked_latents, cond)
         error = (prediction.float() - target.float()) ** 2 * weights
+        if (factor := model.timestep_loss_weighting(timesteps)) is not None:
+            error = error * factor
         return error.sum() / (weights.sum() * error.shape[1]).clamp(min=1.0)
 
     def _autocast(self):

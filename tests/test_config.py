@@ -16,7 +16,7 @@ from realfill.config import (
 from realfill.errors import UserError
 
 
-@pytest.mark.parametrize("preset", ["paper", "smoke", "cpu"])
+@pytest.mark.parametrize("preset", ["paper", "paper-flux", "smoke", "cpu"])
 def test_every_preset_validates(preset, plugins):
     config = resolve_config(preset=preset, plugins=plugins)
     data = load_preset(preset)
@@ -25,7 +25,7 @@ def test_every_preset_validates(preset, plugins):
 
 
 def test_presets_ship_with_the_package():
-    assert {"paper", "smoke", "cpu"} <= set(preset_names())
+    assert {"paper", "paper-flux", "smoke", "cpu"} <= set(preset_names())
 
 
 def test_paper_preset_holds_the_papers_recipe(plugins):

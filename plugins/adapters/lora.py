@@ -1,7 +1,8 @@
-"""``lora``: peft LoRA on the UNet's attention projections and on the text encoder(s) (RealFill's recipe:
-rank 8, alpha 16, dropout 0.1). Saved with the pipeline's own ``save_lora_weights`` (with the adapter
-configs as metadata, dropout set to 0), so a stock diffusers pipeline reads ``adapter/`` with
-``load_lora_weights`` and samples exactly what we sample."""
+"""``lora``: peft LoRA on the denoiser's attention projections and on the text encoder(s) (RealFill's recipe:
+rank 8, alpha 16, dropout 0.1). The denoiser's targets default to the backbone's (``to_q/k/v``, ``to_out.0``
+for the SD UNets; the image and text streams' projections for the FLUX transformer). Saved with the
+pipeline's own ``save_lora_weights`` (with the adapter configs as metadata, dropout set to 0), so a stock
+diffusers pipeline reads ``adapter/`` with ``load_lora_weights`` and samples exactly what we sample."""
 
 from __future__ import annotations
 
@@ -21,14 +22,15 @@ WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
 
 class Lora(Adapter):
     name = "lora"
-    summary = "peft LoRA on UNet attention (to_q/k/v/out) and text encoder(s); rank 8, alpha 16, dropout 0.1"
+    summary = "peft LoRA on denoiser attention (UNet to_q/k/v/out; FLUX both streams) and text encoder(s)"
 
     class Config(ComponentConfig):
         name: Literal["lora"] = "lora"
         rank: int = Field(8, ge=1)
         alpha: float = Field(16, gt=0)
         dropout: float = Field(0.1, ge=0, lt=1)
-        unet_targets: list[str] = ["to_q", "to_k", "to_v", "to_out.0"]
+        # the denoiser's target modules; None: the backbone's (InpaintModel.denoiser_lora_targets)
+        unet_targets: list[str] | None = None
         train_text_encoder: bool = True
         text_encoder_targets: list[str] = ["q_proj", "k_proj", "v_proj", "out_proj"]
 
@@ -57,7 +59,7 @@ class Lora(Adapter):
         self._pipeline(model)
         groups = []
         for key, module in self._modules(model).items():
-            targets = self.config.unet_targets if key == DENOISER_GROUP else self.config.text_encoder_targets
+            targets = self._denoiser_targets(model) if key == DENOISER_GROUP else self.config.text_encoder_targets
             try:
                 module.add_adapter(self._lora_config(targets))
             except ValueError as exc:
@@ -70,6 +72,15 @@ class Lora(Adapter):
                 groups.append({"name": group, "params": params})
         return groups
 
+    def _denoiser_targets(self, model) -> list[str]:
+        targets = self.config.unet_targets
+        return list(targets if targets is not None else model.denoiser_lora_targets)
+
+    @staticmethod
+    def _file_prefix(model, key: str) -> str:
+        """The pipeline's name for a trained module (``unet`` or ``transformer``, ``text_encoder``...)."""
+        return model.denoiser_name if key == DENOISER_GROUP else key
+
     def save(self, model, directory) -> None:
         from diffusers.utils import convert_state_dict_to_diffusers
         from peft.utils import get_peft_model_state_dict
@@ -77,13 +88,14 @@ class Lora(Adapter):
         pipeline = self._pipeline(model)
         layers, metadata = {}, {}
         for key, module in self._modules(model).items():
-            layers[f"{key}_lora_layers"] = convert_state_dict_to_diffusers(get_peft_model_state_dict(module))
+            prefix = self._file_prefix(model, key)
+            layers[f"{prefix}_lora_layers"] = convert_state_dict_to_diffusers(get_peft_model_state_dict(module))
             # dropout is for training only; saved as 0 because diffusers' load_lora_weights leaves the new
             # UNet LoRA layers in train mode, where a saved dropout would randomise every stock sample
             config = {**module.peft_config["default"].to_dict(), "lora_dropout": 0.0}
             # peft keeps target_modules as a set, whose order changes with the process's string hashing:
             # sorted, the file's bytes are the same in every identical seeded run
-            metadata[f"{key}_lora_adapter_metadata"] = {
+            metadata[f"{prefix}_lora_adapter_metadata"] = {
                 k: sorted(v) if isinstance(v, (set, frozenset)) else v for k, v in config.items()}
         Path(directory).mkdir(parents=True, exist_ok=True)
         type(pipeline).save_lora_weights(directory, **layers, **metadata, weight_name=WEIGHTS_NAME)

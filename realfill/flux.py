@@ -1,0 +1,252 @@
+"""The FLUX.1 Fill family (diffusers ``FluxFillPipeline``) as an :class:`~realfill.diffusion.InpaintModel`.
+
+A rectified-flow transformer over 2x2-packed 16-channel latents (VAE scaling and shift factors), CLIP pooled
++ T5 sequence conditioning and a guidance embedding. What differs from the SD family is said here, through
+the same methods the trainer and sampler call for every backbone:
+
+- training follows diffusers' FLUX scripts (``train_dreambooth_lora_flux.py``, ``examples/flux-fill``):
+  ``u`` from ``compute_density_for_timestep_sampling`` (``weighting_scheme``, logit-normal by default),
+  ``t = scheduler.timesteps[int(u * 1000)]``, ``x_t = (1 - sigma) x0 + sigma noise``, the target
+  ``noise - x0``, ``compute_loss_weighting_for_sd3`` on the error, the guidance embedding at ``guidance``;
+- :meth:`denoise` packs the noisy latents, the masked-image latents and the mask exactly as
+  ``FluxFillPipeline.prepare_mask_latents`` does (the pixel mask's 8x8 cells as 64 channels, then 2x2
+  tokens) and unpacks the prediction, so the trainer works on unpacked latents as for SD;
+- :meth:`loss_weights` is 0 on every packed token (16x16 pixels) touching the target's unknown region;
+- :meth:`generate` is the stock pipeline's ``__call__`` (flow-matching Euler with its resolution-dependent
+  shift), so a stock ``FluxFillPipeline`` with our LoRA samples exactly what we sample.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from realfill.components import ComponentConfig
+from realfill.diffusion import InpaintModel, attention_processor, loss_weights
+from realfill.errors import UserError
+
+#: the LoRA targets of the FLUX transformer: attention projections of the image stream (to_q/k/v, to_out.0;
+#: the single-stream blocks' to_q/k/v too) and of the text stream (add_q/k/v_proj, to_add_out)
+FLUX_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out")
+WEIGHTING_SCHEMES = ("logit_normal", "mode", "sigma_sqrt", "cosmap", "none")
+
+
+class FlowMatchingSettings(ComponentConfig):
+    """The rectified-flow training settings of a FLUX backbone (defaults: diffusers' FLUX scripts)."""
+
+    # how timesteps are drawn and errors weighted (compute_density_for_timestep_sampling /
+    # compute_loss_weighting_for_sd3): logit_normal (default), mode, sigma_sqrt, cosmap, none (uniform)
+    weighting_scheme: Literal["logit_normal", "mode", "sigma_sqrt", "cosmap", "none"] = "logit_normal"
+    logit_mean: float = 0.0
+    logit_std: float = Field(1.0, gt=0)
+    mode_scale: float = 1.29
+    # the guidance embedding in training (examples/flux-fill trains Fill with --guidance_scale=1)
+    guidance: float = Field(1.0, ge=0)
+
+
+class FluxInpaintModel(InpaintModel):
+    """A ``FluxFillPipeline``: VAE latents (16 channels, shift and scale), a Fill transformer (384 input
+    channels: 64 noisy + 64 masked-image + 256 mask per token), CLIP (trainable) and T5 (frozen)."""
+
+    denoiser_name = "transformer"
+    denoiser_lora_targets = FLUX_LORA_TARGETS
+
+    def __init__(self, pipeline, *, native_resolution: int = 1024, weighting_scheme: str = "logit_normal",
+                 logit_mean: float = 0.0, logit_std: float = 1.0, mode_scale: float = 1.29, guidance: float = 1.0,
+                 max_sequence_length: int = 512):
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        self.pipeline = pipeline
+        self.pipeline.set_progress_bar_config(disable=True)
+        self.vae = pipeline.vae
+        self.denoiser = pipeline.transformer
+        self.text_encoders = [pipeline.text_encoder]  # CLIP (pooled); LoRA may train it
+        self.t5 = pipeline.text_encoder_2  # frozen, as in the FLUX scripts
+        self.noise_scheduler = FlowMatchEulerDiscreteScheduler.from_config(pipeline.scheduler.config)
+        self.latent_factor = pipeline.vae_scale_factor
+        self.latent_channels = pipeline.vae.config.latent_channels
+        self.size_multiple = self.latent_factor * 2  # 2x2 packing
+        self.native_resolution = native_resolution
+        if weighting_scheme not in WEIGHTING_SCHEMES:
+            raise UserError(f"backbone.weighting_scheme: '{weighting_scheme}'; one of {', '.join(WEIGHTING_SCHEMES)}")
+        self.weighting_scheme, self.logit_mean, self.logit_std = weighting_scheme, logit_mean, logit_std
+        self.mode_scale, self.guidance, self.max_sequence_length = mode_scale, guidance, max_sequence_length
+        self.device = pipeline.transformer.device
+        self.dtype = pipeline.transformer.dtype
+        self._tokens: dict[tuple, Any] = {}
+        self._t5_cache: dict[tuple, torch.Tensor] = {}
+
+    def frozen_modules(self) -> list[nn.Module]:
+        return [self.vae, self.t5]
+
+    def set_attention(self, kind: str) -> None:
+        """The VAE's attention takes ``kind``; the transformer keeps its FLUX processor (rotary embeddings,
+        joint text-image attention through PyTorch's SDPA), which has no plain-matmul variant."""
+        self.vae.set_attn_processor(attention_processor(kind))
+
+    def to(self, device: Any = None, dtype: torch.dtype | None = None) -> FluxInpaintModel:
+        super().to(device, dtype)
+        self._t5_cache.clear()
+        return self
+
+    # -- images ---------------------------------------------------------------------------------------
+
+    def _latents(self, posterior, generator):
+        latents = posterior.sample(generator=generator) if generator is not None else posterior.mode()
+        config = self.vae.config
+        return ((latents - config.shift_factor) * config.scaling_factor).to(self.dtype)
+
+    def encode_images(self, images, generator=None):
+        vae_dtype = next(self.vae.parameters()).dtype
+        return self._latents(self.vae.encode(images.to(vae_dtype)).latent_dist, generator)
+
+    def encode_image_pair(self, images, masked, generator=None):
+        """One VAE pass over both batches, each posterior then sampled in turn (as two encodes draw)."""
+        from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+        if self.vae.use_slicing or images.shape != masked.shape:
+            return super().encode_image_pair(images, masked, generator)
+        vae_dtype = next(self.vae.parameters()).dtype
+        first, second = self.vae.encode(torch.cat([images, masked]).to(vae_dtype)).latent_dist.parameters.chunk(2)
+        return (self._latents(DiagonalGaussianDistribution(first), generator),
+                self._latents(DiagonalGaussianDistribution(second), generator))
+
+    def decode_latents(self, latents):
+        vae_dtype = next(self.vae.parameters()).dtype
+        config = self.vae.config
+        return self.vae.decode((latents / config.scaling_factor + config.shift_factor).to(vae_dtype)).sample
+
+    def latent_mask(self, mask: torch.Tensor) -> torch.Tensor:
+        """The pixel mask ``[B, 1, H, W]`` as ``FluxFillPipeline.prepare_mask_latents`` lays it out before
+        packing: each latent cell's ``f x f`` pixels as ``f * f`` channels, ``[B, f*f, H/f, W/f]``."""
+        b, _, height, width = mask.shape
+        f = self.latent_factor
+        h, w = height // f, width // f
+        return mask[:, 0].reshape(b, h, f, w, f).permute(0, 2, 4, 1, 3).reshape(b, f * f, h, w)
+
+    # -- text -----------------------------------------------------------------------------------------
+
+    def _token_ids(self, tokenizer, prompts: list[str], length: int):
+        key = (id(tokenizer), tuple(prompts), length)
+        if key not in self._tokens:
+            self._tokens[key] = tokenizer(prompts, padding="max_length", max_length=length, truncation=True,
+                                          return_length=False, return_overflowing_tokens=False,
+                                          return_tensors="pt").input_ids
+        return self._tokens[key]
+
+    def encode_prompts(self, prompts: list[str]) -> dict[str, torch.Tensor]:
+        """What the pipeline's ``encode_prompt`` gives: CLIP's pooled output (``pooled_projections``;
+        gradients flow when CLIP trains) and T5's last hidden states (``encoder_hidden_states``, padded to
+        ``max_sequence_length``; T5 is frozen, so its output is cached per prompt list)."""
+        pipe = self.pipeline
+        clip = pipe.text_encoder
+        ids = self._token_ids(pipe.tokenizer, prompts, pipe.tokenizer_max_length)
+        pooled = clip(ids.to(clip.device), output_hidden_states=False).pooler_output
+        pooled = pooled.to(dtype=clip.dtype, device=self.device)
+        key = tuple(prompts)
+        if key not in self._t5_cache:
+            with torch.no_grad():
+                t5_ids = self._token_ids(pipe.tokenizer_2, prompts, self.max_sequence_length)
+                embeds = self.t5(t5_ids.to(self.t5.device), output_hidden_states=False)[0]
+            if len(self._t5_cache) >= 8:
+                self._t5_cache.clear()
+            self._t5_cache[key] = embeds.to(dtype=self.t5.dtype, device=self.device)
+        return {"pooled_projections": pooled, "encoder_hidden_states": self._t5_cache[key]}
+
+    # -- the denoiser ---------------------------------------------------------------------------------
+
+    def pack(self, latents: torch.Tensor) -> torch.Tensor:
+        """``[B, C, h, w]`` -> ``[B, h/2 * w/2, 4C]`` (the pipeline's ``_pack_latents``)."""
+        b, c, h, w = latents.shape
+        return self.pipeline._pack_latents(latents, b, c, h, w)
+
+    def unpack(self, tokens: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """The inverse of :meth:`pack` for an ``h x w`` latent grid (the pipeline's ``_unpack_latents``)."""
+        f = self.latent_factor
+        return self.pipeline._unpack_latents(tokens, h * f, w * f, f)
+
+    def denoise(self, noisy, timesteps, mask, masked_latents, cond):
+        """The transformer's velocity for unpacked ``noisy`` latents at ``timesteps`` (scheduler timesteps,
+        sigma x 1000), given :meth:`latent_mask`'s mask and the masked-image latents: the hidden states are
+        ``cat(packed noisy, cat(packed masked latents, packed mask))`` as ``FluxFillPipeline`` builds them."""
+        b, _, h, w = noisy.shape
+        dtype = noisy.dtype
+        condition = torch.cat([self.pack(masked_latents.to(dtype)), self.pack(mask.to(dtype))], dim=-1)
+        hidden = torch.cat([self.pack(noisy), condition], dim=2)
+        embeds = cond["encoder_hidden_states"]
+        text_ids = torch.zeros(embeds.shape[1], 3, device=noisy.device, dtype=self.pipeline.text_encoder.dtype)
+        image_ids = self.pipeline._prepare_latent_image_ids(b, h // 2, w // 2, noisy.device, embeds.dtype)
+        guidance = None
+        if self.denoiser.config.guidance_embeds:
+            guidance = torch.full([b], self.guidance, device=noisy.device, dtype=torch.float32)
+        out = self.denoiser(hidden_states=hidden, timestep=timesteps.to(dtype) / 1000, guidance=guidance,
+                            pooled_projections=cond["pooled_projections"], encoder_hidden_states=embeds,
+                            txt_ids=text_ids, img_ids=image_ids, return_dict=False)[0]
+        return self.unpack(out, h, w)
+
+    # -- the rectified-flow objective (diffusers' FLUX training scripts) ---------------------------------
+
+    def sample_training_timesteps(self, batch_size, generator):
+        from diffusers.training_utils import compute_density_for_timestep_sampling
+
+        u = compute_density_for_timestep_sampling(self.weighting_scheme, batch_size, logit_mean=self.logit_mean,
+                                                  logit_std=self.logit_std, mode_scale=self.mode_scale,
+                                                  generator=generator)
+        schedule = self.noise_scheduler.timesteps
+        indices = (u * self.noise_scheduler.config.num_train_timesteps).long().clamp(max=len(schedule) - 1)
+        return schedule[indices]
+
+    def sigmas(self, timesteps: torch.Tensor, ndim: int = 4, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The training schedule's sigma of each timestep, ``[B, 1, ...]`` (the scripts' ``get_sigmas``)."""
+        schedule = self.noise_scheduler.timesteps.to(timesteps.device)
+        index = (schedule[None, :] == timesteps[:, None]).int().argmax(dim=1)
+        sigma = self.noise_scheduler.sigmas.to(timesteps.device)[index].to(dtype)
+        return sigma.reshape(-1, *[1] * (ndim - 1))
+
+    def add_noise(self, latents, noise, timesteps):
+        sigma = self.sigmas(timesteps, latents.ndim, latents.dtype)
+        return (1.0 - sigma) * latents + sigma * noise
+
+    def training_target(self, latents, noise, timesteps):
+        return noise - latents
+
+    def timestep_loss_weighting(self, timesteps):
+        if self.weighting_scheme not in ("sigma_sqrt", "cosmap"):
+            return None  # compute_loss_weighting_for_sd3 gives ones
+        from diffusers.training_utils import compute_loss_weighting_for_sd3
+
+        return compute_loss_weighting_for_sd3(self.weighting_scheme, self.sigmas(timesteps)).float()
+
+    def loss_weights(self, unknown):
+        """0 on every packed token (``2f x 2f`` pixels) touching the unknown region, 1 elsewhere, spread over
+        the token's 2x2 latent cells: the error is excluded per token, where the transformer sees it."""
+        tokens = loss_weights(unknown, 2 * self.latent_factor)
+        return tokens.repeat_interleave(2, dim=-2).repeat_interleave(2, dim=-1)
+
+    # -- sampling -------------------------------------------------------------------------------------
+
+    def make_scheduler(self, name: str):
+        """``auto`` or ``euler``: the flow-matching Euler scheduler of the pipeline (the resolution-dependent
+        shift is set by the pipeline at each call); the DDPM-family samplers do not apply."""
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        if name not in ("auto", "euler"):
+            raise UserError(f"sample.scheduler: '{name}' is a DDPM-family sampler; FLUX is a flow-matching model: "
+                            "use 'auto' or 'euler' (flow-matching Euler)")
+        return FlowMatchEulerDiscreteScheduler.from_config(self.pipeline.scheduler.config)
+
+    def generate(self, image, mask, prompt, *, generators, scheduler, steps, guidance_scale=30.0):
+        """The stock ``FluxFillPipeline.__call__`` (``guidance_scale`` is the embedded guidance: FLUX Fill's
+        default is 30); ``image`` in ``[-1, 1]``, ``mask`` 0/1, both ``[1, C, H, W]``."""
+        self.pipeline.scheduler = scheduler
+        height, width = image.shape[-2:]
+        n = len(generators)
+        out = self.pipeline(
+            prompt=[prompt] * n, image=((image + 1) / 2).expand(n, -1, -1, -1), mask_image=mask.expand(n, -1, -1, -1),
+            height=height, width=width, num_inference_steps=steps, guidance_scale=guidance_scale,
+            generator=list(generators), output_type="pt", max_sequence_length=self.max_sequence_length,
+        )
+        return out.images.float().clamp(0, 1)
