@@ -93,7 +93,7 @@ def test_unknown_baseline_lists_the_known_ones(example_scene, tmp_path):
         run_image_baseline("backbone-untuned", load_scene(example_scene), tmp_path)
 
 
-@pytest.mark.parametrize("command", [["ablate", "--baselines-only"]])
+@pytest.mark.parametrize("command", [["ablate", "--baselines-only"], ["fill", "--preset", "cpu"]])
 def test_an_unknown_baseline_on_the_command_line_is_one_line_exit_2(command, example_scene, tmp_path, capsys):
     code = main([*command[:1], str(example_scene), *command[1:], "--baseline", "lama", "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip()

@@ -166,13 +166,13 @@ def _rank_body(task, plugins, progress):
 
 
 def _baseline_body(task, plugins, progress):
-    from realfill.contact_sheet import contact_sheet
+    from realfill.contact_sheet import write_contact_sheets
     from realfill.scene import load_scene, read_rgb
 
     scene = load_scene(task["scene"])
     path = run_image_baseline(task["baseline"], scene, Path(task["dir"]), plugins=plugins)
-    sheet = contact_sheet(scene.references, scene.masked_target(), [(task["baseline"], read_rgb(path))], scene.gt)
-    sheet.save(Path(task["dir"]) / "contact_sheet.png")
+    write_contact_sheets(Path(task["dir"]), scene.references, scene.masked_target(), [], scene.gt,
+                         baselines=[(f"baseline {task['baseline']}", read_rgb(path))])
     return {}
 
 
