@@ -44,7 +44,7 @@ def check_baselines(names, plugins=None, flag: str = "--baseline") -> None:
     registry = _plugins(plugins).baselines
     for name in names:
         if name not in registry:
-            raise UserError(f"{flag} {name}: {registry.unknown_message(name)}")
+            raise UserError(f"{flag} {name}: unknown baseline; known baselines: {', '.join(registry.names())}")
 
 
 def untuned_config(config):
