@@ -7,9 +7,9 @@ a markdown table for the GPU section of ``docs/benchmarks.md``.
    VAE's dtype at encode time (``tests/test_precision.py``, ``tests/test_lora_diffusers.py``).
 2. ``benchmarks/real_size.py`` per preset (``paper``: SD2 at 512 px, batch 16, float32 weights under bf16
    autocast where the GPU has bf16; ``paper-sdxl``: SDXL at 1024 px, its batch, bf16, gradient
-   checkpointing): seconds per training step, seconds per sampling step (one UNet call at the preset's
-   sampling batch), peak CUDA memory, and the minutes a scene would take with the preset's step and sample
-   counts.
+   checkpointing; ``paper-flux``: FLUX.1 Fill at 512 px, batch 4, bf16, rank-64 LoRA, checkpointing):
+   seconds per training step, seconds per sampling step (one denoiser call at the preset's sampling
+   batch), peak CUDA memory, and the minutes a scene would take with the preset's step and sample counts.
 
 It fails loudly: a failed test, a NaN loss or an out-of-memory ends it with a non-zero exit and says which.
 ``--cpu-dry-run`` runs the same stages on the CPU with the tiny twins, so the script is tested in CI.
@@ -30,6 +30,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = ["tests/test_precision.py", "tests/test_lora_diffusers.py"]
+#: the GPU presets, each measured at its own settings
+PRESETS = ("paper", "paper-sdxl", "paper-flux")
 
 
 def preset_case(preset: str, dry_run: bool) -> dict:
@@ -37,7 +39,7 @@ def preset_case(preset: str, dry_run: bool) -> dict:
     from realfill.config import resolve_config
 
     config = resolve_config(preset=preset, overrides=["device=cpu"])  # the settings only: nothing loads
-    kind = {"sd2-inpaint": "sd2", "sdxl-inpaint": "sdxl"}[config.backbone.name]
+    kind = {"sd2-inpaint": "sd2", "sdxl-inpaint": "sdxl", "flux-fill": "flux"}[config.backbone.name]
     dtype = config.backbone.dtype
     precision = config.train.mixed_precision
     if precision == "auto":  # what the GPU will take: float32 weights under bf16 autocast where it has bf16
@@ -50,7 +52,8 @@ def preset_case(preset: str, dry_run: bool) -> dict:
             "mixed_precision": precision, "checkpointing": config.train.gradient_checkpointing,
             "batch": config.train.batch_size, "sample_batch": config.sample.batch_size,
             "train_steps_per_scene": config.train.steps, "samples_per_scene": config.sample.num_samples,
-            "sampling_steps": config.sample.steps}
+            "sampling_steps": config.sample.steps, "lora_rank": config.adapter.rank, "lora_alpha": config.adapter.alpha,
+            "train_text_encoder": config.adapter.train_text_encoder}
     if dry_run:  # the tiny twin, small: the mechanics of the measurement, not its figures
         case.update(kind=f"tiny-{kind}", resolution=64, batch=2, sample_batch=2)
     return case
@@ -82,7 +85,10 @@ def run_tests(device: str, out: Path, dry_run: bool) -> dict:
 def measure(case: dict, device: str) -> dict:
     args = [sys.executable, str(ROOT / "benchmarks" / "real_size.py"), case["kind"], "--resolution",
             str(case["resolution"]), "--dtype", case["dtype"], "--batch", str(case["batch"]), "--sample-batch",
-            str(case["sample_batch"]), "--device", device, "--mixed-precision", case["mixed_precision"]]
+            str(case["sample_batch"]), "--device", device, "--mixed-precision", case["mixed_precision"],
+            "--rank", str(case["lora_rank"]), "--alpha", str(case["lora_alpha"])]
+    if not case["train_text_encoder"]:
+        args.append("--no-text-encoder")
     # three steps on the GPU (the first warms up); the dry run: two, on one thread (tiny tensors)
     args += ["--train-steps", "3"] if device != "cpu" else ["--train-steps", "2", "--threads", "1"]
     if case["checkpointing"]:
@@ -167,7 +173,7 @@ def main(argv=None) -> int:
     print(f"gpu-check: tests {report['tests']['passed']} passed, {report['tests']['failed']} failed, "
           f"{report['tests']['skipped']} skipped", flush=True)
     report["real_size"] = []
-    for preset in ("paper", "paper-sdxl"):
+    for preset in PRESETS:
         row = measure(preset_case(preset, args.cpu_dry_run), device)
         report["real_size"].append(row)
         print(f"gpu-check: {preset}: " + (f"FAILED ({row['error']})" if "error" in row else

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from realfill.baselines import telea
+from realfill_plugins.baselines.telea import telea
 from realfill.config import dump_config, resolve_config
 from realfill.plugins import RealfillPlugins
 from realfill.sampling import sample_completions

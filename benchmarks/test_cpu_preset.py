@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from realfill.baselines import telea
+from realfill_plugins.baselines.telea import telea
 from realfill.config import resolve_config
 from realfill.evaluation import build_metrics, selection_stats
 from realfill.plugins import RealfillPlugins

@@ -1,123 +1,50 @@
-"""Baselines evaluated in the same harness as RealFill, so every table has them beside it.
+"""The baselines' harness: a baseline is a component of the ``baseline`` role (``realfill_register_baselines``;
+the built-ins are in ``realfill_plugins.baselines``: ``telea``, ``geometric``, ``multi-homography`` and
+``backbone-untuned``), and this module runs one into a folder that ``realfill evaluate`` reads.
 
-- ``telea``: classical inpainting, OpenCV's fast-marching method (Telea 2004). Uses no reference.
-- ``geometric``: TransFill-style warping. SIFT correspondences between each reference and the target's
-  known pixels (Lowe ratio 0.75), a RANSAC homography per reference, and the reference with the most
-  inliers is warped into the hole, its colours matched (per-channel mean and std) to the target where the
-  two overlap on known pixels. Hole pixels the warp does not cover are filled with Telea.
-- ``backbone-untuned``: the fill pipeline with ``train.steps = 0``: the pre-trained backbone without
-  fine-tuning. It is a run config, not an image operation; :func:`untuned_config` makes it.
+An image baseline (``kind = "image"``) makes its fill from the scene; a pipeline baseline
+(``kind = "pipeline"``, e.g. ``backbone-untuned``) is the fill pipeline with its ``overrides`` on the run
+config (:func:`untuned_config`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
-import numpy as np
 from PIL import Image
 
+from realfill.components import BaselineResult
 from realfill.errors import UserError
 from realfill.evaluation import RUN_RECORD
 from realfill.scene import Scene
 
-MIN_INLIERS = 8
+__all__ = ["BaselineResult", "baseline_names", "check_baselines", "image_baseline_names", "run_image_baseline",
+           "untuned_config"]
 
 
-@dataclass
-class BaselineResult:
-    image: np.ndarray  # HxWx3 uint8 RGB, the target's size; known pixels are the target's
-    details: dict = field(default_factory=dict)
+def _plugins(plugins):
+    if plugins is None:
+        from realfill.plugins import get_plugins
+
+        plugins = get_plugins()
+    return plugins
 
 
-def telea(scene: Scene, radius: int = 5) -> BaselineResult:
-    """OpenCV Telea inpainting of the masked region."""
-    bgr = cv2.cvtColor(scene.target, cv2.COLOR_RGB2BGR)
-    filled = cv2.inpaint(bgr, scene.mask.astype(np.uint8) * 255, radius, cv2.INPAINT_TELEA)
-    return BaselineResult(cv2.cvtColor(filled, cv2.COLOR_BGR2RGB), {"radius": radius})
+def baseline_names(plugins=None) -> list[str]:
+    return _plugins(plugins).baselines.names()
 
 
-def _sift(image: np.ndarray, mask: np.ndarray | None = None):
-    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-    detector_mask = None if mask is None else mask.astype(np.uint8) * 255
-    return cv2.SIFT_create(nfeatures=4000).detectAndCompute(gray, detector_mask)
+def image_baseline_names(plugins=None) -> list[str]:
+    return [cls.name for cls in _plugins(plugins).baselines if cls.kind == "image"]
 
 
-def homography_to_target(reference: np.ndarray, scene: Scene, ratio: float = 0.75) -> tuple[np.ndarray | None, int, int]:
-    """(H mapping reference pixels to target pixels, inliers, ratio-test matches) from SIFT + RANSAC.
-    Target keypoints come from the known pixels only (eroded, so none sits on the hole's edge)."""
-    known = cv2.erode((~scene.mask).astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
-    kp_t, des_t = _sift(scene.target, known)
-    kp_r, des_r = _sift(reference)
-    if des_t is None or des_r is None or len(kp_t) < 2 or len(kp_r) < 2:
-        return None, 0, 0
-    pairs = cv2.BFMatcher(cv2.NORM_L2).knnMatch(des_r, des_t, k=2)
-    good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < ratio * p[1].distance]
-    if len(good) < 4:
-        return None, 0, len(good)
-    src = np.float32([kp_r[m.queryIdx].pt for m in good]).reshape(-1, 1, 2)
-    dst = np.float32([kp_t[m.trainIdx].pt for m in good]).reshape(-1, 1, 2)
-    homography, inlier_mask = cv2.findHomography(src, dst, cv2.RANSAC, 4.0, maxIters=5000, confidence=0.999)
-    if homography is None:
-        return None, 0, len(good)
-    return homography, int(inlier_mask.sum()), len(good)
-
-
-def _match_colours(warped: np.ndarray, target: np.ndarray, overlap: np.ndarray) -> np.ndarray:
-    if overlap.sum() < 100:
-        return warped
-    out = warped.astype(np.float64)
-    for c in range(3):
-        src, dst = out[..., c][overlap], target[..., c][overlap].astype(np.float64)
-        out[..., c] = (out[..., c] - src.mean()) * (dst.std() / max(src.std(), 1e-6)) + dst.mean()
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
-
-
-def geometric(scene: Scene) -> BaselineResult:
-    """Warp the best-matching reference into the hole with a RANSAC homography (TransFill-style).
-
-    References are tried from the most inliers down; each fills the hole pixels the better ones left
-    uncovered (with one reference this is exactly "warp the best match"). Telea fills the rest."""
-    h, w = scene.mask.shape
-    candidates = []
-    for index, reference in enumerate(scene.references):
-        homography, inliers, matches = homography_to_target(reference, scene)
-        name = scene.reference_paths[index].name if index < len(scene.reference_paths) else str(index)
-        candidates.append({"index": index, "reference": name, "inliers": inliers, "matches": matches, "H": homography})
-    order = sorted((c for c in candidates if c["inliers"] >= MIN_INLIERS), key=lambda c: -c["inliers"])
-    out = scene.target.copy()
-    covered = np.zeros_like(scene.mask)
-    for candidate in order:
-        reference = scene.references[candidate["index"]]
-        warped = cv2.warpPerspective(reference, candidate["H"], (w, h), flags=cv2.INTER_LINEAR, borderValue=0)
-        valid = cv2.warpPerspective(np.ones(reference.shape[:2], np.uint8), candidate["H"], (w, h),
-                                    flags=cv2.INTER_NEAREST) > 0
-        valid = cv2.erode(valid.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)  # drop the blended rim
-        warped = _match_colours(warped, scene.target, valid & ~scene.mask)
-        new = valid & scene.mask & ~covered
-        out[new] = warped[new]
-        covered |= new
-        candidate["coverage"] = float(new.sum() / scene.mask.sum())
-    uncovered = scene.mask & ~covered
-    if uncovered.any():
-        bgr = cv2.inpaint(cv2.cvtColor(out, cv2.COLOR_RGB2BGR), uncovered.astype(np.uint8) * 255, 5, cv2.INPAINT_TELEA)
-        out = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    details = {
-        "warped_coverage": float(covered.sum() / scene.mask.sum()),
-        "telea_coverage": float(uncovered.sum() / scene.mask.sum()),
-        "per_reference": [{k: v for k, v in c.items() if k not in ("H", "index")} for c in candidates],
-    }
-    if not order:
-        details["why_no_warp"] = f"no reference had {MIN_INLIERS}+ homography inliers"
-    return BaselineResult(out, details)
-
-
-#: image baselines by name; ``backbone-untuned`` goes through the fill pipeline (see untuned_config)
-IMAGE_BASELINES: dict[str, Callable[[Scene], BaselineResult]] = {"telea": telea, "geometric": geometric}
-BASELINE_NAMES = (*IMAGE_BASELINES, "backbone-untuned")
+def check_baselines(names, plugins=None, flag: str = "--baseline") -> None:
+    """Refuse an unknown baseline name in one line that lists the registered ones."""
+    registry = _plugins(plugins).baselines
+    for name in names:
+        if name not in registry:
+            raise UserError(f"{flag} {name}: unknown baseline; known baselines: {', '.join(registry.names())}")
 
 
 def untuned_config(config):
@@ -125,12 +52,20 @@ def untuned_config(config):
     return config.model_copy(update={"train": config.train.model_copy(update={"steps": 0})})
 
 
+def make_baseline(name: str, plugins=None):
+    registry = _plugins(plugins).baselines
+    cls = registry.get(name)  # unknown names raise with the known ones
+    if cls.kind != "image":
+        images = ", ".join(image_baseline_names(plugins))
+        raise UserError(f"baseline '{name}' is a run of the fill pipeline, not an image operation; "
+                        f"image baselines: {images}")
+    return cls(cls.Config())
+
+
 def run_image_baseline(name: str, scene: Scene, out_dir: Path, plugins=None) -> Path:
     """Run an image baseline into ``out_dir`` (result.png, and run.json naming the scene, for
     ``realfill evaluate OUT_DIR``); returns the result path."""
-    if name not in IMAGE_BASELINES:
-        raise UserError(f"unknown baseline '{name}'; known baselines: {', '.join(BASELINE_NAMES)}")
-    result = IMAGE_BASELINES[name](scene)
+    result = make_baseline(name, plugins).complete(scene)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "result.png"

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-ROLES = ("backbone", "adapter", "masking", "ranker", "metric")
+ROLES = ("backbone", "adapter", "masking", "ranker", "metric", "baseline")
 
 
 class ComponentConfig(BaseModel):
@@ -133,4 +133,34 @@ class Metric(Component):
     def compute(self, result, gt, mask) -> dict[str, float]:
         """``result``/``gt``: HxWx3 uint8 RGB; ``mask``: HxW bool. Returns named values,
         e.g. ``{"psnr_masked": ..., "psnr": ...}``."""
+        raise NotImplementedError
+
+
+@dataclass
+class BaselineResult:
+    """An image baseline's completion: HxWx3 uint8 RGB at the target's size, the known pixels the
+    target's; ``details`` (JSON-able) say how it was made and land in the baseline's ``run.json``."""
+
+    image: Any
+    details: dict = field(default_factory=dict)
+
+
+class Baseline(Component):
+    """A completion made without RealFill, evaluated in the same harness (ablations, ``realfill fill``'s
+    comparison). Two kinds:
+
+    - ``kind = "image"``: ``complete(scene)`` makes the fill directly (Telea, warping the references).
+    - ``kind = "pipeline"``: the fill pipeline itself with ``overrides`` on the run config (e.g. the
+      backbone without fine-tuning: ``("train.steps=0",)``); ``complete`` is not called.
+    """
+
+    role = "baseline"
+    kind: ClassVar[str] = "image"
+    #: whether it looks at the references (Telea does not)
+    uses_references: ClassVar[bool] = True
+    #: for ``kind = "pipeline"``: ``key=value`` overrides on the run config
+    overrides: ClassVar[tuple[str, ...]] = ()
+
+    def complete(self, scene) -> BaselineResult:
+        """``scene``: a :class:`realfill.scene.Scene` (references, target, mask; its ``gt`` must not be used)."""
         raise NotImplementedError

@@ -108,6 +108,23 @@ def realfill_register_metrics(registry: ComponentRegistry) -> None:
     """
 
 
+@hookspec
+def realfill_register_baselines(registry: ComponentRegistry) -> None:
+    """Add baselines (completions made without RealFill, evaluated beside it) to ``registry``.
+
+    :param registry: the baseline registry; ``registry.add(cls)`` with a :class:`realfill.components.Baseline`
+        (an image baseline implements ``complete(scene)``; a pipeline baseline sets ``overrides``).
+
+    Not firstresult: every plugin's implementation is called.
+
+    Sample implementation::
+
+        @hookimpl
+        def realfill_register_baselines(registry):
+            registry.add(PatchMatchBaseline)
+    """
+
+
 # -------------------------------------------------------------------------------------------------
 # Run lifecycle hooks: observers (loggers, dashboards, trackers). Their return values are ignored,
 # and an observer that raises is reported as a warning; the run goes on.

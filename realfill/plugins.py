@@ -50,6 +50,10 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "realfill_plugins.metrics.vif",
     "realfill_plugins.metrics.sharpness",
     "realfill_plugins.metrics.learned",
+    "realfill_plugins.baselines.telea",
+    "realfill_plugins.baselines.geometric",
+    "realfill_plugins.baselines.multi_homography",
+    "realfill_plugins.baselines.untuned",
 )
 
 _REGISTER_HOOKS = {
@@ -58,6 +62,7 @@ _REGISTER_HOOKS = {
     "masking": "realfill_register_masking",
     "ranker": "realfill_register_rankers",
     "metric": "realfill_register_metrics",
+    "baseline": "realfill_register_baselines",
 }
 
 
@@ -214,6 +219,7 @@ class RealfillPlugins:
     masking = property(lambda self: self.registries["masking"])
     rankers = property(lambda self: self.registries["ranker"])
     metrics = property(lambda self: self.registries["metric"])
+    baselines = property(lambda self: self.registries["baseline"])
 
     # -- listing ------------------------------------------------------------------------------
 

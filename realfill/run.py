@@ -135,7 +135,7 @@ def sample_stage(scene, config, train_dir: Path | None, directory: Path, *, plug
 def rank_stage(scene, config, directory: Path, sample_paths: list[Path], *, plugins=None, console=None) -> list[dict]:
     """Rank the samples with the configured ranker (``realfill.ranking``); write ``ranking.json``,
     ``result.png`` (the best) and ``contact_sheet.png``."""
-    from realfill.contact_sheet import contact_sheet
+    from realfill.contact_sheet import write_contact_sheets
     from realfill.scene import read_rgb
 
     plugins = _plugins(plugins)
@@ -149,14 +149,14 @@ def rank_stage(scene, config, directory: Path, sample_paths: list[Path], *, plug
                               keep_fraction=config.select.keep_fraction)
     best = candidates[names.index(ranking[0]["file"])]
     save_image(directory / RESULT_FILE, best)
-    ranked = [(f"#{r['rank']} {Path(r['file']).stem} score {r['score']:.0f}", candidates[names.index(r["file"])])
+    ranked = [(f"#{r['rank']} {Path(r['file']).stem} score {r['score']:.4g}", candidates[names.index(r["file"])])
               for r in ranking]
     pictures = [(f"correspondences of #{r['rank']} {Path(r['file']).stem}", read_rgb(path))
                 for r in ranking if (path := directory / "correspondences" / f"{r['rank']:03d}.png").is_file()]
     backbone = getattr(config, "backbone", None)  # `realfill rank` passes only the ranking settings
     notice = plugins.backbones.get(backbone.name).disclaimer if backbone is not None else None
-    save_image(directory / CONTACT_SHEET, contact_sheet(scene.references, scene.masked_target(), ranked, scene.gt,
-                                                         correspondences=pictures, notice=notice))
+    write_contact_sheets(directory, scene.references, scene.masked_target(), ranked, scene.gt, correspondences=pictures,
+                         notice=notice)
     plugins.ranking_done(run_dir=directory, ranking=ranking)
     return ranking
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The first GPU run, as one command (benchmarks/gpu_check.py says what it runs): the cuda-marked tests, then
-# real-size random-weight SD2 (paper preset) and SDXL (paper-sdxl preset) training and sampling steps with
-# peak CUDA memory and projected minutes per scene; writes gpu-check.json and gpu-check.md to $OUT (the
-# device tool's folder) or runs/gpu-check/. About 5-8 minutes of GPU time on an H100/H200.
+# real-size random-weight SD2 (paper preset), SDXL (paper-sdxl) and FLUX.1 Fill (paper-flux) training and
+# sampling steps with peak CUDA memory and projected minutes per scene; writes gpu-check.json and
+# gpu-check.md to $OUT (the device tool's folder) or runs/gpu-check/. Sized for about 8 minutes of GPU time
+# on an H100/H200 (not yet run on one).
 #
 #   scripts/gpu-check.sh --prepare      where the package registries are: download the wheels a bare GPU
 #                                       machine lacks (Python 3.12, torch 2.11 there) into .gpu-wheels/

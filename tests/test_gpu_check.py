@@ -30,11 +30,13 @@ def test_the_cpu_dry_run_runs_every_stage_and_writes_its_report(tmp_path):
     assert report["dry_run"] is True
     assert report["tests"]["passed"] >= 3 and report["tests"]["failed"] == 0 and report["tests"]["skipped"] == 0
     rows = {row["preset"]: row for row in report["real_size"]}
-    assert set(rows) == {"paper", "paper-sdxl"}
+    assert set(rows) == {"paper", "paper-sdxl", "paper-flux"}
     assert rows["paper-sdxl"]["checkpointing"] and rows["paper-sdxl"]["dtype"] == "bfloat16"
+    assert rows["paper-flux"]["kind"] == "tiny-flux" and rows["paper-flux"]["lora_rank"] == 64
     for row in rows.values():
         assert "error" not in row and row["train_step_s"] > 0 and row["sample_step_s"] > 0
         assert all(loss == loss for loss in row["losses"])  # finite: NaN != NaN
         assert row["minutes_per_scene"] > 0
     table = (tmp_path / "gpu-check.md").read_text()
-    assert "| `paper` | tiny-sd2 |" in table and "| `paper-sdxl` | tiny-sdxl |" in table
+    for preset, kind in (("paper", "tiny-sd2"), ("paper-sdxl", "tiny-sdxl"), ("paper-flux", "tiny-flux")):
+        assert f"| `{preset}` | {kind} |" in table

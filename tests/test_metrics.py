@@ -241,7 +241,7 @@ def test_sharpness_is_one_for_the_ground_truth_and_falls_with_blur_and_with_nois
 def geometric_fills(example_scene):
     """The geometric baseline's fill on two real stereo scenes (the bundled one and skimage's pair at
     256 px): its warp is misregistered by the parallax, as every warp of another viewpoint is."""
-    from realfill.baselines import geometric
+    from realfill_plugins.baselines.geometric import geometric
     from realfill.scene import load_scene
     from realfill.testing import stereo_motorcycle_scene
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 
 import pytest
+import numpy as np
 import torch
 
 from realfill.errors import UnknownComponentError, UserError
@@ -171,6 +172,24 @@ def test_hook_realfill_register_metrics():
     from realfill.components import Metric
 
     _single_component_plugin(Metric, "realfill_register_metrics", "test-metric", "metric")
+
+
+def test_hook_realfill_register_baselines(fake_entry_points, example_scene, tmp_path):
+    """A third-party baseline (tests/plugins/navier_stokes.py, as an entry point) is registered beside the
+    built-ins, listed with its plugin, and runs like them."""
+    from realfill.baselines import run_image_baseline
+    from realfill.components import Baseline
+    from realfill.scene import load_scene, read_rgb
+
+    _single_component_plugin(Baseline, "realfill_register_baselines", "test-baseline", "baseline")
+    fake_entry_points(DummyEntryPoint("navier-stokes", "navier_stokes", dist="realfill-ns", version="0.3"))
+    plugins = load()
+    assert {"telea", "geometric", "multi-homography", "backbone-untuned", "navier-stokes"} <= set(plugins.baselines.names())
+    assert _registered_by(plugins, "baseline", "navier-stokes") == "navier-stokes"
+    scene = load_scene(example_scene)
+    image = read_rgb(run_image_baseline("navier-stokes", scene, tmp_path / "ns", plugins=plugins))
+    assert np.array_equal(image[~scene.mask], scene.target[~scene.mask])
+    assert not np.array_equal(image[scene.mask], scene.target[scene.mask])
 
 
 @pytest.fixture

@@ -81,14 +81,19 @@ class TinyFlux(Backbone):
         name: Literal["tiny-flux"] = "tiny-flux"
         seed: int = 0  # the weights' seed
         max_sequence_length: int = Field(T5_TOKENS, ge=1, le=T5_TOKENS)
+        # the weights' dtype, as flux-fill's key (whose default is bfloat16): half precision runs on a CPU too
+        dtype: Literal["float32", "float16", "bfloat16"] = "float32"
 
     def load(self, device="cpu", dtype=None):
+        from realfill.diffusion import TORCH_DTYPES
+
         c = self.config
+        dtype = dtype or TORCH_DTYPES[c.dtype]
         return FluxInpaintModel(
             build_tiny_flux(c.seed), native_resolution=self.native_resolution, weighting_scheme=c.weighting_scheme,
             logit_mean=c.logit_mean, logit_std=c.logit_std, mode_scale=c.mode_scale, guidance=c.guidance,
             max_sequence_length=c.max_sequence_length,
-        ).to(device, dtype)
+        ).to(device, None if dtype == TORCH_DTYPES["float32"] else dtype)  # float32: as built, no cast
 
 
 @hookimpl

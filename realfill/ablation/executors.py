@@ -16,7 +16,7 @@ from realfill.baselines import run_image_baseline
 from realfill.config import validate_config
 from realfill.errors import UserError
 from realfill.evaluation import RUN_RECORD, build_metrics, evaluate_run
-from realfill.runfolder import OutOfSpace, atomic_write_text, save_image
+from realfill.runfolder import OutOfSpace, atomic_write_text
 
 # -- measuring a stage -------------------------------------------------------------------------------
 
@@ -169,13 +169,13 @@ def _rank_body(task, plugins, progress):
 
 
 def _baseline_body(task, plugins, progress):
-    from realfill.contact_sheet import contact_sheet
+    from realfill.contact_sheet import write_contact_sheets
     from realfill.scene import load_scene, read_rgb
 
     scene = load_scene(task["scene"])
     path = run_image_baseline(task["baseline"], scene, Path(task["dir"]), plugins=plugins)
-    sheet = contact_sheet(scene.references, scene.masked_target(), [(task["baseline"], read_rgb(path))], scene.gt)
-    save_image(Path(task["dir"]) / "contact_sheet.png", sheet)
+    write_contact_sheets(Path(task["dir"]), scene.references, scene.masked_target(), [], scene.gt,
+                         baselines=[(f"baseline {task['baseline']}", read_rgb(path))])
     return {}
 
 

@@ -40,9 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     axes.add_argument("--sweep", type=Path, metavar="FILE.toml",
                       help="the configurations from a file: [axes] (a product) or [[run]] (a list)")
     axes.add_argument("--baseline", action="append", default=[], metavar="NAME",
-                      help="add a baseline beside every table: telea, geometric, backbone-untuned (repeatable)")
+                      help="add a baseline beside every table (repeatable): telea, geometric, multi-homography, "
+                      "backbone-untuned, or one a plugin registers (realfill plugins)")
     axes.add_argument("--baselines-only", action="store_true",
-                      help="run only the image baselines (telea, geometric): no fine-tuning, no backbone needed")
+                      help="run only the image baselines (e.g. telea, geometric): no fine-tuning, no backbone needed")
     run = parser.add_argument_group("running")
     run.add_argument("--out", type=Path, default=Path("runs/ablation"), help="the ablation folder (default runs/ablation)")
     run.add_argument("--executor", choices=("local", "ray"), default="local")
@@ -61,7 +62,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def configurations_from_args(args, plugins):
     from realfill.ablation import Configuration, product_configurations, read_sweep
-    from realfill.baselines import BASELINE_NAMES, IMAGE_BASELINES
+    from realfill.baselines import check_baselines
+
+    check_baselines(args.baseline, plugins)
+    registry = plugins.baselines
+    image_baselines = [name for name in args.baseline if registry.get(name).kind == "image"]
 
     axes = {key: getattr(args, dest) for dest, key in AXES.items() if getattr(args, dest)}
     base = {"preset": args.preset, "config": args.config, "set": list(args.overrides)}
@@ -83,21 +88,19 @@ def configurations_from_args(args, plugins):
         configurations = product_configurations(axes) if axes else [Configuration("base")]
     if base["preset"] and base["config"]:
         raise UserError("--config and --preset exclude each other: a saved config already holds its preset")
-    for name in args.baseline:
-        if name not in BASELINE_NAMES:
-            raise UserError(f"--baseline {name}: unknown baseline; known baselines: {', '.join(BASELINE_NAMES)}")
     if args.baselines_only:
-        image_baselines = [name for name in args.baseline if name in IMAGE_BASELINES]
         if not image_baselines or axes or args.sweep or len(image_baselines) != len(args.baseline):
             raise UserError("--baselines-only: give only image baselines (--baseline telea, --baseline geometric), "
                             "and no axes or sweep")
         return base, [Configuration(name, baseline=name) for name in image_baselines]
     extra = []
-    if "backbone-untuned" in args.baseline:
+    for name in args.baseline:  # a pipeline baseline: the same runs with its overrides
+        if name in image_baselines:
+            continue
         for c in configurations:
-            label = "backbone-untuned" if len(configurations) == 1 else f"{c.label},untuned"
-            extra.append(Configuration(label, [*c.overrides, "train.steps=0"]))
-    extra += [Configuration(name, baseline=name) for name in args.baseline if name in IMAGE_BASELINES]
+            label = name if len(configurations) == 1 else f"{c.label},{name.removeprefix('backbone-')}"
+            extra.append(Configuration(label, [*c.overrides, *registry.get(name).overrides]))
+    extra += [Configuration(name, baseline=name) for name in image_baselines]
     return base, configurations + extra
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
 NAME = "fill"
@@ -16,6 +17,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from its last checkpoint (same config)")
+    compare = parser.add_argument_group("comparison (scenes with target/gt.png)")
+    compare.add_argument("--baseline", action="append", default=[], metavar="NAME",
+                         help="compare the result with this image baseline (repeatable; default: telea, geometric, "
+                         "multi-homography)")
+    compare.add_argument("--no-compare", action="store_true",
+                         help="skip the comparison with the baselines (comparison.json)")
 
 
 def out_path(args: argparse.Namespace) -> Path | None:
@@ -27,8 +34,16 @@ def run(args: argparse.Namespace, ctx) -> int:
     from realfill.cli import config_from_args
     from realfill.run import RESULT_FILE, fill
 
+    from realfill.comparison import DEFAULT_BASELINES, check_comparison_baselines, report_comparison
+
+    baselines = args.baseline or list(DEFAULT_BASELINES)
+    check_comparison_baselines(baselines, ctx.plugins)  # a bad name fails before anything runs
     config = config_from_args(args, ctx)
+    start = time.perf_counter()
     run_dir = fill(args.scene, config, args.out, plugins=ctx.plugins, resume=args.resume, console=ctx.console)
+    if not args.no_compare:
+        report_comparison(run_dir, args.scene, config, plugins=ctx.plugins, baselines=baselines, console=ctx.console,
+                          seconds=time.perf_counter() - start)
     ctx.console.print(f"[green]done:[/] {run_dir / RESULT_FILE}", soft_wrap=True)
     ctx.out.print(str(run_dir))
     return 0

@@ -1,0 +1,1 @@
+"""Built-in baselines: completions made without RealFill, evaluated in the same harness."""
