@@ -41,7 +41,7 @@ def preset_case(preset: str, dry_run: bool) -> dict:
     config = resolve_config(preset=preset, overrides=["device=cpu"])  # the settings only: nothing loads
     kind = {"sd2-inpaint": "sd2", "sdxl-inpaint": "sdxl", "flux-fill": "flux"}[config.backbone.name]
     dtype = config.backbone.dtype
-    precision = config.train.mixed_precision
+    precision = config.train.mixed_precision or {"float32": "no", "bfloat16": "bf16", "float16": "fp16"}[dtype]
     if precision == "auto":  # what the GPU will take: float32 weights under bf16 autocast where it has bf16
         import torch
 

@@ -51,8 +51,9 @@ class TrainConfig(Section):
     # autocast; "auto": for float32 weights bf16 where the device computes it natively (a CUDA GPU of compute
     # capability 8+, a CPU with AVX512-BF16 or AMX), else full float32; for float16 / bfloat16 weights
     # (backbone.dtype) the autocast of that dtype, the only one they train under (fp16 with loss scaling).
-    # Trainable parameters stay float32 in every mode.
-    mixed_precision: Literal["no", "fp16", "bf16", "auto"] = "no"
+    # Unset: the weights' own (float32: "no"; float16: "fp16"; bfloat16: "bf16"). Trainable parameters stay
+    # float32 in every mode.
+    mixed_precision: Literal["no", "fp16", "bf16", "auto"] | None = None
     # TF32 matmuls and convolutions on CUDA GPUs that have them (Ampere and newer), as the public recipe's
     # --allow_tf32; no effect on a CPU
     allow_tf32: bool = True

@@ -94,7 +94,7 @@ HALF_PRECISION = {torch.float16: "fp16", torch.bfloat16: "bf16"}
 DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
 
 
-def resolve_precision(requested: str, weight_dtype: torch.dtype, device: torch.device) -> str:
+def resolve_precision(requested: str | None, weight_dtype: torch.dtype, device: torch.device) -> str:
     """``train.mixed_precision`` as it will run (``no``, ``bf16`` or ``fp16``) for weights of
     ``weight_dtype`` on ``device``; a combination that cannot train correctly is a :class:`UserError` naming
     both keys (checked before any weights load: ``realfill.run.check_device``).
@@ -102,7 +102,10 @@ def resolve_precision(requested: str, weight_dtype: torch.dtype, device: torch.d
     float32 weights take any mode (``auto``: bf16 where ``device`` has it natively, else ``no``). float16 and
     bfloat16 weights train only under the autocast of their own dtype (``auto`` picks it): without autocast
     a full fine-tune's float32 denoiser meets half-precision inputs, float16 without a GradScaler underflows
-    its gradients, and autocast to the other half type computes in a dtype the weights are not in."""
+    its gradients, and autocast to the other half type computes in a dtype the weights are not in. Unset
+    (``None``): the weights' own, ``no`` for float32 and the matching autocast for half precision."""
+    if requested is None:
+        requested = HALF_PRECISION.get(weight_dtype, "no")
     if weight_dtype in HALF_PRECISION:
         wanted = HALF_PRECISION[weight_dtype]
         if requested in ("auto", wanted):

@@ -30,6 +30,18 @@ def one_thread():
 
 
 @pytest.fixture
+def empty_hub_cache(tmp_path, monkeypatch):
+    """A local model cache that holds nothing, whatever this machine's holds."""
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hub-cache"
+    cache.mkdir()
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return cache
+
+
+@pytest.fixture
 def plugins():
     """A fresh plugin manager with the built-ins only (no third-party entry points)."""
     from realfill.plugins import RealfillPlugins

@@ -53,7 +53,8 @@ def error_lines(stderr: str) -> list[str]:
 
 
 def digest(folder: Path) -> dict[str, str]:
-    """Every file's hash, but train_log.jsonl by its steps and losses (it records seconds) and no lock."""
+    """Every file's hash, but train_log.jsonl by its steps and losses and comparison.json without the seconds
+    each method took (both record times), and no lock."""
     out = {}
     for path in sorted(folder.rglob("*")):
         if not path.is_file() or path.name == LOCK_FILE:
@@ -61,6 +62,10 @@ def digest(folder: Path) -> dict[str, str]:
         name = str(path.relative_to(folder))
         if path.name == "train_log.jsonl":
             out[name] = str([(e["step"], e["loss"]) for e in map(json.loads, path.read_text().splitlines())])
+        elif path.name == "comparison.json":
+            record = json.loads(path.read_text())
+            out[name] = json.dumps({**record, "methods": [{k: v for k, v in m.items() if k != "seconds"}
+                                                          for m in record["methods"]]}, sort_keys=True)
         else:
             out[name] = hashlib.sha256(path.read_bytes()).hexdigest()
     return out

@@ -55,18 +55,6 @@ def _sample(model) -> torch.Tensor:
                           scheduler=model.make_scheduler("ddim"), steps=3)
 
 
-@pytest.fixture
-def empty_hub_cache(tmp_path, monkeypatch):
-    """A local model cache that holds nothing, whatever this machine's holds."""
-    from huggingface_hub import constants
-
-    cache = tmp_path / "hub-cache"
-    cache.mkdir()
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return cache
-
-
 def test_single_file_is_in_the_original_layout(tmp_path):
     """What the file holds is Stability's layout, not diffusers' (or from_single_file would not convert)."""
     from safetensors import safe_open

@@ -61,10 +61,10 @@ class FaultPlugin:
             if fault[:2] == ["signal", "rank"]:
                 import realfill.contact_sheet as sheet
 
-                def contact_sheet(*args, _sig=fault[2], **kwargs):
+                def contact_sheets(*args, _sig=fault[2], **kwargs):
                     _signal(_sig)
 
-                sheet.contact_sheet = contact_sheet
+                sheet.contact_sheets = contact_sheets  # what write_contact_sheets draws with
 
     def realfill_ranking_done(self, ranking):
         FaultPlugin.ranked += 1
