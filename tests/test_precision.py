@@ -15,7 +15,6 @@ import torch
 
 from realfill.cli import main
 from realfill.config import resolve_config
-from realfill.errors import UserError
 from realfill.scene import load_scene, read_rgb
 from realfill.testing import test_devices
 from realfill.training import fine_tune, resolve_precision

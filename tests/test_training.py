@@ -97,8 +97,9 @@ class _Kill:
             raise KeyboardInterrupt
 
 
-def test_two_n_steps_equal_n_steps_killed_and_resumed(plugins, scene, tmp_path):
-    config = _config(plugins, "train.steps=6", "train.checkpoint_every=3", "train.log_every=1")
+@pytest.mark.parametrize("backbone", ["tiny-sd2", "tiny-flux"])
+def test_two_n_steps_equal_n_steps_killed_and_resumed(plugins, scene, tmp_path, backbone):
+    config = _config(plugins, "train.steps=6", "train.checkpoint_every=3", "train.log_every=1", backbone=backbone)
 
     def run(directory, resume=False):
         model = plugins.backbones.create(config.backbone).load()
@@ -152,7 +153,6 @@ def test_bf16_autocast_trains_on_the_cpu_and_auto_follows_the_cpu(plugins, scene
     """bf16 autocast on the CPU: the denoiser computes in bfloat16 (the loss moves off the float32 one by
     bf16 rounding, not more), the trained parameters stay float32; ``auto`` takes bf16 exactly where the
     CPU has native bf16 instructions; fp16 autocast always comes with a GradScaler."""
-    from realfill.errors import UserError
     from realfill.training import native_bf16
 
     losses, trainers = {}, {}
