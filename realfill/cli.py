@@ -20,7 +20,11 @@ from rich.console import Console
 from rich.markup import escape
 
 from realfill import __version__
+from realfill.components import BUILTIN_ROLES, Role
+from realfill.config import resolve_config
+from realfill.console import console, stdout
 from realfill.errors import UserError
+from realfill.plugins import RealfillPlugins, set_plugins
 from realfill.runfolder import EXIT_OUT_OF_SPACE, OutOfSpace, check_writable, is_out_of_space
 
 EXIT_BAD_INPUT = 2
@@ -41,7 +45,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _command_modules():
-    import realfill.commands as package
+    import realfill.commands as package  # the commands import the cli (add_config_arguments): a cycle at top level
 
     for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
         module = importlib.import_module(f"{package.__name__}.{info.name}")
@@ -49,7 +53,8 @@ def _command_modules():
             yield module
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(roles: tuple[Role, ...] = BUILTIN_ROLES) -> argparse.ArgumentParser:
+    """The whole command line; ``roles`` (the role table, plugins' roles included) gives the component flags."""
     parser = _Parser(prog="realfill", description="Reference-driven authentic image completion (RealFill).")
     parser.add_argument("--version", action="version", version=f"realfill {__version__}")
     parser.add_argument(
@@ -63,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for module in _command_modules():
         command = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
+        command.roles = roles  # read by add_config_arguments and ablate's axes
         module.add_arguments(command)
         command.set_defaults(_module=module)
     return parser
@@ -73,10 +79,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, *, out: bool = True) -
     group = parser.add_argument_group("run config")
     group.add_argument("--preset", help="a named preset: paper (default), smoke, cpu, ...")
     group.add_argument("--config", type=Path, help="a config.toml to repeat, or a run folder (its config.toml)")
-    group.add_argument("--backbone", help="backbone component name")
-    group.add_argument("--adapter", help="adapter component name")
-    group.add_argument("--masking", help="masking strategy name")
-    group.add_argument("--matcher", "--ranker", dest="ranker", help="ranker component name")
+    for role in config_roles(parser):
+        group.add_argument(*role.cli_flags, dest=role.field, help=role.help or f"{role.name} component name")
     group.add_argument("--steps", type=int, help="training steps (train.steps)")
     group.add_argument("--samples", type=int, help="number of samples (sample.num_samples)")
     group.add_argument("--keep", type=int, help="keep the K best-ranked samples (select.keep)")
@@ -89,10 +93,13 @@ def add_config_arguments(parser: argparse.ArgumentParser, *, out: bool = True) -
         group.add_argument("--out", type=Path, help="the run folder (default: runs/SCENE-RUNNAME)")
 
 
+def config_roles(parser: argparse.ArgumentParser) -> tuple[Role, ...]:
+    """The roles whose component a run config names, as ``build_parser`` gave them to this parser."""
+    return tuple(role for role in getattr(parser, "roles", BUILTIN_ROLES) if role.field is not None)
+
+
 def config_from_args(args: argparse.Namespace, ctx: Context):
     """The validated RunConfig these flags describe."""
-    from realfill.config import resolve_config
-
     if args.config is not None and args.preset is not None:
         raise UserError("--config and --preset exclude each other: a saved config already holds its preset")
     overrides = list(args.overrides)
@@ -101,7 +108,7 @@ def config_from_args(args: argparse.Namespace, ctx: Context):
     return resolve_config(
         preset=args.preset,
         config_file=args.config,
-        components={"backbone": args.backbone, "adapter": args.adapter, "masking": args.masking, "ranker": args.ranker},
+        components={role.field: getattr(args, role.field, None) for role in ctx.plugins.config_roles},
         sections={
             "train": {"steps": args.steps},
             "sample": {"num_samples": args.samples},
@@ -132,17 +139,35 @@ def _quiet_library_noise() -> None:
 
 def print_error(exc: BaseException) -> None:
     """One line on stderr, never wrapped: what was wrong and where."""
-    from realfill.console import console
-
     console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from realfill.console import console, stdout
+def _load_plugins(blocked: list[str]) -> RealfillPlugins:
+    """Load the plugins (seconds: they import torch), so only once --version, usage errors and an unwritable
+    --out have had their say."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # main prints the problems, one line each
+        return RealfillPlugins(blocked=blocked)
 
+
+def _parse(argv: list[str]) -> tuple[argparse.Namespace, object | None]:
+    """Parse with the built-in roles' flags; only a flag none of them has (or a command's --help) loads the
+    plugins first, for the flags of the roles they add. Returns the plugins when it loaded them."""
+    command_help = any(arg in ("-h", "--help") for arg in argv[1:])
+    if not command_help:
+        args, unknown = build_parser().parse_known_args(argv)
+        if not unknown:
+            return args, None
+    pre = _Parser(prog="realfill", add_help=False, allow_abbrev=False)
+    pre.add_argument("--no-plugin", action="append", default=[])
+    plugins = _load_plugins(pre.parse_known_args(argv)[0].no_plugin)
+    return build_parser(plugins.roles).parse_args(argv), plugins
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        args = build_parser().parse_args(argv)
+        args, plugins = _parse(argv)
     except UserError as exc:
         print_error(exc)
         return EXIT_BAD_INPUT
@@ -156,13 +181,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print_error(exc)
         return EXIT_BAD_INPUT
-    from realfill.plugins import RealfillPlugins, set_plugins
-
     _quiet_library_noise()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # printed below, one line each
-            plugins = RealfillPlugins(blocked=args.no_plugin)
+            plugins = plugins or _load_plugins(args.no_plugin)
             plugins.registries  # noqa: B018 - build now, so registration problems show up front
         for problem in plugins.problems:
             console.print(f"[yellow]warning:[/] {escape(problem)}", soft_wrap=True)

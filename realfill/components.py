@@ -1,5 +1,9 @@
 """Component base classes: the contracts each role's plugins implement.
 
+The roles themselves are declared once, in :data:`BUILTIN_ROLES` at the end of this file: the plugin
+manager, the hook specifications, the run config, the command line and ``registry.toml`` all read it.
+A plugin adds a role by returning a :class:`Role` from ``realfill_add_roles``.
+
 A component is a class with a ``name`` (what users type), a one-line ``summary`` and a pydantic
 ``Config`` whose ``name`` field is a ``Literal`` of that name, so run configs validate as a union
 discriminated on ``name``. Unknown config keys are rejected (``extra="forbid"``).
@@ -11,9 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
-
-ROLES = ("backbone", "adapter", "masking", "ranker", "metric", "baseline")
-
 
 class ComponentConfig(BaseModel):
     """Base of every component config. Subclasses set ``name: Literal["their-name"] = "their-name"``."""
@@ -164,3 +165,56 @@ class Baseline(Component):
     def complete(self, scene) -> BaselineResult:
         """``scene``: a :class:`realfill.scene.Scene` (references, target, mask; its ``gt`` must not be used)."""
         raise NotImplementedError
+
+
+# -- the role table ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Role:
+    """One component role, declared once. Everything else (the register hook's spec, the registry, the
+    run-config field, the command-line flags, the inventory) is derived from it."""
+
+    #: what the registry and messages call it: ``ranker``
+    name: str
+    #: the class every component of the role derives from (its ``role`` attribute is ``name``)
+    base: type[Component]
+    #: the register hook plugins implement: ``realfill_register_rankers(registry)``
+    hook: str
+    #: for the hook's docstring: what its implementations add, e.g. ``rankers (seed selection ...)``
+    adds: str
+    #: the run-config field that names the chosen component; None: the role does not enter the run config
+    field: str | None = None
+    #: the command-line flags of ``fill``, ``train``, ``sample``, ``config`` (one value) and ``ablate`` (an
+    #: axis); empty: ``--FIELD``. Only for roles with a ``field``.
+    flags: tuple[str, ...] = ()
+    #: the flag's help text
+    help: str = ""
+    #: the component a run config that omits the field gets; None: the field is required (presets give it)
+    default: str | None = None
+
+    @property
+    def cli_flags(self) -> tuple[str, ...]:
+        if self.field is None:
+            return ()
+        return self.flags or (f"--{self.field.replace('_', '-')}",)
+
+
+BUILTIN_ROLES: tuple[Role, ...] = (
+    Role("backbone", Backbone, "realfill_register_backbones", "backbone components (inpainting diffusion models)",
+         field="backbone", help="backbone component name"),
+    Role("adapter", Adapter, "realfill_register_adapters",
+         "adapter components (which parameters train, and how they are saved)",
+         field="adapter", help="adapter component name"),
+    Role("masking", MaskingStrategy, "realfill_register_masking",
+         "masking strategies (the training masks of a batch)", field="masking", help="masking strategy name"),
+    Role("ranker", Ranker, "realfill_register_rankers", "rankers (seed selection by feature correspondences)",
+         field="ranker", flags=("--matcher", "--ranker"), help="ranker component name"),
+    Role("metric", Metric, "realfill_register_metrics", "evaluation metrics (result against ground truth)"),
+    Role("baseline", Baseline, "realfill_register_baselines",
+         "baselines (completions made without RealFill, evaluated beside it; an image baseline implements "
+         "``complete(scene)``, a pipeline baseline sets ``overrides``)"),
+)
+
+#: the built-in roles' names, in table order
+ROLES: tuple[str, ...] = tuple(role.name for role in BUILTIN_ROLES)

@@ -15,11 +15,14 @@ from typing import Annotated, Any, Literal, Union
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from realfill.components import ComponentConfig
+from realfill.components import BUILTIN_ROLES, ComponentConfig
 from realfill.errors import UserError
+from realfill.plugins import get_plugins
+from realfill.runfolder import atomic_write_text
 
-#: run-config field -> registry role
-COMPONENT_FIELDS = {"backbone": "backbone", "adapter": "adapter", "masking": "masking", "ranker": "ranker"}
+#: run-config field -> registry role, for the built-in roles (the role table's ``field``s; a plugin's roles
+#: are in ``plugins.config_roles``)
+COMPONENT_FIELDS = {role.field: role.name for role in BUILTIN_ROLES if role.field is not None}
 
 
 class Section(BaseModel):
@@ -116,15 +119,22 @@ def _component_type(configs: list[type[ComponentConfig]], role: str) -> Any:
     return Annotated[Union[tuple(configs)], Field(discriminator="name")]  # noqa: UP007
 
 
+def _component_field(role, configs: tuple[type[ComponentConfig], ...], plugins) -> tuple[Any, Any]:
+    """(type, default) of a role's run-config field: required, or the role's default component."""
+    if role.default is None:
+        return _component_type(list(configs), role.name), ...
+    default_config = plugins.registry(role.name).get(role.default).Config
+    return _component_type(list(configs), role.name), Field(default_factory=lambda: default_config(name=role.default))
+
+
 def run_config_model(plugins=None) -> type[RunConfigBase]:
     """The RunConfig class for the components registered in ``plugins`` (default: the global set)."""
-    from realfill.plugins import get_plugins
-
     plugins = plugins or get_plugins()
-    configs = {f: tuple(c.Config for c in plugins.registry(role)) for f, role in COMPONENT_FIELDS.items()}
+    roles = {role.field: role for role in plugins.config_roles}
+    configs = {f: tuple(c.Config for c in plugins.registry(role.name)) for f, role in roles.items()}
     key = tuple(configs.items())
     if key not in _model_cache:
-        fields = {f: (_component_type(list(c), COMPONENT_FIELDS[f]), ...) for f, c in configs.items()}
+        fields = {f: _component_field(roles[f], c, plugins) for f, c in configs.items()}
         model = create_model("RunConfig", __base__=RunConfigBase, **fields)
         model.model_rebuild()
         _model_cache[key] = model
@@ -191,8 +201,8 @@ def set_component(data: dict, field: str, name: str) -> None:
         data[field] = {"name": name}
 
 
-def apply_override(data: dict, path: list[str], value: Any) -> None:
-    if path[-1] == "name" and len(path) == 2 and path[0] in COMPONENT_FIELDS:
+def apply_override(data: dict, path: list[str], value: Any, component_fields=COMPONENT_FIELDS) -> None:
+    if path[-1] == "name" and len(path) == 2 and path[0] in component_fields:
         set_component(data, path[0], value)
         return
     node = data
@@ -263,11 +273,12 @@ def _resolve(model: type[BaseModel], keys: list[str]) -> Any:
 
 
 def validate_config(data: dict, source: str, plugins=None) -> RunConfigBase:
+    plugins = plugins or get_plugins()
     model = run_config_model(plugins)
-    for field, role in COMPONENT_FIELDS.items():  # friendlier than pydantic's union message
-        section = data.get(field)
+    for role in plugins.config_roles:  # friendlier than pydantic's union message
+        section = data.get(role.field)
         if isinstance(section, dict) and "name" in section:
-            registry = (plugins or _plugins()).registry(role)
+            registry = plugins.registry(role.name)
             if section["name"] not in registry:
                 raise UserError(f"{source}: {registry.unknown_message(str(section['name']))}")
     try:
@@ -275,14 +286,8 @@ def validate_config(data: dict, source: str, plugins=None) -> RunConfigBase:
     except ValidationError as exc:
         raise UserError(format_validation_error(exc, model, source)) from None
     if config.train.resolution is None:  # the backbone's native size (no weights are needed to know it)
-        config.train.resolution = (plugins or _plugins()).backbones.get(config.backbone.name).native_resolution
+        config.train.resolution = plugins.backbones.get(config.backbone.name).native_resolution
     return config
-
-
-def _plugins():
-    from realfill.plugins import get_plugins
-
-    return get_plugins()
 
 
 def resolve_config(
@@ -295,6 +300,8 @@ def resolve_config(
     plugins=None,
 ) -> RunConfigBase:
     """Preset (or a saved config file) <- component flags <- section flags <- ``--set`` overrides."""
+    plugins = plugins or get_plugins()
+    fields = {role.field for role in plugins.config_roles}
     if config_file is not None:
         data, source = read_toml(config_file), str(config_file_of(config_file))
     else:
@@ -305,10 +312,10 @@ def resolve_config(
     for section, values in (sections or {}).items():
         for key, value in values.items():
             if value is not None:
-                apply_override(data, [section, key], value)
+                apply_override(data, [section, key], value, fields)
     for item in overrides:
         path, value = parse_override(item)
-        apply_override(data, path, value)
+        apply_override(data, path, value, fields)
     if overrides:
         source += " with --set"
     return validate_config(data, source, plugins)
@@ -319,8 +326,6 @@ def dump_config(config: BaseModel) -> str:
 
 
 def write_config(config: BaseModel, path: Path) -> None:
-    from realfill.runfolder import atomic_write_text
-
     atomic_write_text(path, dump_config(config))
 
 

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
+from realfill.components import BUILTIN_ROLES, Role
+
 if TYPE_CHECKING:
     from realfill.registry import ComponentRegistry
 
@@ -24,104 +26,60 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 # -------------------------------------------------------------------------------------------------
 # Registration hooks: each receives its role's registry; implementations call ``registry.add(cls)``.
 # Called once per plugin manager, plugin by plugin, so a plugin that raises is reported and skipped.
+# One spec per role of the role table (realfill.components.BUILTIN_ROLES), made by register_hookspec;
+# a plugin adds roles (and so register hooks) with realfill_add_roles.
 # -------------------------------------------------------------------------------------------------
 
 
-@hookspec
-def realfill_register_backbones(registry: ComponentRegistry) -> None:
-    """Add backbone components (inpainting diffusion models) to ``registry``.
+def register_hookspec(role: Role):
+    """The register hook of ``role``, ``<role.hook>(registry: ComponentRegistry) -> None``, marked as a spec.
 
-    :param registry: the backbone registry; ``registry.add(cls)`` with a :class:`realfill.components.Backbone`.
+    One generic spec for every role, built-in or added by a plugin (``realfill_add_roles``)."""
+
+    def spec(registry):  # noqa: ARG001 - a spec has no body
+        """"""
+
+    spec.__name__ = spec.__qualname__ = role.hook
+    spec.__module__ = __name__
+    spec.__annotations__ = {"registry": "ComponentRegistry", "return": "None"}
+    example = "My" + "".join(part.capitalize() for part in role.name.replace("-", "_").split("_"))
+    spec.__doc__ = f"""Add {role.adds} to ``registry``.
+
+    :param registry: the {role.name} registry; ``registry.add(cls)`` with a
+        :class:`{role.base.__module__}.{role.base.__qualname__}`.
 
     Not firstresult: every plugin's implementation is called.
 
     Sample implementation::
 
         @hookimpl
-        def realfill_register_backbones(registry):
-            registry.add(MyBackbone)
+        def {role.hook}(registry):
+            registry.add({example})
     """
+    return hookspec(spec)
+
+
+# realfill_register_backbones, _adapters, _masking, _rankers, _metrics, _baselines: one per built-in role
+for _role in BUILTIN_ROLES:
+    globals()[_role.hook] = register_hookspec(_role)
+del _role
 
 
 @hookspec
-def realfill_register_adapters(registry: ComponentRegistry) -> None:
-    """Add adapter components (which parameters train, and how they are saved) to ``registry``.
+def realfill_add_roles() -> list[Role]:
+    """Declare new component roles; the platform then calls each role's register hook like a built-in's.
 
-    :param registry: the adapter registry; ``registry.add(cls)`` with a :class:`realfill.components.Adapter`.
+    A role with a ``field`` enters the run config (validated from TOML and ``--set`` like ``ranker``) and
+    gets a ``--FIELD`` flag on ``fill``, ``train``, ``sample``, ``config`` and ``ablate``.
 
-    Not firstresult: every plugin's implementation is called.
+    Not firstresult: every plugin's roles are added, in plugin registration order.
 
     Sample implementation::
 
         @hookimpl
-        def realfill_register_adapters(registry):
-            registry.add(MyAdapter)
-    """
-
-
-@hookspec
-def realfill_register_masking(registry: ComponentRegistry) -> None:
-    """Add masking strategies (the training masks of a batch) to ``registry``.
-
-    :param registry: the masking registry; ``registry.add(cls)`` with a
-        :class:`realfill.components.MaskingStrategy`.
-
-    Not firstresult: every plugin's implementation is called.
-
-    Sample implementation::
-
-        @hookimpl
-        def realfill_register_masking(registry):
-            registry.add(MyMasks)
-    """
-
-
-@hookspec
-def realfill_register_rankers(registry: ComponentRegistry) -> None:
-    """Add rankers (seed selection by feature correspondences) to ``registry``.
-
-    :param registry: the ranker registry; ``registry.add(cls)`` with a :class:`realfill.components.Ranker`.
-
-    Not firstresult: every plugin's implementation is called.
-
-    Sample implementation::
-
-        @hookimpl
-        def realfill_register_rankers(registry):
-            registry.add(MyRanker)
-    """
-
-
-@hookspec
-def realfill_register_metrics(registry: ComponentRegistry) -> None:
-    """Add evaluation metrics (result against ground truth) to ``registry``.
-
-    :param registry: the metric registry; ``registry.add(cls)`` with a :class:`realfill.components.Metric`.
-
-    Not firstresult: every plugin's implementation is called.
-
-    Sample implementation::
-
-        @hookimpl
-        def realfill_register_metrics(registry):
-            registry.add(MyMetric)
-    """
-
-
-@hookspec
-def realfill_register_baselines(registry: ComponentRegistry) -> None:
-    """Add baselines (completions made without RealFill, evaluated beside it) to ``registry``.
-
-    :param registry: the baseline registry; ``registry.add(cls)`` with a :class:`realfill.components.Baseline`
-        (an image baseline implements ``complete(scene)``; a pipeline baseline sets ``overrides``).
-
-    Not firstresult: every plugin's implementation is called.
-
-    Sample implementation::
-
-        @hookimpl
-        def realfill_register_baselines(registry):
-            registry.add(PatchMatchBaseline)
+        def realfill_add_roles():
+            return [Role("watermark", Watermark, "realfill_register_watermarks", "watermarks", field="watermark",
+                         default="none")]
     """
 
 

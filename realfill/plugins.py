@@ -8,19 +8,22 @@ talks to plugins only through the typed methods of :class:`RealfillPlugins`, nev
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
 import os
+import pkgutil
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pluggy
 
 from realfill import __version__, hookspecs
-from realfill.components import ROLES
+from realfill.components import BUILTIN_ROLES, Component, Role
 from realfill.errors import DuplicateComponentError, UserError
 from realfill.registry import ComponentRegistry
 
@@ -29,41 +32,28 @@ DISABLE_AUTOLOAD_ENV = "REALFILL_DISABLE_PLUGIN_AUTOLOAD"
 BLOCK_ENV = "REALFILL_NO_PLUGINS"
 BUILTIN_PREFIX = "realfill_plugins."
 
-#: The built-in plugin modules, registered in this order before any entry point.
-BUILTIN_PLUGINS: tuple[str, ...] = (
-    "realfill_plugins.backbones.tiny",
-    "realfill_plugins.backbones.sd2_inpaint",
-    "realfill_plugins.backbones.sdxl_inpaint",
-    "realfill_plugins.backbones.scratch_pixel",
-    "realfill_plugins.backbones.tiny_flux",
-    "realfill_plugins.backbones.flux_fill",
-    "realfill_plugins.adapters.lora",
-    "realfill_plugins.adapters.full",
-    "realfill_plugins.masking.lama_boxes",
-    "realfill_plugins.masking.target_own_mask",
-    "realfill_plugins.masking.strokes",
-    "realfill_plugins.rankers.sift",
-    "realfill_plugins.rankers.lightglue",
-    "realfill_plugins.rankers.loftr",
-    "realfill_plugins.rankers.warp",
-    "realfill_plugins.metrics.pixel",
-    "realfill_plugins.metrics.vif",
-    "realfill_plugins.metrics.sharpness",
-    "realfill_plugins.metrics.learned",
-    "realfill_plugins.baselines.telea",
-    "realfill_plugins.baselines.geometric",
-    "realfill_plugins.baselines.multi_homography",
-    "realfill_plugins.baselines.untuned",
-)
 
-_REGISTER_HOOKS = {
-    "backbone": "realfill_register_backbones",
-    "adapter": "realfill_register_adapters",
-    "masking": "realfill_register_masking",
-    "ranker": "realfill_register_rankers",
-    "metric": "realfill_register_metrics",
-    "baseline": "realfill_register_baselines",
-}
+
+def _walk_builtins() -> tuple[str, ...]:
+    """Every module of the ``realfill_plugins`` package, depth first in name order (pkgutil sorts). Found,
+    not imported by name: the core never imports its plugins (tests/test_import_graph.py)."""
+    spec = importlib.util.find_spec(BUILTIN_PREFIX.rstrip("."))
+    if spec is None or not spec.submodule_search_locations:
+        return ()
+    return tuple(
+        info.name
+        for info in pkgutil.walk_packages(spec.submodule_search_locations, BUILTIN_PREFIX)
+        if not info.ispkg
+    )
+
+
+#: The built-in plugin modules, registered in this order before any entry point: every module under
+#: ``realfill_plugins`` (the repository's ``plugins/``) that implements a hook. Nobody keeps a list.
+BUILTIN_PLUGINS: tuple[str, ...] = _walk_builtins()
+
+
+def _implements_a_hook(module: Any) -> bool:
+    return any(name.startswith("realfill_") and inspect.isroutine(obj) for name, obj in vars(module).items())
 
 
 class RealfillPluginWarning(UserWarning):
@@ -108,13 +98,21 @@ class RealfillPlugins:
         self._builtin_names: set[str] = set()
         self._registries: dict[str, ComponentRegistry] | None = None
         self.blocked = set(blocked) | _blocked_from_env()
+        #: the role table: the built-in roles, then those plugins add (``realfill_add_roles``)
+        self.roles: tuple[Role, ...] = BUILTIN_ROLES
         if autoload is None:
             autoload = not os.environ.get(DISABLE_AUTOLOAD_ENV)
         for module_name in BUILTIN_PLUGINS if builtins is None else builtins:
             self._register_builtin(module_name)
         if autoload:
             self._load_entry_points()
+        self._add_plugin_roles()
         self._check_pending()
+
+    @property
+    def config_roles(self) -> tuple[Role, ...]:
+        """The roles that enter the run config (a ``field``), in table order."""
+        return tuple(role for role in self.roles if role.field is not None)
 
     # -- loading ------------------------------------------------------------------------------
 
@@ -138,6 +136,8 @@ class RealfillPlugins:
             return
         except Exception as exc:  # noqa: BLE001 - report any import failure by name
             self._warn(f"built-in plugin '{module_name}' failed to import ({type(exc).__name__}: {exc}); skipped")
+            return
+        if not _implements_a_hook(module):  # a helper module of a plugin folder
             return
         self.register(module, name=module_name, version=__version__, distribution="realfill")
         self._builtin_names.add(module_name)
@@ -168,6 +168,34 @@ class RealfillPlugins:
         self._versions[name] = (version, distribution)
         self._registries = None
 
+    def _add_plugin_roles(self) -> None:
+        """Add the roles plugins declare: each gets its register hook's spec, so ``check_pending`` accepts
+        the plugins that implement it."""
+        for impl in self.pm.hook.realfill_add_roles.get_hookimpls():
+            try:
+                declared = list(impl.function() or ())
+                for role in declared:
+                    self._check_role(role)
+            except Exception as exc:  # noqa: BLE001 - a broken plugin must not take the platform down
+                self._warn(f"plugin '{impl.plugin_name}' declared a bad role ({type(exc).__name__}: {exc}); "
+                           "its roles are skipped")
+                continue
+            for role in declared:
+                self.pm.add_hookspecs(SimpleNamespace(**{role.hook: hookspecs.register_hookspec(role)}))
+                self.roles += (role,)
+
+    def _check_role(self, role: Any) -> None:
+        if not isinstance(role, Role):
+            raise TypeError(f"{role!r} is not a realfill.components.Role")
+        if any(role.name == r.name or role.hook == r.hook for r in self.roles):
+            raise ValueError(f"role '{role.name}' or its hook '{role.hook}' is already declared")
+        if role.field is not None and any(role.field == r.field for r in self.roles):
+            raise ValueError(f"run-config field '{role.field}' is already a role's")
+        if not role.hook.startswith("realfill_register_"):
+            raise ValueError(f"role '{role.name}': its hook must be named realfill_register_<something>")
+        if not (isinstance(role.base, type) and issubclass(role.base, Component) and role.base.role == role.name):
+            raise TypeError(f"role '{role.name}': base must be a Component subclass with role = '{role.name}'")
+
     def _check_pending(self) -> None:
         """Unregister (with a warning) every plugin that implements a hook no spec defines."""
         while True:
@@ -185,12 +213,13 @@ class RealfillPlugins:
     @property
     def registries(self) -> dict[str, ComponentRegistry]:
         if self._registries is None:
-            self._registries = {role: self._build_registry(role) for role in ROLES}
+            self._registries = {role.name: self._build_registry(role) for role in self.roles}
         return self._registries
 
-    def _build_registry(self, role: str) -> ComponentRegistry:
+    def _build_registry(self, table_role: Role) -> ComponentRegistry:
+        role = table_role.name
         registry = ComponentRegistry(role)
-        hook = getattr(self.pm.hook, _REGISTER_HOOKS[role])
+        hook = getattr(self.pm.hook, table_role.hook)
         # call plugin by plugin (registration order) so that a failure is attributed and contained
         for impl in hook.get_hookimpls():
             before = set(registry.names())
@@ -211,7 +240,7 @@ class RealfillPlugins:
 
     def registry(self, role: str) -> ComponentRegistry:
         if role not in self.registries:
-            raise UserError(f"unknown role '{role}'; roles: {', '.join(ROLES)}")
+            raise UserError(f"unknown role '{role}'; roles: {', '.join(r.name for r in self.roles)}")
         return self.registries[role]
 
     backbones = property(lambda self: self.registries["backbone"])

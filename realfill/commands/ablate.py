@@ -5,21 +5,24 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from realfill.cli import config_roles
 from realfill.errors import UserError
 
 NAME = "ablate"
 HELP = "run an ablation (repeated flags make axes; or --sweep FILE.toml) with shared stages and a report"
 
-#: flag dest -> config key; a flag given N times is an axis with N values
+#: flag dest -> config key, beside one per role in the run config (``FIELD.name``); a flag given N times is
+#: an axis with N values
 AXES = {
-    "backbone": "backbone.name",
-    "adapter": "adapter.name",
-    "masking": "masking.name",
-    "ranker": "ranker.name",
     "steps": "train.steps",
     "samples": "sample.num_samples",
     "seed": "seed",
 }
+
+
+def axes_of(args: argparse.Namespace) -> dict[str, str]:
+    """flag dest -> config key: the component roles' (the role table's, as the parser got it), then AXES."""
+    return {**{role.field: f"{role.field}.name" for role in args.component_roles}, **AXES}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,10 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     base.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                       help="override a config key in every run, e.g. --set train.steps=2")
     axes = parser.add_argument_group("axes (repeat a flag to add values; runs are the cartesian product)")
-    axes.add_argument("--backbone", action="append", default=[])
-    axes.add_argument("--adapter", action="append", default=[])
-    axes.add_argument("--masking", action="append", default=[])
-    axes.add_argument("--matcher", "--ranker", dest="ranker", action="append", default=[])
+    roles = config_roles(parser)
+    for role in roles:
+        axes.add_argument(*role.cli_flags, dest=role.field, action="append", default=[])
+    parser.set_defaults(component_roles=roles)
     axes.add_argument("--steps", type=int, action="append", default=[], help="train.steps")
     axes.add_argument("--samples", type=int, action="append", default=[], help="sample.num_samples")
     axes.add_argument("--seed", type=int, action="append", default=[])
@@ -68,7 +71,8 @@ def configurations_from_args(args, plugins):
     registry = plugins.baselines
     image_baselines = [name for name in args.baseline if registry.get(name).kind == "image"]
 
-    axes = {key: getattr(args, dest) for dest, key in AXES.items() if getattr(args, dest)}
+    all_axes = axes_of(args)
+    axes = {key: getattr(args, dest) for dest, key in all_axes.items() if getattr(args, dest)}
     base = {"preset": args.preset, "config": args.config, "set": list(args.overrides)}
     if args.sweep is not None:
         if axes:
@@ -80,11 +84,11 @@ def configurations_from_args(args, plugins):
             base["config"] = (args.sweep.parent / sweep_base["config"]).resolve()
         base["set"] = [*sweep_base.get("set", []), *base["set"]]
     else:
-        for dest in AXES:
+        flags = {role.field: role.cli_flags[0] for role in args.component_roles}
+        for dest in all_axes:
             values = getattr(args, dest)
             if len(values) != len(set(values)):
-                flag = "matcher" if dest == "ranker" else dest
-                raise UserError(f"--{flag}: a value is given twice ({', '.join(map(str, values))})")
+                raise UserError(f"{flags.get(dest, '--' + dest)}: a value is given twice ({', '.join(map(str, values))})")
         configurations = product_configurations(axes) if axes else [Configuration("base")]
     if base["preset"] and base["config"]:
         raise UserError("--config and --preset exclude each other: a saved config already holds its preset")
