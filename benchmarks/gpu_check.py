@@ -45,7 +45,7 @@ def preset_case(preset: str, dry_run: bool) -> dict:
     if precision == "auto":  # what the GPU will take: float32 weights under bf16 autocast where it has bf16
         import torch
 
-        from realfill.training import native_bf16
+        from realfill.device import native_bf16
 
         precision = "bf16" if torch.cuda.is_available() and native_bf16(torch.device("cuda")) else "no"
     case = {"preset": preset, "kind": kind, "resolution": config.train.resolution, "dtype": dtype,
@@ -155,7 +155,7 @@ def main(argv=None) -> int:
     import torch
 
     if not args.cpu_dry_run and not torch.cuda.is_available():
-        from realfill.training import cuda_seen
+        from realfill.device import cuda_seen
 
         print(f"gpu-check: torch {torch.__version__} sees {cuda_seen()}; run it on a machine with a CUDA GPU, or "
               f"`scripts/gpu-check.sh --cpu-dry-run` for the same script on the CPU", file=sys.stderr)

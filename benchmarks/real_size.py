@@ -96,7 +96,7 @@ def build_model(kind: str, dtype: torch.dtype, seed: int = 0, device: torch.devi
 
 BACKBONES = {"sd2": "sd2-inpaint", "sdxl": "sdxl-inpaint", "flux": "flux-fill", "tiny-sd2": "tiny-sd2",
              "tiny-sdxl": "tiny-sdxl", "tiny-flux": "tiny-flux"}
-#: the autocast that trains weights of each dtype by default (realfill.training.resolve_precision)
+#: the autocast that trains weights of each dtype by default (realfill.device.resolve_precision)
 DEFAULT_PRECISION = {"float32": "no", "bfloat16": "bf16", "float16": "fp16"}
 
 
@@ -188,7 +188,7 @@ def measure(kind: str, resolution: int, dtype: str, checkpointing: bool, batch: 
                  "batch": batch, "sample_batch": sample_batch, "threads": torch.get_num_threads(), "device": device,
                  "mixed_precision": mixed_precision, "lora": lora or {}, "layers": layers or "real"}
     device = torch.device(device)
-    from realfill.training import enable_tf32
+    from realfill.device import enable_tf32
 
     enable_tf32(device)  # as a run does for training and sampling (train.allow_tf32)
     start = time.perf_counter()

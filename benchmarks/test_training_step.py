@@ -116,7 +116,7 @@ def test_training_step_precision_and_attention(variant, ratio, benchmark):
     else on every CPU core. Reported, no target (a CPU computes bf16 natively only with AVX512-BF16 or AMX,
     and tiny-sd2's attention is a small part of its step). The variant's first two losses stay with fp32's: to
     1e-4 for SDPA, to 5e-2 for bf16."""
-    from realfill.training import native_bf16
+    from realfill.device import native_bf16
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     precision, attention = VARIANTS[variant]

@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,6 +27,7 @@ import numpy as np
 from pydantic import Field
 
 from realfill.components import ComponentConfig, Ranker, RankScore
+from realfill.device import torch_threads
 from realfill.errors import MissingWeightsError, UserError
 
 # -- shared config --------------------------------------------------------------------------------
@@ -152,30 +152,6 @@ def load_checkpoint(path: Path, key: str) -> dict:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to replace
         raise UserError(f"{key}: {path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from None
-
-
-def torch_device(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-@contextmanager
-def torch_threads(threads: int | None) -> Iterator[None]:
-    """Run the block with ``threads`` torch intra-op threads (None: leave torch's setting alone)."""
-    if threads is None:
-        yield
-        return
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 # -- the base of the built-in rankers --------------------------------------------------------------

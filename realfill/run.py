@@ -18,15 +18,13 @@ import contextlib
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 from realfill.config import dump_config, run_name, write_config
+from realfill.device import Compute, resolve_compute
 from realfill.errors import UserError
-from realfill.diffusion import TORCH_DTYPES
 from realfill.runfolder import LOCK_FILE, RunLock, atomic_dir, atomic_write_text, save_image
-from realfill.training import (ADAPTER_DIR, TRAIN_LOG, enable_tf32, fine_tune, resolve_device, resolve_precision,
-                               training_finished)
+from realfill.training import ADAPTER_DIR, TRAIN_LOG, fine_tune, training_finished
 
 CONFIG_FILE = "config.toml"
 SAMPLES_DIR = "samples"
@@ -43,36 +41,34 @@ def _plugins(plugins):
     return get_plugins()
 
 
-def _threads(config) -> None:
-    if config.train.threads:
-        torch.set_num_threads(config.train.threads)
+def check_device(config, plugins) -> Compute:
+    """The run's device, mixed precision and threads (:mod:`realfill.device`), checked before any weights
+    load: a GPU config on a machine without one, and a precision the backbone's weight dtype cannot train
+    under, are one-line errors. Resolved once per command, then passed down."""
+    return resolve_compute(config, plugins.backbones.get(config.backbone.name))
 
 
-def check_device(config, plugins) -> torch.device:
-    """The run's device and mixed precision, checked before any weights load: a GPU config on a machine
-    without one, and a precision the backbone's weight dtype cannot train under, are one-line errors."""
-    backbone = plugins.backbones.get(config.backbone.name)
-    device = resolve_device(config.device, estimate=backbone.cpu_estimate)
-    weights = TORCH_DTYPES[getattr(config.backbone, "dtype", "float32")]
-    resolve_precision(config.train.mixed_precision, weights, device)
-    return device
+def set_up_compute(config, plugins, compute: Compute | None = None) -> Compute:
+    """``compute`` when a caller resolved it already; else resolved here and applied (threads, TF32): each
+    stage called on its own (the ablation's workers, ``realfill sample``) starts here."""
+    return compute if compute is not None else check_device(config, plugins).apply()
 
 
-def load_backbone(config, plugins):
-    """The backbone's model on the configured device (missing weights raise before any file is written)."""
-    device = check_device(config, plugins)
-    enable_tf32(device, config.train.allow_tf32)  # sampling's matmuls too
-    return plugins.backbones.create(config.backbone).load(device=device)
+def load_backbone(config, plugins, compute: Compute | None = None):
+    """The backbone's model on the run's device (missing weights raise before any file is written)."""
+    compute = set_up_compute(config, plugins, compute)
+    return plugins.backbones.create(config.backbone).load(device=compute.device)
 
 
-def train_stage(scene, config, directory: Path, *, plugins=None, resume: bool = False, console=None, model=None):
+def train_stage(scene, config, directory: Path, *, plugins=None, resume: bool = False, console=None, model=None,
+                compute: Compute | None = None):
     """Fine-tune on ``scene``; writes ``directory/adapter/`` and ``directory/train_log.jsonl``. Returns the
     model with its adapter applied (in eval mode). A finished training in ``directory`` is reused when
     ``resume`` is set."""
     plugins = _plugins(plugins)
-    _threads(config)
+    compute = set_up_compute(config, plugins, compute)
     directory = Path(directory)
-    model = model if model is not None else load_backbone(config, plugins)
+    model = model if model is not None else load_backbone(config, plugins, compute)
     adapter = plugins.adapters.create(config.adapter)
     if resume and training_finished(directory):
         adapter.load(model, directory / ADAPTER_DIR)
@@ -80,24 +76,26 @@ def train_stage(scene, config, directory: Path, *, plugins=None, resume: bool = 
             console.print(f"training already finished in {directory}; reusing {directory / ADAPTER_DIR}")
         return model
     masking = plugins.masking.create(config.masking)
-    fine_tune(model, adapter, masking, scene, config, directory, plugins=plugins, resume=resume, console=console)
+    fine_tune(model, adapter, masking, scene, config, directory, plugins=plugins, resume=resume, console=console,
+              compute=compute)
     return model
 
 
-def load_trained(config, train_dir: Path, *, plugins=None):
+def load_trained(config, train_dir: Path, *, plugins=None, compute: Compute | None = None):
     """The backbone with the adapter weights of ``train_dir/adapter/`` loaded (a fresh process)."""
     plugins = _plugins(plugins)
     adapter_dir = Path(train_dir) / ADAPTER_DIR
     if not adapter_dir.is_dir():
         raise UserError(f"{adapter_dir}: no trained adapter here; run `realfill train` (or fill) first")
-    model = load_backbone(config, plugins)
+    model = load_backbone(config, plugins, compute)
     plugins.adapters.create(config.adapter).load(model, adapter_dir)
     for module in [*model.trainable_modules().values(), *model.frozen_modules()]:
         module.eval()
     return model
 
 
-def sample_stage(scene, config, train_dir: Path | None, directory: Path, *, plugins=None, console=None, model=None) -> list[Path]:
+def sample_stage(scene, config, train_dir: Path | None, directory: Path, *, plugins=None, console=None, model=None,
+                 compute: Compute | None = None) -> list[Path]:
     """``config.sample.num_samples`` completions, composited at the target's size, as
     ``directory/samples/NNN.png``; the model is ``model`` or the backbone with ``train_dir``'s adapter."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -105,9 +103,9 @@ def sample_stage(scene, config, train_dir: Path | None, directory: Path, *, plug
     from realfill.sampling import sample_completions
 
     plugins = _plugins(plugins)
-    _threads(config)
+    compute = set_up_compute(config, plugins, compute)
     if model is None:
-        model = load_trained(config, Path(train_dir), plugins=plugins)
+        model = load_trained(config, Path(train_dir), plugins=plugins, compute=compute)
     from realfill.sampling import training_scale_resolution
 
     s = config.sample
@@ -191,10 +189,13 @@ def fill(scene_path: Path, config, run_dir: Path | None = None, *, plugins=None,
     plugins = _plugins(plugins)
     scene = load_scene(scene_path, max_references=config.max_references)  # bad scenes fail here
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(scene_path, config)
-    check_device(config, plugins)  # a GPU preset on a CPU machine stops here, before any weights load
+    compute = check_device(config, plugins)  # a GPU preset on a CPU machine stops here, before any weights load
     with RunLock(run_dir, "fill", console=console):  # one writer; an unwritable --out fails here
         check_run_dir(run_dir, config, resume)
-        _fill_locked(scene, scene_path, config, run_dir, plugins=plugins, resume=resume, console=console)
+        model = prepare_run(scene, scene_path, config, run_dir, plugins=plugins, console=console, compute=compute,
+                            whole=True)
+        _fill_locked(scene, config, run_dir, plugins=plugins, resume=resume, console=console, compute=compute,
+                     model=model)
     return run_dir
 
 
@@ -205,28 +206,44 @@ def keep_note(keep: int | None, samples: int) -> str | None:
     return None
 
 
-def _fill_locked(scene, scene_path: Path, config, run_dir: Path, *, plugins, resume: bool, console) -> None:
-    if console is not None and (note := keep_note(config.select.keep, config.sample.num_samples)):
+def prepare_run(scene, scene_path: Path, config, run_dir: Path, *, plugins, console, compute: Compute,
+                whole: bool):
+    """A run's set-up, once the run folder is locked: every component is made and every weight loaded before
+    anything is written, then ``config.toml`` (and for the ``whole`` fill, with its ranker and sampler,
+    ``run.json``; ``realfill train`` is training alone). Applies ``compute`` and prints it in the run's
+    header. Returns the backbone's model."""
+    if whole and console is not None and (note := keep_note(config.select.keep, config.sample.num_samples)):
         console.print(f"[yellow]note:[/] {note}", soft_wrap=True)
-    ranker = plugins.rankers.create(config.ranker)
-    if hasattr(ranker, "load"):
-        ranker.load()  # missing ranker weights fail now, not after an hour of training
+    if whole:
+        made = plugins.rankers.create(config.ranker)
+        if hasattr(made, "load"):
+            made.load()  # missing ranker weights fail now, not after an hour of training
     plugins.adapters.create(config.adapter)
     plugins.masking.create(config.masking)
-    _threads(config)
-    model = load_backbone(config, plugins)  # missing backbone weights fail before anything is written
-    model.make_scheduler(config.sample.scheduler)  # so does a sampler the backbone has not (ddpm on FLUX)
+    compute.apply()
+    if console is not None:
+        console.print(f"[dim]{compute.describe()}[/]", soft_wrap=True)
+    model = load_backbone(config, plugins, compute)  # missing backbone weights fail before anything is written
+    if whole:
+        model.make_scheduler(config.sample.scheduler)  # so does a sampler the backbone has not (ddpm on FLUX)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_config(config, run_dir / CONFIG_FILE)
-    write_run_record(run_dir, scene_path, config, plugins)
+    if whole:
+        write_run_record(run_dir, scene_path, config, plugins)
+    return model
+
+
+def _fill_locked(scene, config, run_dir: Path, *, plugins, resume: bool, console, compute: Compute, model) -> None:
     for note in scene.notes:
         if console is not None:
             console.print(f"[yellow]note:[/] {note}", soft_wrap=True)
     plugins.run_start(run_dir=run_dir, config=config, scene=scene)
     error = None
     try:
-        model = train_stage(scene, config, run_dir, plugins=plugins, resume=resume, console=console, model=model)
-        paths = sample_stage(scene, config, run_dir, run_dir, plugins=plugins, console=console, model=model)
+        model = train_stage(scene, config, run_dir, plugins=plugins, resume=resume, console=console, model=model,
+                            compute=compute)
+        paths = sample_stage(scene, config, run_dir, run_dir, plugins=plugins, console=console, model=model,
+                             compute=compute)
         rank_stage(scene, config, run_dir, paths, plugins=plugins, console=console)
     except BaseException as exc:
         error = f"{type(exc).__name__}: {exc}".splitlines()[0]

@@ -33,133 +33,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from realfill.diffusion import DENOISER_GROUP, InpaintModel, loss_weights, select_conditioning  # noqa: F401
+from realfill.device import DTYPE_NAMES, Compute, enable_tf32, resolve_precision, tune_cpu_allocator
 from realfill.errors import UserError
 
 CHECKPOINT_DIR = "checkpoint"
 TRAIN_LOG = "train_log.jsonl"
 ADAPTER_DIR = "adapter"
 TRAIN_STATE = "train_state.json"
-
-
-def resolve_device(name: str, *, estimate: str | None = None) -> torch.device:
-    """``device`` as a torch device (``auto``: the first CUDA GPU where torch sees one, else the CPU). A CUDA
-    device torch cannot see is a :class:`UserError` saying what torch sees and, with ``estimate`` (the
-    backbone's ``cpu_estimate``), how long the run would take on the CPU, before any weights load."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"device: '{name}' is not a torch device (auto, cpu, cuda, cuda:1, ...)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device: '{name}' asked for (a config meant for a GPU), but torch {torch.__version__} "
-                        f"sees {cuda_seen()}; {estimate + '; ' if estimate else ''}"
-                        f"--set device=cpu goes on on the CPU anyway")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise UserError(f"device: '{name}' asked for, but torch sees {torch.cuda.device_count()} CUDA GPU(s)")
-    return device
-
-
-def cuda_seen() -> str:
-    """What torch sees of CUDA, in words, for messages."""
-    if torch.version.cuda is None:
-        return "no CUDA GPU (this torch is a CPU-only build)"
-    count = torch.cuda.device_count()
-    if count == 0:
-        return f"no CUDA GPU (built for CUDA {torch.version.cuda}, but no device or driver is visible)"
-    return f"{count} CUDA GPU(s): {', '.join(torch.cuda.get_device_name(i) for i in range(count))}"
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether ``device`` computes bfloat16 natively: a CUDA GPU that supports it without emulation (compute
-    capability 8+; torch's ``is_bf16_supported()`` counts emulation by default, which a V100 or T4 has, and
-    asks the current device, so this asks ``device`` itself), or a CPU with the AVX512-BF16 or AMX-BF16
-    instructions (oneDNN's bf16 kernels; elsewhere bf16 is emulated, and slower than float32)."""
-    if device.type == "cuda":
-        with torch.cuda.device(device):
-            return torch.cuda.is_bf16_supported(including_emulation=False)
-    if device.type != "cpu":
-        return False
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-#: the autocast each half-precision weight dtype trains under (diffusers pairs fp16 weights with fp16
-#: autocast and a GradScaler, bf16 weights with bf16 autocast)
-HALF_PRECISION = {torch.float16: "fp16", torch.bfloat16: "bf16"}
-DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
-
-
-def resolve_precision(requested: str | None, weight_dtype: torch.dtype, device: torch.device) -> str:
-    """``train.mixed_precision`` as it will run (``no``, ``bf16`` or ``fp16``) for weights of
-    ``weight_dtype`` on ``device``; a combination that cannot train correctly is a :class:`UserError` naming
-    both keys (checked before any weights load: ``realfill.run.check_device``).
-
-    float32 weights take any mode (``auto``: bf16 where ``device`` has it natively, else ``no``). float16 and
-    bfloat16 weights train only under the autocast of their own dtype (``auto`` picks it): without autocast
-    a full fine-tune's float32 denoiser meets half-precision inputs, float16 without a GradScaler underflows
-    its gradients, and autocast to the other half type computes in a dtype the weights are not in. Unset
-    (``None``): the weights' own, ``no`` for float32 and the matching autocast for half precision."""
-    if requested is None:
-        requested = HALF_PRECISION.get(weight_dtype, "no")
-    if weight_dtype in HALF_PRECISION:
-        wanted = HALF_PRECISION[weight_dtype]
-        if requested in ("auto", wanted):
-            return wanted
-        name = DTYPE_NAMES[weight_dtype]
-        why = ("trains without autocast or loss scaling" if requested == "no"
-               else f"computes in {'bfloat16' if requested == 'bf16' else 'float16'} over {name} weights")
-        raise UserError(f"train.mixed_precision='{requested}' with backbone.dtype='{name}' {why}; set "
-                        f"train.mixed_precision={wanted} (or auto), or backbone.dtype=float32")
-    if requested == "auto":
-        return "bf16" if native_bf16(device) else "no"
-    return requested
-
-
-def enable_tf32(device: torch.device, allow: bool = True) -> bool:
-    """TF32 for CUDA matmuls and cuDNN convolutions (Ampere and newer use it; older GPUs ignore the flags),
-    as the public RealFill recipe's ``--allow_tf32``. Returns whether it set them (never on a CPU)."""
-    if device.type != "cuda" or not allow:
-        return False
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
-    return True
-
-
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
-_ALLOCATOR_TUNED = False
-
-
-def tune_cpu_allocator() -> bool:
-    """Keep freed CPU memory for reuse instead of returning it to the kernel (glibc malloc only).
-
-    PyTorch's CPU allocator is plain ``malloc``. Every step allocates and frees the same activations,
-    which are megabytes each; by default glibc serves such blocks with fresh ``mmap`` s (or trims the heap
-    after them), so every step page-faults its activations in again, zero-filled by the kernel. With
-    the mmap threshold at its maximum (32 MiB) and no trimming, the step reuses its own memory: eager
-    training steps of ``tiny-sd2`` ran 1.17x faster here, the recipe's loop 1.14x (docs/benchmarks.md).
-    Memory freed after the peak stays with the process. Process-wide, applied once; returns
-    whether it applied (False off glibc)."""
-    global _ALLOCATOR_TUNED
-    if _ALLOCATOR_TUNED:
-        return True
-    import ctypes
-    import ctypes.util
-    import platform
-
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        ok = libc.mallopt(M_MMAP_THRESHOLD, 32 * 2**20) == 1 and libc.mallopt(M_TRIM_THRESHOLD, 2**30) == 1
-    except (OSError, AttributeError):
-        return False
-    _ALLOCATOR_TUNED = ok
-    return ok
 
 
 # -- the training images ---------------------------------------------------------------------------
@@ -298,7 +178,8 @@ def uncompile(modules: list[nn.Module]) -> None:
 class Trainer:
     """One fine-tuning run's state: the model with its adapter applied, optimizer, schedule, RNGs."""
 
-    def __init__(self, model: InpaintModel, adapter, masking, scene, train, *, seed: int = 0):
+    def __init__(self, model: InpaintModel, adapter, masking, scene, train, *, seed: int = 0,
+                 compute: Compute | None = None):
         self.model, self.adapter, self.masking, self.train = model, adapter, masking, train
         self.device = model.device
         if train.tune_allocator and self.device.type == "cpu":
@@ -333,12 +214,15 @@ class Trainer:
         self.generator = torch.Generator("cpu").manual_seed(seed)
         self.step = 0
         self.text_trains = any(p.requires_grad for e in model.text_encoders for p in e.parameters())
-        precision = resolve_precision(train.mixed_precision, model.dtype, self.device)
+        # what the command resolved (realfill.device); a Trainer made on its own resolves it from the weights
+        precision = (compute.precision if compute is not None
+                     else resolve_precision(train.mixed_precision, model.dtype, self.device))
         self.mixed_precision = precision
         self.autocast_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
         # fp16 autocast always with loss scaling (CUDA, and CPUs: torch 2.13 has fp16 kernels and a CPU scaler)
         self.scaler = torch.amp.GradScaler(self.device.type) if precision == "fp16" else None
-        enable_tf32(self.device, train.allow_tf32)
+        if compute is None:  # the command applied its Compute already
+            enable_tf32(self.device, train.allow_tf32)
         if train.gradient_checkpointing:
             model.enable_gradient_checkpointing()
         attention = train.attention
@@ -567,6 +451,7 @@ def fine_tune(
     resume: bool = False,
     console=None,
     on_step: Callable[[int, float], None] | None = None,
+    compute: Compute | None = None,
 ) -> Trainer:
     """Fine-tune ``model`` on ``scene`` per ``config.train``; writes ``run_dir/train_log.jsonl``,
     ``run_dir/checkpoint/`` every ``checkpoint_every`` steps and ``run_dir/adapter/`` at the end.
@@ -578,9 +463,9 @@ def fine_tune(
     train = config.train
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    if train.threads:
+    if compute is None and train.threads:  # called on its own (tests, benchmarks), not by a command
         torch.set_num_threads(train.threads)
-    trainer = Trainer(model, adapter, masking, scene, train, seed=config.seed)
+    trainer = Trainer(model, adapter, masking, scene, train, seed=config.seed, compute=compute)
     log_path = run_dir / TRAIN_LOG
     if resume and (state := load_checkpoint(run_dir)) is not None:
         trainer.load_state_dict(state)

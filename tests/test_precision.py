@@ -17,7 +17,8 @@ from realfill.cli import main
 from realfill.config import resolve_config
 from realfill.scene import load_scene, read_rgb
 from realfill.testing import test_devices
-from realfill.training import fine_tune, resolve_precision
+from realfill.device import resolve_precision
+from realfill.training import fine_tune
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -77,13 +78,13 @@ def test_a_precision_the_weights_cannot_train_under_is_refused_before_loading(ex
 
 
 def test_float32_weights_take_every_precision_and_auto_follows_the_device(monkeypatch):
-    import realfill.training as training
+    import realfill.device as device
 
     cpu = torch.device("cpu")
     for mode in ("no", "fp16", "bf16"):
         assert resolve_precision(mode, torch.float32, cpu) == mode
     for native in (True, False):
-        monkeypatch.setattr(training, "native_bf16", lambda device, native=native: native)
+        monkeypatch.setattr(device, "native_bf16", lambda device, native=native: native)
         assert resolve_precision("auto", torch.float32, cpu) == ("bf16" if native else "no")
 
 
@@ -93,7 +94,7 @@ def test_native_bf16_asks_the_trainers_gpu_without_emulation(monkeypatch):
     two calls are recorded, not run.)"""
     import contextlib
 
-    from realfill.training import native_bf16
+    from realfill.device import native_bf16
 
     asked = {}
 
@@ -114,7 +115,7 @@ def test_native_bf16_asks_the_trainers_gpu_without_emulation(monkeypatch):
 
 def test_tf32_is_enabled_for_cuda_runs_only():
     """The flags are process-wide settings, which a CPU-only torch has too (no GPU is touched)."""
-    from realfill.training import enable_tf32
+    from realfill.device import enable_tf32
 
     before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     try:

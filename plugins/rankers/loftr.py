@@ -13,6 +13,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
+from realfill.device import torch_device
 from realfill.hookspecs import hookimpl
 from realfill.ranking import (
     CorrespondenceConfig,
@@ -20,7 +21,6 @@ from realfill.ranking import (
     find_weights,
     hub_checkpoints_dir,
     load_checkpoint,
-    torch_device,
 )
 from realfill_plugins.rankers.lightglue import _load_learned
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from realfill.cli import add_config_arguments, config_from_args
+
 NAME = "train"
 HELP = "fine-tune on a scene only: writes config.toml, adapter/ and train_log.jsonl"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from realfill.cli import add_config_arguments
-
     parser.add_argument("scene", type=Path, metavar="SCENE", help="the scene folder (ref/, target/)")
     add_config_arguments(parser)
     parser.add_argument("--resume", action="store_true", help="continue from DIR's last checkpoint (same config)")
@@ -22,23 +22,21 @@ def out_path(args: argparse.Namespace) -> Path | None:
 
 
 def run(args: argparse.Namespace, ctx) -> int:
-    from realfill.cli import config_from_args
-    from realfill.config import write_config
-    from realfill.run import CONFIG_FILE, check_run_dir, default_run_dir, load_backbone, train_stage
+    # start-up time: the parser imports every command module, and these import torch
+    from realfill.run import check_device, check_run_dir, default_run_dir, prepare_run, train_stage
     from realfill.runfolder import RunLock
     from realfill.scene import load_scene
 
     config = config_from_args(args, ctx)
     scene = load_scene(args.scene, max_references=config.max_references)
     out = args.out if args.out is not None else default_run_dir(args.scene, config)
+    compute = check_device(config, ctx.plugins)
     with RunLock(out, "train", console=ctx.console):
         check_run_dir(out, config, args.resume)
-        ctx.plugins.adapters.create(config.adapter)
-        ctx.plugins.masking.create(config.masking)
-        model = load_backbone(config, ctx.plugins)
-        out.mkdir(parents=True, exist_ok=True)
-        write_config(config, out / CONFIG_FILE)
-        train_stage(scene, config, out, plugins=ctx.plugins, resume=args.resume, console=ctx.console, model=model)
+        model = prepare_run(scene, args.scene, config, out, plugins=ctx.plugins, console=ctx.console, compute=compute,
+                            whole=False)
+        train_stage(scene, config, out, plugins=ctx.plugins, resume=args.resume, console=ctx.console, model=model,
+                    compute=compute)
     ctx.console.print(f"[green]trained:[/] {out / 'adapter'}", soft_wrap=True)
     ctx.out.print(str(out))
     return 0
