@@ -1,6 +1,6 @@
 """Training memory of the real-size architectures, counted exactly without a GPU and without weights.
 
-The published SD2 / SDXL inpainting architectures (``realfill/architecture.py``) are built on PyTorch's
+The published SD2 / SDXL inpainting architectures (``benchmarks/architecture.py``) are built on PyTorch's
 ``meta`` device, which computes every shape and allocates nothing; the paper's LoRA is applied as a run
 applies it, and one training step of our own ``Trainer`` (``loss()`` on a real batch of the example
 scene's crops, then ``backward()``) runs under a dispatch mode that follows every tensor storage the step
@@ -117,7 +117,7 @@ def gpu_attention():
 def measure(kind: str, resolution: int, dtype: str, checkpointing: bool, batch: int) -> dict:
     from _stages import SCENE, run_config
 
-    from realfill.architecture import build_meta_model
+    from architecture import build_meta_model
     from realfill.scene import load_scene
     from realfill.training import Trainer
 

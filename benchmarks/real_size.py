@@ -1,5 +1,5 @@
 """Real-size figures: the published SD2-inpainting, SDXL-inpainting and FLUX.1 Fill architectures
-(configurations in ``realfill/architecture.py``, nothing downloaded) with random weights, measured for one
+(configurations in ``benchmarks/architecture.py``, nothing downloaded) with random weights, measured for one
 LoRA training step (our Trainer, LoRA on the denoiser and text encoder) and one sampling step (one denoiser
 call), at a given resolution, batch, weight dtype and gradient checkpointing, in this process. Prints one
 JSON line.
@@ -81,7 +81,7 @@ def build_model(kind: str, dtype: torch.dtype, seed: int = 0, device: torch.devi
         backbones = RealfillPlugins(autoload=False).backbones
         names = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
         return backbones.create(backbones.get(kind).Config(dtype=names[dtype])).load(device=torch.device(device))
-    from realfill.architecture import build_meta_flux, build_meta_model
+    from architecture import build_meta_flux, build_meta_model
 
     model = build_meta_flux(**layers) if kind == "flux" and layers else build_meta_model(kind)
     for name in ("tokenizer", "tokenizer_2"):  # the published tokenizers pad to 77 tokens
@@ -232,7 +232,7 @@ def measure(kind: str, resolution: int, dtype: str, checkpointing: bool, batch: 
                       load_scene(SCENE), config.train, seed=0)
     out["lora_trainable_params"] = sum(p.numel() for p in trainer.params)
     if activations:
-        from realfill.architecture import FLUX_TRANSFORMER
+        from architecture import FLUX_TRANSFORMER
 
         real = {"double": FLUX_TRANSFORMER["num_layers"], "single": FLUX_TRANSFORMER["num_single_layers"]}
         out["activations_per_batch"] = activation_memory(trainer, real if kind == "flux" else None)

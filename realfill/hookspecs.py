@@ -15,7 +15,7 @@ import pluggy
 from realfill.components import BUILTIN_ROLES, Role
 
 if TYPE_CHECKING:
-    from realfill.registry import ComponentRegistry
+    from realfill.registry import ComponentRegistry  # noqa: F401 - the register hooks' annotation
 
 PROJECT_NAME = "realfill"
 

@@ -24,7 +24,8 @@ from realfill.config import dump_config, run_name, write_config
 from realfill.device import Compute, resolve_compute
 from realfill.errors import UserError
 from realfill.runfolder import LOCK_FILE, RunLock, atomic_dir, atomic_write_text, save_image
-from realfill.training import ADAPTER_DIR, TRAIN_LOG, fine_tune, training_finished
+from realfill.layout import ADAPTER_DIR, TRAIN_LOG, training_finished
+from realfill.training import fine_tune
 
 CONFIG_FILE = "config.toml"
 SAMPLES_DIR = "samples"

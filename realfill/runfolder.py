@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import io
 import json
 import os
@@ -37,6 +38,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from realfill.errors import UserError
+from realfill.layout import CHECKPOINT_BUILDING, checkpoint_status
 
 #: the exit code of a run stopped by a full disk (2 is bad input, 130 an interrupt)
 EXIT_OUT_OF_SPACE = 3
@@ -95,29 +97,6 @@ def free_bytes(path: Path) -> int | None:
 
 def is_out_of_space(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in _SPACE_ERRNOS
-
-
-def checkpoint_status(run_dir: Path) -> str:
-    """What a ``--resume`` of ``run_dir`` would start from, in words."""
-    from realfill.training import ADAPTER_DIR, CHECKPOINT_DIR, training_finished
-
-    run_dir = Path(run_dir)
-    try:
-        if training_finished(run_dir):
-            return f"training finished ({run_dir / ADAPTER_DIR} is whole)"
-    except (OSError, ValueError):
-        pass
-    for name in (CHECKPOINT_DIR, f"{CHECKPOINT_DIR}.old"):
-        state = run_dir / name / "state.pt"
-        if state.is_file():
-            try:
-                import torch
-
-                step = torch.load(state, map_location="cpu", weights_only=False, mmap=True)["step"]
-                return f"step {int(step)} ({state.parent})"
-            except Exception:  # noqa: BLE001 - a message must not fail
-                return f"{state.parent}"
-    return "none (training starts again)"
 
 
 # -- where a run writes ------------------------------------------------------------------------------
@@ -209,8 +188,6 @@ class RunLock:
     # -- taking and giving back --------------------------------------------------------------------
 
     def acquire(self) -> RunLock:
-        import fcntl
-
         check_writable(self.directory)
         missing = []
         place = self.directory
@@ -329,8 +306,6 @@ class RunLock:
 def sweep_temporaries(directory: Path) -> list[Path]:
     """Remove what killed writers left half-written in ``directory`` (their temporary files and folders,
     ``*.realfill-tmp-*``, and a checkpoint folder being built). Call only while holding its lock."""
-    from realfill.training import CHECKPOINT_DIR
-
     removed = []
     for swapped in Path(directory).rglob(f"*{TEMP_MARK}old-*"):  # killed between atomic_dir's two renames
         original = swapped.with_name(swapped.name.split(TEMP_MARK)[0])
@@ -338,7 +313,7 @@ def sweep_temporaries(directory: Path) -> list[Path]:
             os.replace(swapped, original)
     for root, dirs, files in os.walk(directory):
         for name in [*files, *dirs]:
-            if TEMP_MARK in name or (name == f"{CHECKPOINT_DIR}.tmp" and Path(root) == Path(directory)):
+            if TEMP_MARK in name or (name == CHECKPOINT_BUILDING and Path(root) == Path(directory)):
                 path = Path(root) / name
                 if path.is_dir() and not path.is_symlink():
                     shutil.rmtree(path, ignore_errors=True)
@@ -445,7 +420,7 @@ def atomic_write_json(path: Path, payload: Any, **kwargs) -> Path:
 
 def save_image(path: Path, image) -> Path:
     """A PIL image or an HxW(x3) uint8 array, in the format of ``path``'s suffix, atomically."""
-    from PIL import Image
+    from PIL import Image  # start-up time: the CLI imports this module to check --out first
 
     picture = image if isinstance(image, Image.Image) else Image.fromarray(image)
     fmt = Image.registered_extensions().get(Path(path).suffix.lower(), "PNG")
@@ -455,13 +430,13 @@ def save_image(path: Path, image) -> Path:
 
 
 def torch_save(obj: Any, path: Path) -> Path:
-    import torch
+    import torch  # start-up time: the CLI imports this module to check --out first
 
     return atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def save_safetensors(tensors: dict, path: Path, metadata: dict[str, str] | None = None) -> Path:
-    from safetensors.torch import save
+    from safetensors.torch import save  # start-up time: as torch_save's
 
     return atomic_write_bytes(path, save(tensors, metadata=metadata))
 
@@ -520,12 +495,17 @@ def canonical_safetensors(path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: Path) -> Iterator[Path]:
+def atomic_dir(path: Path, building: Path | None = None) -> Iterator[Path]:
     """Build a folder beside ``path`` and swap it in when the block succeeds (the old one, if any, is
     removed after); on failure the temporary folder goes and ``path`` is as it was. Files written inside
-    by any library are synced before the swap; ENOSPC raises :class:`OutOfSpace` naming ``path``."""
+    by any library are synced before the swap; ENOSPC raises :class:`OutOfSpace` naming ``path``.
+    ``building``: the temporary folder's path (default a unique hidden sibling); one left by a killed
+    writer is removed first."""
     path = Path(path)
-    tmp = path.with_name(f"{path.name}{TEMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    tmp = Path(building) if building is not None else path.with_name(
+        f"{path.name}{TEMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    if building is not None and tmp.exists():
+        shutil.rmtree(tmp)
     old = path.with_name(f"{path.name}{TEMP_MARK}old-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
         tmp.mkdir(parents=True)

@@ -24,152 +24,21 @@ import math
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
+from diffusers.optimization import get_scheduler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from realfill.diffusion import DENOISER_GROUP, InpaintModel, loss_weights, select_conditioning  # noqa: F401
+from realfill.compiling import compile_model, uncompile
+from realfill.checkpoints import load_checkpoint, save_checkpoint, truncate_log
 from realfill.device import DTYPE_NAMES, Compute, enable_tf32, resolve_precision, tune_cpu_allocator
 from realfill.errors import UserError
+from realfill.layout import ADAPTER_DIR, CHECKPOINT_DIR, TRAIN_LOG, TRAIN_STATE
+from realfill.runfolder import AtomicLog, atomic_dir, atomic_write_text
+from realfill.training_data import Batch, TrainingImages, random_resized_crops
 
-CHECKPOINT_DIR = "checkpoint"
-TRAIN_LOG = "train_log.jsonl"
-ADAPTER_DIR = "adapter"
-TRAIN_STATE = "train_state.json"
-
-
-# -- the training images ---------------------------------------------------------------------------
-
-
-@dataclass
-class TrainingImages:
-    """The scene's images as ``[3, H, W]`` tensors in ``[-1, 1]`` (references first, the target last, its
-    unknown pixels blanked to 0), with each one's unknown region ``[1, H, W]`` (zeros for references)."""
-
-    images: list[torch.Tensor]
-    unknown: list[torch.Tensor]
-    is_target: list[bool]
-
-    @classmethod
-    def from_scene(cls, scene, resolution: int, crop_scale_min: float = 0.5) -> TrainingImages:
-        # no crop needs more pixels than this: the smallest crop side is sqrt(crop_scale_min) x the short side
-        limit = int(math.ceil(resolution / math.sqrt(crop_scale_min)))
-        images, unknown, is_target = [], [], []
-        for array, mask, target in [*[(r, None, False) for r in scene.references], (scene.target, scene.mask, True)]:
-            image = torch.from_numpy(np.array(array)).permute(2, 0, 1).float() / 127.5 - 1.0
-            hole = torch.zeros(1, *image.shape[1:]) if mask is None else torch.from_numpy(mask).float()[None]
-            if target:
-                image = image * (1 - hole)  # the unknown pixels never reach the model (blanked before resizing)
-            short = min(image.shape[1:])
-            if short > limit:
-                size = (round(image.shape[1] * limit / short), round(image.shape[2] * limit / short))
-                image = F.interpolate(image[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
-                hole = (F.interpolate(hole[None], size=size, mode="area")[0] > 0).float()
-                if target:
-                    image = image * (1 - hole)
-            images.append(image)
-            unknown.append(hole)
-            is_target.append(target)
-        return cls(images, unknown, is_target)
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-
-def random_resized_crops(
-    data: TrainingImages, indices: list[int], resolution: int, scale_min: float, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Square crops covering ``scale_min``-1 of each image's short side squared, resized to
-    ``resolution``. Returns images ``[B,3,R,R]``, unknown ``[B,1,R,R]`` (1 where any unknown pixel fell)
-    and is_target ``[B]``."""
-    images, unknown = [], []
-    for index in indices:
-        image, hole = data.images[index], data.unknown[index]
-        h, w = image.shape[1:]
-        scale = scale_min + (1 - scale_min) * float(torch.rand((), generator=generator))
-        side = max(1, int(round(math.sqrt(scale) * min(h, w))))
-        top = int(torch.randint(0, h - side + 1, (), generator=generator))
-        left = int(torch.randint(0, w - side + 1, (), generator=generator))
-        crop = image[:, top : top + side, left : left + side][None]
-        if side != resolution:
-            crop = F.interpolate(crop, size=(resolution, resolution), mode="bilinear", antialias=side > resolution,
-                                 align_corners=False)
-        if not data.is_target[index]:  # a reference has no unknown pixels
-            crop_hole = torch.zeros(1, 1, resolution, resolution)
-        else:
-            crop_hole = hole[:, top : top + side, left : left + side][None]
-            if side != resolution:
-                crop_hole = (F.interpolate(crop_hole, size=(resolution, resolution), mode="area") > 0).float()
-        images.append(crop)
-        unknown.append(crop_hole)
-    is_target = torch.tensor([data.is_target[i] for i in indices])
-    return torch.cat(images), torch.cat(unknown), is_target
-
-
-@dataclass
-class Batch:
-    images: torch.Tensor
-    unknown: torch.Tensor
-    is_target: torch.Tensor
-    masks: torch.Tensor
-    drop_prompt: torch.Tensor
-
-
-def compile_model(model: InpaintModel) -> list[nn.Module]:
-    """``torch.compile`` the forward of the modules that run every step apart from the denoiser (which
-    :class:`Trainer` compiles inside its loss, see ``Trainer._denoising_loss``), in place (names and state
-    dicts unchanged, so adapters save as before): the text encoders that train (frozen ones run once, their
-    embeddings cached) and, where there is one, the VAE's encoder, whose weights never change, so inductor
-    may fold them in as constants (``freezing``). Random ops (LoRA dropout) keep eager PyTorch's draws
-    (``fallback_random``), so a compiled run gives the same results as an eager one on the same seed.
-    Shapes are static (``dynamic=False``): a run's shapes never change, and a second size in the same
-    process must not turn its kernels into dynamic-shape ones (128 px after 64 px ran at 1.12x the
-    reference loop's rate with them, 1.32x static; docs/benchmarks.md). On a CPU the encoder's vector width
-    follows :func:`cpu_vector_bits`. Returns the compiled modules (:func:`uncompile` undoes it)."""
-    modules = [e for e in model.text_encoders if any(p.requires_grad for p in e.parameters())]
-    for module in modules:
-        module.forward = torch.compile(module.forward, dynamic=False, options={"fallback_random": True})
-    encoder = getattr(getattr(model, "vae", None), "encoder", None)
-    if encoder is not None:
-        options = {"fallback_random": True, "freezing": True}
-        if model.device.type == "cpu" and (bits := cpu_vector_bits(encoder)) is not None:
-            options["cpp.simdlen"] = bits
-        encoder.forward = torch.compile(encoder.forward, dynamic=False, options=options)
-        modules.append(encoder)
-    return modules
-
-
-def cpu_vector_bits(module: nn.Module) -> int | None:
-    """The SIMD width (bits) for inductor's CPU kernels of ``module``, or None for inductor's default
-    (the widest the CPU has, or ``torch._inductor.config.cpp.simdlen`` where the user set it).
-
-    inductor vectorizes a channels-last activation along its channels. An activation with fewer channels
-    than a vector has float lanes fills part of each vector: on an AVX512 CPU (16 lanes), the 8-channel
-    GroupNorm and SiLU kernels of ``tiny-sd2``'s VAE encoder ran at about half speed, and the encoder took
-    53-55 ms per 32 images at 128 px against 43-46 ms with 256-bit vectors (docs/benchmarks.md). So: the
-    widest vector the CPU has with no more lanes than the narrowest GroupNorm has channels (the real SD
-    VAEs, 128 channels and up, keep the default)."""
-    from torch._inductor import config, cpu_vec_isa
-
-    norms = [m.num_channels for m in module.modules() if isinstance(m, nn.GroupNorm)]
-    if config.cpp.simdlen is not None or not norms:
-        return None
-    narrowest = min(norms)
-    default = cpu_vec_isa.pick_vec_isa()  # probes the compiler on its first call: only when it can matter
-    if not default or default.bit_width() // 32 <= narrowest:
-        return None
-    return max((isa.bit_width() for isa in cpu_vec_isa.valid_vec_isa_list() if isa.bit_width() // 32 <= narrowest),
-               default=None)
-
-
-def uncompile(modules: list[nn.Module]) -> None:
-    """Back to eager forwards (sampling calls the model at other shapes, which would recompile)."""
-    for module in modules:
-        module.__dict__.pop("forward", None)
 
 
 # -- the trainer -----------------------------------------------------------------------------------
@@ -206,8 +75,6 @@ class Trainer:
             groups, betas=(train.adam_beta1, train.adam_beta2), eps=train.adam_epsilon, weight_decay=train.weight_decay,
             fused=fused,
         )
-        from diffusers.optimization import get_scheduler
-
         self.lr_scheduler = get_scheduler(train.lr_schedule, self.optimizer, num_warmup_steps=train.warmup_steps,
                                           num_training_steps=max(train.steps, 1))
         self.data = TrainingImages.from_scene(scene, train.resolution, train.crop_scale_min)
@@ -387,58 +254,6 @@ class Trainer:
         self.step = int(state["step"])
 
 
-def save_checkpoint(trainer: Trainer, run_dir: Path) -> Path:
-    """``run_dir/checkpoint/``: ``state.pt`` (trained parameters, optimizer, schedule, step, RNG states) and
-    ``adapter/`` (the adapter's own format), replaced atomically so a kill never leaves half a checkpoint.
-    A failed write (a full disk: :class:`realfill.runfolder.OutOfSpace`) removes the half-built one and
-    leaves the previous checkpoint as it was."""
-    from realfill.runfolder import OutOfSpace, free_bytes, space_failure, sync_tree, torch_save
-
-    final = run_dir / CHECKPOINT_DIR
-    tmp = run_dir / f"{CHECKPOINT_DIR}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    try:
-        tmp.mkdir(parents=True)
-        torch_save(trainer.state_dict(), tmp / "state.pt")
-        trainer.adapter.save(trainer.model, tmp / ADAPTER_DIR)
-        sync_tree(tmp)
-    except BaseException as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(exc, OutOfSpace) or space_failure(exc):
-            raise OutOfSpace(final, free_bytes(run_dir)) from None
-        raise
-    old = run_dir / f"{CHECKPOINT_DIR}.old"
-    if final.exists():
-        final.rename(old)
-    tmp.rename(final)
-    if old.exists():
-        shutil.rmtree(old)
-    return final
-
-
-def load_checkpoint(run_dir: Path) -> dict | None:
-    for name in (CHECKPOINT_DIR, f"{CHECKPOINT_DIR}.old"):  # .old: killed between the two renames
-        path = run_dir / name / "state.pt"
-        if path.is_file():
-            return torch.load(path, map_location="cpu", weights_only=False)
-    return None
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    from realfill.runfolder import atomic_write_text
-
-    if not path.exists():
-        return
-    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
-    atomic_write_text(path, "".join(line + "\n" for line in kept))
-
-
-def training_finished(run_dir: Path) -> bool:
-    path = Path(run_dir) / TRAIN_STATE
-    return path.is_file() and json.loads(path.read_text()).get("finished", False)
-
-
 def fine_tune(
     model: InpaintModel,
     adapter,
@@ -456,10 +271,6 @@ def fine_tune(
     """Fine-tune ``model`` on ``scene`` per ``config.train``; writes ``run_dir/train_log.jsonl``,
     ``run_dir/checkpoint/`` every ``checkpoint_every`` steps and ``run_dir/adapter/`` at the end.
     With ``resume``, continues from ``run_dir/checkpoint/`` (the log is cut back to it)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from realfill.runfolder import AtomicLog, atomic_dir, atomic_write_text
-
     train = config.train
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -469,7 +280,7 @@ def fine_tune(
     log_path = run_dir / TRAIN_LOG
     if resume and (state := load_checkpoint(run_dir)) is not None:
         trainer.load_state_dict(state)
-        _truncate_log(log_path, trainer.step)
+        truncate_log(log_path, trainer.step)
         if console is not None:
             console.print(f"resuming from step {trainer.step} ({run_dir / CHECKPOINT_DIR})")
     else:

@@ -122,7 +122,7 @@ def test_real_backbone_loads_a_local_model_folder(plugins, tmp_path, real, build
 @pytest.mark.slow
 def test_real_size_lora_parameter_counts_match_the_docs():
     """docs/architecture.md's figures, recomputed on the meta device (no weights)."""
-    from realfill.architecture import lora_parameter_counts
+    from benchmarks.architecture import lora_parameter_counts
 
     sd2 = lora_parameter_counts("sd2")
     assert sd2["unet_params"] == 865_925_124 and sd2["text_encoder_params"] == 340_387_840

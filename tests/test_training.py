@@ -245,7 +245,7 @@ def test_compiled_vae_encoder_vectors_are_no_wider_than_its_narrowest_activation
     from torch import nn
     from torch._inductor import config, cpu_vec_isa
 
-    from realfill.training import cpu_vector_bits
+    from realfill.compiling import cpu_vector_bits
 
     encoder = plugins.backbones.create(plugins.backbones.get("tiny-sd2").Config()).load().vae.encoder
     narrowest = min(m.num_channels for m in encoder.modules() if isinstance(m, nn.GroupNorm))
