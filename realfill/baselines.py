@@ -17,6 +17,8 @@ from PIL import Image
 from realfill.components import BaselineResult
 from realfill.errors import UserError
 from realfill.evaluation import RUN_RECORD
+from realfill.plugins import get_plugins
+from realfill.runfolder import atomic_write_text, save_image
 from realfill.scene import Scene
 
 __all__ = ["BaselineResult", "baseline_names", "check_baselines", "image_baseline_names", "run_image_baseline",
@@ -25,8 +27,6 @@ __all__ = ["BaselineResult", "baseline_names", "check_baselines", "image_baselin
 
 def _plugins(plugins):
     if plugins is None:
-        from realfill.plugins import get_plugins
-
         plugins = get_plugins()
     return plugins
 
@@ -69,8 +69,6 @@ def run_image_baseline(name: str, scene: Scene, out_dir: Path, plugins=None) -> 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "result.png"
-    from realfill.runfolder import atomic_write_text, save_image
-
     save_image(path, Image.fromarray(result.image))
     record = {"scene": str(Path(scene.root).resolve()), "baseline": name, **result.details}
     atomic_write_text(out_dir / RUN_RECORD, json.dumps(record, indent=2) + "\n")

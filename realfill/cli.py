@@ -130,7 +130,7 @@ class _TorchvisionNotice:
 
 def _quiet_library_noise() -> None:
     try:
-        from transformers.utils import logging as transformers_logging
+        from transformers.utils import logging as transformers_logging  # start-up time (seconds)
     except ImportError:
         return
     for handler in transformers_logging._get_library_root_logger().handlers:

@@ -17,7 +17,11 @@ from pathlib import Path
 
 from rich.table import Table
 
+from realfill.baselines import check_baselines, run_image_baseline
+from realfill.contact_sheet import ranked_from_run, write_contact_sheets
 from realfill.errors import UserError
+from realfill.evaluation import build_metrics, evaluate_images
+from realfill.scene import load_scene, read_rgb
 
 COMPARISON_FILE = "comparison.json"
 BASELINES_DIR = "baselines"
@@ -32,8 +36,6 @@ SHOWN_VALUES = ("psnr_masked", "ssim_masked", "vif_masked", "sharpness_masked")
 
 def check_comparison_baselines(names: Sequence[str], plugins) -> None:
     """Refuse, before a run starts, a name that is not a registered image baseline (one line, exit 2)."""
-    from realfill.baselines import check_baselines
-
     check_baselines(names, plugins)
     for name in names:
         if plugins.baselines.get(name).kind != "image":
@@ -46,10 +48,6 @@ def compare_run(run_dir: Path, scene, *, plugins, baselines: Sequence[str] = DEF
                 notice: str | None = None) -> dict | None:
     """Evaluate ``RUN/result.png`` and each baseline against the scene's ground truth; write and return
     ``RUN/comparison.json`` (None when the scene has no ground truth)."""
-    from realfill.baselines import run_image_baseline
-    from realfill.evaluation import build_metrics, evaluate_images
-    from realfill.scene import read_rgb
-
     if scene.gt is None:
         return None
     run_dir = Path(run_dir)
@@ -80,8 +78,6 @@ def compare_run(run_dir: Path, scene, *, plugins, baselines: Sequence[str] = DEF
         "notice": notice,
     }
     if (run_dir / "ranking.json").is_file():  # the sheet again, the baselines beside the result
-        from realfill.contact_sheet import ranked_from_run, write_contact_sheets
-
         ranked, pictures = ranked_from_run(run_dir)
         if ranked:
             write_contact_sheets(run_dir, scene.references, scene.masked_target(), ranked, scene.gt,
@@ -180,8 +176,6 @@ def report_comparison(run_dir: Path, scene_path: Path, config, *, plugins, basel
                       console=None, seconds: float | None = None) -> dict | None:
     """``realfill fill``'s last step: compare the run with the baselines, write ``comparison.json``, print the
     table. Nothing when the scene has no ground truth."""
-    from realfill.scene import load_scene
-
     scene = load_scene(scene_path, max_references=config.max_references)
     if scene.gt is None:
         return None

@@ -290,6 +290,38 @@ def validate_config(data: dict, source: str, plugins=None) -> RunConfigBase:
     return config
 
 
+def base_data(*, preset: str | None = None, config_file: Path | None = None) -> tuple[dict, str]:
+    """The unvalidated data a run config starts from, a saved config file or a preset (default ``paper``),
+    and how messages name it."""
+    if config_file is not None:
+        return read_toml(config_file), str(config_file_of(config_file))
+    return load_preset(preset or "paper"), f"preset '{preset or 'paper'}'"
+
+
+def apply_flags(
+    data: dict,
+    source: str,
+    *,
+    components: dict[str, str | None] | None = None,
+    sections: dict[str, dict[str, Any]] | None = None,
+    overrides: list[str] = (),
+    component_fields=COMPONENT_FIELDS,
+) -> str:
+    """Layer the command line on ``data`` in place: component flags <- section flags <- ``--set`` overrides
+    (a None flag is one not given). Returns ``source`` as messages should now name it."""
+    for field, name in (components or {}).items():
+        if name is not None:
+            set_component(data, field, name)
+    for section, values in (sections or {}).items():
+        for key, value in values.items():
+            if value is not None:
+                apply_override(data, [section, key], value, component_fields)
+    for item in overrides:
+        path, value = parse_override(item)
+        apply_override(data, path, value, component_fields)
+    return f"{source} with --set" if overrides else source
+
+
 def resolve_config(
     *,
     preset: str | None = None,
@@ -301,23 +333,9 @@ def resolve_config(
 ) -> RunConfigBase:
     """Preset (or a saved config file) <- component flags <- section flags <- ``--set`` overrides."""
     plugins = plugins or get_plugins()
-    fields = {role.field for role in plugins.config_roles}
-    if config_file is not None:
-        data, source = read_toml(config_file), str(config_file_of(config_file))
-    else:
-        data, source = load_preset(preset or "paper"), f"preset '{preset or 'paper'}'"
-    for field, name in (components or {}).items():
-        if name is not None:
-            set_component(data, field, name)
-    for section, values in (sections or {}).items():
-        for key, value in values.items():
-            if value is not None:
-                apply_override(data, [section, key], value, fields)
-    for item in overrides:
-        path, value = parse_override(item)
-        apply_override(data, path, value, fields)
-    if overrides:
-        source += " with --set"
+    data, source = base_data(preset=preset, config_file=config_file)
+    source = apply_flags(data, source, components=components, sections=sections, overrides=overrides,
+                         component_fields={role.field for role in plugins.config_roles})
     return validate_config(data, source, plugins)
 
 

@@ -21,6 +21,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from realfill.runfolder import save_image
+
+from realfill.scene import read_rgb
 CONTACT_SHEET = "contact_sheet.png"
 CORRESPONDENCE_SHEET = "contact_sheet_correspondences.png"
 MAX_TILE = 320  # px: the tile height for targets taller than this
@@ -200,16 +203,12 @@ def write_contact_sheets(directory: Path, *args, **kwargs) -> Path:
 
 
 def _save(image: Image.Image, path: Path) -> None:
-    from realfill.runfolder import save_image
-
     save_image(path, image)  # atomic, and a full disk is one line (realfill.runfolder)
 
 
 def ranked_from_run(run_dir: Path, samples_dir: Path | None = None) -> tuple[list, list]:
     """(ranked, correspondences) as :func:`contact_sheets` takes them, read back from a run folder's
     ``ranking.json``, samples and ``correspondences/``."""
-    from realfill.scene import read_rgb
-
     run_dir = Path(run_dir)
     samples_dir = Path(samples_dir) if samples_dir is not None else run_dir / "samples"
     ranking = json.loads((run_dir / "ranking.json").read_text())

@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from realfill.errors import UserError
+from realfill.runfolder import atomic_write_text
 from realfill.scene import Scene, load_scene, read_rgb
+from realfill.seed_selection import read_ranking
 
 METRICS_FILE = "metrics.json"
 RUN_RECORD = "run.json"  # written by the ablation engine and the baselines: {"scene": PATH, ...}
@@ -168,12 +170,8 @@ def evaluate_run(run_dir: Path, metrics: list, scene_path: Path | None = None, m
     record = {"result": str(result_path), "scene": str(Path(scene_path).resolve()), **evaluation.as_dict()}
     ranking_path = run_dir / "ranking.json"
     if ranking_path.is_file():
-        from realfill.ranking import read_ranking
-
         selection = selection_stats(scene, read_ranking(ranking_path), sample_dir or run_dir / "samples", metrics)
         if selection is not None:
             record["selection"] = selection
-    from realfill.runfolder import atomic_write_text
-
     atomic_write_text(run_dir / METRICS_FILE, json.dumps(record, indent=2) + "\n")
     return record

@@ -15,16 +15,24 @@ it writes a single file, so bad input never touches an existing run folder.
 from __future__ import annotations
 
 import contextlib
+import json
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from realfill.config import dump_config, run_name, write_config
+from realfill.contact_sheet import write_contact_sheets
 from realfill.device import Compute, resolve_compute
 from realfill.errors import UserError
-from realfill.runfolder import LOCK_FILE, RunLock, atomic_dir, atomic_write_text, save_image
+from realfill.evaluation import RUN_RECORD
 from realfill.layout import ADAPTER_DIR, TRAIN_LOG, training_finished
+from realfill.plugins import get_plugins
+from realfill.runfolder import LOCK_FILE, RunLock, atomic_dir, atomic_write_text, save_image
+from realfill.sampling import blend_weights, sample_completions, training_scale_resolution
+from realfill.scene import load_scene, read_rgb
+from realfill.seed_selection import rank_candidates
 from realfill.training import fine_tune
 
 CONFIG_FILE = "config.toml"
@@ -37,8 +45,6 @@ CONTACT_SHEET = "contact_sheet.png"
 def _plugins(plugins):
     if plugins is not None:
         return plugins
-    from realfill.plugins import get_plugins
-
     return get_plugins()
 
 
@@ -99,16 +105,10 @@ def sample_stage(scene, config, train_dir: Path | None, directory: Path, *, plug
                  compute: Compute | None = None) -> list[Path]:
     """``config.sample.num_samples`` completions, composited at the target's size, as
     ``directory/samples/NNN.png``; the model is ``model`` or the backbone with ``train_dir``'s adapter."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    from realfill.sampling import sample_completions
-
     plugins = _plugins(plugins)
     compute = set_up_compute(config, plugins, compute)
     if model is None:
         model = load_trained(config, Path(train_dir), plugins=plugins, compute=compute)
-    from realfill.sampling import training_scale_resolution
-
     s = config.sample
     out = Path(directory) / SAMPLES_DIR
     progress = Progress(TextColumn("sample"), BarColumn(), MofNCompleteColumn(), console=console,
@@ -132,17 +132,12 @@ def sample_stage(scene, config, train_dir: Path | None, directory: Path, *, plug
 
 
 def rank_stage(scene, config, directory: Path, sample_paths: list[Path], *, plugins=None, console=None) -> list[dict]:
-    """Rank the samples with the configured ranker (``realfill.ranking``); write ``ranking.json``,
+    """Rank the samples with the configured ranker (``realfill.seed_selection``); write ``ranking.json``,
     ``result.png`` (the best) and ``contact_sheet.png``."""
-    from realfill.contact_sheet import write_contact_sheets
-    from realfill.scene import read_rgb
-
     plugins = _plugins(plugins)
     directory = Path(directory)
     candidates = [read_rgb(p) for p in sample_paths]
     names = [p.name for p in sample_paths]
-    from realfill.ranking import rank_candidates
-
     ranker = plugins.rankers.create(config.ranker)
     ranking = rank_candidates(ranker, scene, candidates, names, run_dir=directory, keep=config.select.keep,
                               keep_fraction=config.select.keep_fraction)
@@ -185,8 +180,6 @@ def check_run_dir(run_dir: Path, config, resume: bool) -> None:
 def fill(scene_path: Path, config, run_dir: Path | None = None, *, plugins=None, resume: bool = False,
          console=None) -> Path:
     """The whole method on one scene; returns the run folder."""
-    from realfill.scene import load_scene
-
     plugins = _plugins(plugins)
     scene = load_scene(scene_path, max_references=config.max_references)  # bad scenes fail here
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(scene_path, config)
@@ -257,10 +250,6 @@ def _fill_locked(scene, config, run_dir: Path, *, plugins, resume: bool, console
 def write_run_record(run_dir: Path, scene_path: Path, config, plugins) -> None:
     """``run.json``: the scene the run was made from (so ``realfill evaluate RUN`` finds its ground truth),
     the run's name and, for backbones that carry one, their disclaimer (e.g. scratch-pixel's)."""
-    import json
-
-    from realfill.evaluation import RUN_RECORD
-
     record = {"scene": str(Path(scene_path).resolve()), "run_name": run_name(config)}
     disclaimer = plugins.backbones.get(config.backbone.name).disclaimer
     if disclaimer:
@@ -270,8 +259,6 @@ def write_run_record(run_dir: Path, scene_path: Path, config, plugins) -> None:
 
 def known_pixels_kept(result: np.ndarray, target: np.ndarray, mask: np.ndarray, dilate: int, feather: int) -> bool:
     """True when ``result`` equals ``target`` exactly outside the dilated and feathered band."""
-    from realfill.sampling import blend_weights
-
     outside = blend_weights(mask, dilate, feather) == 0
     return bool(np.array_equal(result[outside], target[outside]))
 

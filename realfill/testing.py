@@ -4,10 +4,15 @@ checkpoint files written from a (tiny) diffusers pipeline."""
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
+from safetensors.torch import save_file
+from skimage import data
 
 from realfill.scene import Scene
 
@@ -20,8 +25,6 @@ def resize_to_width(image: np.ndarray, width: int) -> np.ndarray:
 def stereo_motorcycle_scene(width: int = 256) -> Scene:
     """skimage's real stereo pair: target = the right view with its right 35% to outpaint (blanked to
     127), references = three crops of the left view (as in examples/motorcycle), gt = the right view."""
-    from skimage import data
-
     left, right, _ = data.stereo_motorcycle()
     left, right = resize_to_width(left, width), resize_to_width(right, width)
     h, w = right.shape[:2]
@@ -154,10 +157,6 @@ def open_clip_to_original(encoder) -> dict:
     """A CLIP text encoder in OpenCLIP's layout (SD2's ``cond_stage_model.model.``, SDXL's
     ``conditioner.embedders.1.model.``): fused q/k/v ``in_proj``, ``resblocks``, ``ln_*``, ``c_fc`` /
     ``c_proj``, and ``text_projection`` as the matrix the pooled output is multiplied by."""
-    import re
-
-    import torch
-
     state = _text_model_keys(encoder)
     out = {}
     qkv: dict[str, dict[str, torch.Tensor]] = {}
@@ -209,8 +208,6 @@ def pipeline_to_original(pipeline) -> dict:
 def save_single_file(pipeline, path) -> Path:
     """Write :func:`pipeline_to_original` of ``pipeline`` to ``path`` (``.safetensors``): a single checkpoint
     file such as Stability AI publishes, for ``from_single_file``."""
-    from safetensors.torch import save_file
-
     path = Path(path)
     save_file({k: v.detach().contiguous() for k, v in pipeline_to_original(pipeline).items()}, str(path))
     return path
@@ -228,11 +225,7 @@ CUDA_TEST_DEVICE = "REALFILL_CUDA_TEST_DEVICE"
 def test_devices() -> list:
     """``pytest.mark.parametrize`` values: ``cpu``, and the GPU case, marked ``cuda`` and skipped with the
     reason where torch sees no GPU (unless ``REALFILL_CUDA_TEST_DEVICE=cpu`` sends it to the CPU)."""
-    import os
-
-    import pytest
-    import torch
-
+    import pytest  # a test-only dependency, asked for only by the test helper that skips
     device = os.environ.get(CUDA_TEST_DEVICE, "cuda")
     skip = pytest.mark.skipif(device.startswith("cuda") and not torch.cuda.is_available(),
                               reason="needs a CUDA GPU (torch sees none); scripts/gpu-check.sh runs it on one")

@@ -30,9 +30,9 @@ import torch
 from diffusers.optimization import get_scheduler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from realfill.diffusion import DENOISER_GROUP, InpaintModel, loss_weights, select_conditioning  # noqa: F401
-from realfill.compiling import compile_model, uncompile
 from realfill.checkpoints import load_checkpoint, save_checkpoint, truncate_log
+from realfill.compiling import compile_model, uncompile
+from realfill.diffusion import DENOISER_GROUP, InpaintModel, loss_weights, select_conditioning  # noqa: F401
 from realfill.device import DTYPE_NAMES, Compute, enable_tf32, resolve_precision, tune_cpu_allocator
 from realfill.errors import UserError
 from realfill.layout import ADAPTER_DIR, CHECKPOINT_DIR, TRAIN_LOG, TRAIN_STATE

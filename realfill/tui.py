@@ -19,6 +19,8 @@ from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from realfill.ablation.reports import directions, heading
+
 SHOWN_METRICS = ("psnr_masked", "ssim_masked", "ms_ssim_masked", "sharpness_masked", "lpips", "dino", "clip")
 
 
@@ -122,8 +124,6 @@ class LiveReporter(PlainReporter):
 
     def _results(self) -> Table:
         names = [m for m in SHOWN_METRICS if any(m in r.get("metrics", {}) for r, _ in self.rows)]
-        from realfill.ablation.reports import directions, heading
-
         better = directions([r for r, _ in self.rows])
         table = Table(title="results (↑ higher is better, ↓ lower)", title_justify="left", expand=False)
         for column in ("scene", "configuration", "status", *(heading(m, better) for m in names), "train s", "sample s",

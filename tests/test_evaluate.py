@@ -116,7 +116,7 @@ def test_a_failing_metric_is_reported_and_the_others_go_on(example_scene):
 
 def _run_with_samples(scene, tmp_path, samples: dict[str, np.ndarray], order: list[str]):
     """A run folder as ``realfill fill`` leaves it: samples/, ranking.json best first, result.png = the pick."""
-    from realfill.ranking import write_ranking
+    from realfill.seed_selection import write_ranking
 
     run = tmp_path / "run"
     (run / "samples").mkdir(parents=True)

@@ -22,15 +22,9 @@ from skimage import data
 from realfill.cli import main
 from realfill.errors import MissingWeightsError, UserError
 from realfill.plugins import RealfillPlugins
-from realfill.ranking import (
-    draw_correspondences,
-    fill_region,
-    in_region,
-    kept_count,
-    rank_candidates,
-    read_ranking,
-    score_candidates,
-)
+from realfill.correspondence_pictures import draw_correspondences
+from realfill.ranking import fill_region, in_region
+from realfill.seed_selection import kept_count, rank_candidates, read_ranking, score_candidates
 from realfill.scene import Scene
 from realfill.testing import resize_to_width, stereo_motorcycle_scene
 

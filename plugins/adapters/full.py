@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
+from safetensors.torch import load_file, save_file
 
 from realfill.components import Adapter, ComponentConfig
 from realfill.diffusion import DENOISER_GROUP, TEXT_ENCODER_GROUP
@@ -42,8 +43,6 @@ class Full(Adapter):
         return list(groups.values())
 
     def save(self, model, directory) -> None:
-        from safetensors.torch import save_file
-
         Path(directory).mkdir(parents=True, exist_ok=True)
         for key, module in self._modules(model).items():
             state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
@@ -51,8 +50,6 @@ class Full(Adapter):
             canonical_safetensors(Path(directory) / f"{key}.safetensors")
 
     def load(self, model, directory) -> None:
-        from safetensors.torch import load_file
-
         for key, module in self._modules(model).items():
             path = Path(directory) / f"{key}.safetensors"
             if not path.is_file():

@@ -35,7 +35,7 @@ class Lora(Adapter):
         text_encoder_targets: list[str] = ["q_proj", "k_proj", "v_proj", "out_proj"]
 
     def _lora_config(self, targets):
-        from peft import LoraConfig
+        from peft import LoraConfig  # start-up time: peft takes seconds, and plugins load for every command
 
         c = self.config
         # float(): the default alpha is the int 16, a config read back from TOML holds 16.0; the adapter's
@@ -82,8 +82,8 @@ class Lora(Adapter):
         return model.denoiser_name if key == DENOISER_GROUP else key
 
     def save(self, model, directory) -> None:
-        from diffusers.utils import convert_state_dict_to_diffusers
-        from peft.utils import get_peft_model_state_dict
+        from diffusers.utils import convert_state_dict_to_diffusers  # start-up time, as peft's
+        from peft.utils import get_peft_model_state_dict  # start-up time
 
         pipeline = self._pipeline(model)
         layers, metadata = {}, {}

@@ -26,6 +26,9 @@ from typing import ClassVar, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
+from huggingface_hub import try_to_load_from_cache
+from huggingface_hub.constants import HF_HUB_CACHE
+from PIL import Image
 from torch import nn
 
 from realfill.components import ComponentConfig, Metric
@@ -118,7 +121,7 @@ class LPIPS(_LearnedMetric):
         return None
 
     def _load(self):
-        import torchmetrics.functional.image as tm_image
+        import torchmetrics.functional.image as tm_image  # start-up time: only the learned metrics need it
 
         backbone = _AlexNetFeatures()
         state = torch.load(self.find(), map_location="cpu", weights_only=True)
@@ -156,16 +159,12 @@ class _EmbeddingSimilarity(_LearnedMetric):
         places: list[Path | str] = []
         if self.config.weights is not None:
             places.append(Path(self.config.weights))
-        from huggingface_hub.constants import HF_HUB_CACHE
-
         places.append(f"{self.repo_id} in the Hugging Face cache ({HF_HUB_CACHE})")
         return places
 
     def find(self):
         if self.config.weights is not None and (Path(self.config.weights) / "config.json").is_file():
             return Path(self.config.weights)
-        from huggingface_hub import try_to_load_from_cache
-
         cached = try_to_load_from_cache(self.repo_id, "config.json")
         if isinstance(cached, str):
             return self.repo_id
@@ -208,7 +207,7 @@ class DINO(_EmbeddingSimilarity):
         weights: Path | None = None
 
     def _model_class(self):
-        from transformers import ViTModel
+        from transformers import ViTModel  # start-up time (seconds); only with DINO weights
 
         return ViTModel
 
@@ -228,7 +227,7 @@ class CLIP(_EmbeddingSimilarity):
         weights: Path | None = None
 
     def _model_class(self):
-        from transformers import CLIPVisionModelWithProjection
+        from transformers import CLIPVisionModelWithProjection  # start-up time; only with CLIP weights
 
         return CLIPVisionModelWithProjection
 
@@ -266,12 +265,10 @@ class DreamSim(_LearnedMetric):
 
     def compute(self, result, gt, mask):
         if self._model is None:
-            from dreamsim import dreamsim
+            from dreamsim import dreamsim  # optional: not a realfill dependency
 
             self._model = dreamsim(pretrained=True, cache_dir=str(self.find()), device="cpu")
         model, preprocess = self._model
-        from PIL import Image
-
         with torch.no_grad():
             distance = model(preprocess(Image.fromarray(result)), preprocess(Image.fromarray(gt)))
         return {"dreamsim": float(distance)}

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import torch
 from pydantic import Field
 
-from realfill.errors import UserError
 from realfill.device import torch_device
+from realfill.errors import UserError
 from realfill.hookspecs import hookimpl
 from realfill.ranking import (
     CorrespondenceConfig,
@@ -96,8 +97,7 @@ class LightGlueRanker(CorrespondenceRanker):
     def load(self):
         if self._models is not None:
             return self._models
-        import torch
-        from kornia.feature import ALIKED as ALIKED_
+        from kornia.feature import ALIKED as ALIKED_  # heavy: kornia's feature models, only when this ranker loads
         from kornia.feature import DISK as DISK_
         from kornia.feature import LightGlue as LightGlue_
 
@@ -126,8 +126,6 @@ class LightGlueRanker(CorrespondenceRanker):
     # -- the two primitives -------------------------------------------------------------------
 
     def extract(self, images, regions):
-        import torch
-
         extractor, _, device = self.load()
         batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).to(device=device, dtype=torch.float32) / 255
         h, w = images[0].shape[:2]
@@ -146,8 +144,6 @@ class LightGlueRanker(CorrespondenceRanker):
         return features
 
     def match(self, candidate_features, reference_features):
-        import torch
-
         _, matcher, device = self.load()
         empty = np.zeros((0, 2), np.float32)
         f0, f1 = candidate_features, reference_features
@@ -167,8 +163,6 @@ class LightGlueRanker(CorrespondenceRanker):
 
 
 def _in_mask(xy, region: np.ndarray):
-    import torch
-
     h, w = region.shape
     col = xy[:, 0].round().long().clamp(0, w - 1).cpu().numpy()
     row = xy[:, 1].round().long().clamp(0, h - 1).cpu().numpy()

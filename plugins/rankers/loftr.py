@@ -11,6 +11,7 @@ import copy
 from typing import Literal
 
 import numpy as np
+import torch
 from pydantic import Field
 
 from realfill.device import torch_device
@@ -57,7 +58,7 @@ class LoftrRanker(CorrespondenceRanker):
     def load(self):
         if self._model is not None:
             return self._model
-        from kornia.feature import LoFTR as LoFTR_
+        from kornia.feature import LoFTR as LoFTR_  # heavy: kornia's feature models, only when this ranker loads
         from kornia.feature.loftr.loftr import default_cfg
 
         path = self.weight_file()
@@ -73,8 +74,6 @@ class LoftrRanker(CorrespondenceRanker):
         return self._model
 
     def extract(self, images, regions):
-        import torch
-
         model, device = self.load()
         gray = np.stack([img.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32) for img in images])
         batch = torch.from_numpy(gray)[:, None].to(device) / 255
@@ -83,8 +82,6 @@ class LoftrRanker(CorrespondenceRanker):
         return [{k: v[i : i + 1] for k, v in found.items()} for i in range(len(images))]
 
     def match(self, candidate_features, reference_features):
-        import torch
-
         model, _ = self.load()
         with torch.inference_mode():
             out = model({"features0": candidate_features, "features1": reference_features})

@@ -3,6 +3,7 @@ and measured; ``LocalExecutor`` runs stages one after another here, ``RayExecuto
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 import traceback
@@ -11,12 +12,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import torch
+
+import realfill.plugins as plugins_module
 from realfill.ablation.plan import DONE, _fresh, _write_json
+from realfill import run as run_module
 from realfill.baselines import run_image_baseline
 from realfill.config import validate_config
+from realfill.contact_sheet import write_contact_sheets
 from realfill.errors import UserError
 from realfill.evaluation import RUN_RECORD, build_metrics, evaluate_run
 from realfill.runfolder import OutOfSpace, atomic_write_text
+from realfill.scene import load_scene, read_rgb
 
 # -- measuring a stage -------------------------------------------------------------------------------
 
@@ -25,14 +32,14 @@ from realfill.runfolder import OutOfSpace, atomic_write_text
 def measured(record: dict):
     """Seconds and peak resident memory (MiB, sampled every 20 ms; and CUDA's peak when on a GPU)."""
     try:
-        import psutil
+        import psutil  # optional: it comes with ray and most installs, not with realfill
 
         process = psutil.Process()
 
         def rss() -> int:
             return process.memory_info().rss
     except ImportError:  # pragma: no cover - psutil comes with ray and most installs
-        import resource
+        import resource  # the fallback's own
 
         def rss() -> int:
             return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -48,8 +55,6 @@ def measured(record: dict):
     thread.start()
     cuda = False
     try:
-        import torch
-
         cuda = torch.cuda.is_available()
         if cuda:
             torch.cuda.reset_peak_memory_stats()
@@ -65,8 +70,6 @@ def measured(record: dict):
         peak[0] = max(peak[0], rss())
         record["peak_rss_mb"] = round(peak[0] / 2**20, 1)
         if cuda:
-            import torch
-
             record["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
 
 
@@ -78,8 +81,6 @@ _worker_plugin_sets: dict[tuple, Any] = {}
 def _worker_plugins(task: dict):
     """This process's plugins: the caller's (set_plugins, as the CLI does) in the driver; in a Ray worker,
     a manager built like the driver's (third-party autoload on or off, the same blocked plugins)."""
-    import realfill.plugins as plugins_module
-
     if plugins_module._default is not None:
         return plugins_module._default
     key = (bool(task.get("autoload", True)), tuple(task.get("blocked", ())))
@@ -119,16 +120,10 @@ def _stage(task: dict, body: Callable[[dict, Any], dict], progress: Callable | N
 
 def _stage_api():
     """The method engineer's separately callable stages (realfill.run)."""
-    try:
-        from realfill import run as run_module
-    except ImportError as exc:
-        raise UserError(f"the fill pipeline (realfill.run) is not available: {exc}") from None
     return run_module
 
 
 def _train_body(task, plugins, progress):
-    from realfill.scene import load_scene
-
     config = validate_config(task["config"], "ablation config", plugins)
     scene = load_scene(task["scene"], max_references=config.max_references)
     directory = Path(task["dir"])
@@ -146,8 +141,6 @@ def _train_body(task, plugins, progress):
 
 
 def _sample_body(task, plugins, progress):
-    from realfill.scene import load_scene
-
     config = validate_config(task["config"], "ablation config", plugins)
     scene = load_scene(task["scene"], max_references=config.max_references)
     directory = Path(task["dir"])
@@ -157,8 +150,6 @@ def _sample_body(task, plugins, progress):
 
 
 def _rank_body(task, plugins, progress):
-    from realfill.scene import load_scene
-
     config = validate_config(task["config"], "ablation config", plugins)
     scene = load_scene(task["scene"], max_references=config.max_references)
     sample_paths = sorted((Path(task["sample_dir"]) / "samples").glob("*.png"))
@@ -169,9 +160,6 @@ def _rank_body(task, plugins, progress):
 
 
 def _baseline_body(task, plugins, progress):
-    from realfill.contact_sheet import write_contact_sheets
-    from realfill.scene import load_scene, read_rgb
-
     scene = load_scene(task["scene"])
     path = run_image_baseline(task["baseline"], scene, Path(task["dir"]), plugins=plugins)
     write_contact_sheets(Path(task["dir"]), scene.references, scene.masked_target(), [], scene.gt,
@@ -232,8 +220,6 @@ class LocalExecutor:
 
 def _probe(address: str, timeout: float = 5.0) -> None:
     """Fail fast, with the address named, when nothing listens there (ray.init would retry for minutes)."""
-    import socket
-
     target = address.split("://", 1)[-1]
     host, sep, port = target.rpartition(":")
     if not sep or not port.isdigit():
@@ -275,7 +261,7 @@ def _assigned(fn: Callable):
     """``fn`` on a Ray worker, returning what Ray gave the task beside its record (what the request got)."""
 
     def on_worker(task):
-        import ray
+        import ray  # optional (realfill[ray]); present on a Ray worker
 
         return fn(task), ray.get_runtime_context().get_assigned_resources()
 
@@ -296,7 +282,7 @@ class RayExecutor:
     def __init__(self, address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None,
                  resources: dict[str, dict[str, float]] | None = None):
         try:
-            import ray
+            import ray  # optional (realfill[ray]), and seconds to import
         except ImportError:
             raise UserError("--executor ray: ray is not installed; pip install 'realfill[ray]'") from None
         self.ray = ray

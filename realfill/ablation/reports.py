@@ -10,7 +10,7 @@ import math
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from realfill.ablation.plan import Plan, _write_json
 from realfill.runfolder import atomic_write_text, save_image
@@ -160,8 +160,6 @@ PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 1
 
 def bar_chart(summary: list[dict], metrics: list[str], panel: tuple[int, int] = (360, 260)) -> Image.Image:
     """One panel per metric: a bar per configuration at its mean, with a ±std whisker."""
-    from PIL import ImageDraw
-
     pw, ph = panel
     legend_h = 16 * len(summary) + 10
     image = Image.new("RGB", (pw * len(metrics), ph + legend_h), "white")

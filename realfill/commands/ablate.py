@@ -7,6 +7,7 @@ from pathlib import Path
 
 from realfill.cli import config_roles
 from realfill.errors import UserError
+from realfill.runfolder import RunLock
 
 NAME = "ablate"
 HELP = "run an ablation (repeated flags make axes; or --sweep FILE.toml) with shared stages and a report"
@@ -64,6 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def configurations_from_args(args, plugins):
+    # start-up time: the parser imports every command module; these import torch
     from realfill.ablation import Configuration, product_configurations, read_sweep
     from realfill.baselines import check_baselines
 
@@ -110,14 +112,14 @@ def configurations_from_args(args, plugins):
 
 def _quiet_libraries() -> None:
     try:
-        from transformers.utils import logging as hf_logging
+        from transformers.utils import logging as hf_logging  # start-up time (seconds)
 
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
     except ImportError:  # pragma: no cover - transformers is a dependency
         pass
     try:
-        from diffusers.utils import logging as diffusers_logging
+        from diffusers.utils import logging as diffusers_logging  # start-up time (seconds)
 
         diffusers_logging.set_verbosity_error()
         diffusers_logging.disable_progress_bar()
@@ -130,9 +132,9 @@ def out_path(args: argparse.Namespace) -> Path | None:
 
 
 def run(args: argparse.Namespace, ctx) -> int:
+    # start-up time: the parser imports every command module; these import torch
     from realfill.ablation import LocalExecutor, RayExecutor, build_plan, parse_ray_resources, run_ablation
     from realfill.evaluation import parse_metric_weights
-    from realfill.runfolder import RunLock
     from realfill.tui import make_reporter
 
     if args.address and args.executor != "ray":

@@ -9,6 +9,7 @@ from pathlib import Path
 from rich.table import Table
 
 from realfill.errors import UserError
+from realfill.scene import load_scene
 
 NAME = "evaluate"
 HELP = "PSNR/SSIM/MS-SSIM inside the mask and overall, and the learned metrics whose weights are here"
@@ -45,9 +46,8 @@ def render(record: dict) -> Table:
 
 
 def run(args: argparse.Namespace, ctx) -> int:
+    # start-up time: the parser imports every command module; these import torch
     from realfill.evaluation import build_metrics, evaluate_result, evaluate_run, parse_metric_weights
-    from realfill.scene import load_scene
-
     metrics = build_metrics(ctx.plugins, args.metric, parse_metric_weights(args.metric_weights))
     if args.result is not None:
         if args.scene is not None:

@@ -6,13 +6,13 @@ import argparse
 import time
 from pathlib import Path
 
+from realfill.cli import add_config_arguments, config_from_args
+
 NAME = "fill"
 HELP = "complete a scene's target: fine-tune on its references, sample, rank, write the run folder"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from realfill.cli import add_config_arguments
-
     parser.add_argument("scene", type=Path, metavar="SCENE", help="the scene folder (ref/, target/)")
     add_config_arguments(parser)
     parser.add_argument("--resume", action="store_true",
@@ -31,9 +31,8 @@ def out_path(args: argparse.Namespace) -> Path | None:
 
 
 def run(args: argparse.Namespace, ctx) -> int:
-    from realfill.cli import config_from_args
+    # start-up time: the parser imports every command module; these import torch
     from realfill.run import RESULT_FILE, fill
-
     from realfill.comparison import DEFAULT_BASELINES, check_comparison_baselines, report_comparison
 
     baselines = args.baseline or list(DEFAULT_BASELINES)

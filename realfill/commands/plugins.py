@@ -7,6 +7,8 @@ import json
 
 from rich.table import Table
 
+from realfill.inventory import render
+
 NAME = "plugins"
 HELP = "list the loaded plugins, their versions and the components they add"
 
@@ -49,8 +51,6 @@ def plugins_as_dict(plugins) -> dict:
 
 def run(args: argparse.Namespace, ctx) -> int:
     if args.inventory:
-        from realfill.inventory import render
-
         print(render(ctx.plugins), end="")
         return 0
     data = plugins_as_dict(ctx.plugins)

@@ -13,9 +13,13 @@ import contextlib
 import json
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from rich.table import Table
 
+from realfill.config import SelectConfig, apply_flags, base_data, format_validation_error, parse_override
 from realfill.errors import UserError
+from realfill.runfolder import RunLock, save_image
+from realfill.scene import list_images, load_scene, read_rgb
 
 NAME = "rank"
 HELP = "rank candidate images (any folder, or a run's samples) by correspondences with the references"
@@ -83,18 +87,6 @@ class _RankSettings:
 def _resolve(args: argparse.Namespace, ctx, run_dir: Path | None) -> _RankSettings:
     """Preset or config file <- --matcher <- --keep/--keep-fraction <- --set, validated for ranking only
     (ranking must not need the backbone or training sections to be valid or their plugins installed)."""
-    from pydantic import BaseModel, ConfigDict, ValidationError, create_model
-
-    from realfill.config import (
-        SelectConfig,
-        apply_override,
-        format_validation_error,
-        load_preset,
-        parse_override,
-        read_toml,
-        set_component,
-    )
-
     if args.config is not None and args.preset is not None:
         raise UserError("--config and --preset exclude each other: a saved config already holds its preset")
     config_file, preset = args.config, args.preset
@@ -103,27 +95,19 @@ def _resolve(args: argparse.Namespace, ctx, run_dir: Path | None) -> _RankSettin
             config_file = run_dir / "config.toml"
         else:
             preset = DEFAULT_PRESET
-    if config_file is not None:
-        data, source = read_toml(config_file), str(config_file)
-    else:
-        data, source = load_preset(preset), f"preset '{preset}'"
-    if args.ranker is not None:
-        set_component(data, "ranker", args.ranker)
+    data, source = base_data(preset=preset, config_file=config_file)
     select = data.setdefault("select", {})
     if not isinstance(select, dict):
         raise UserError(f"{source}: 'select' must be a section")
-    if args.keep is not None:
-        select["keep"] = args.keep
     if args.keep_fraction is not None:
         select.pop("keep", None)  # the fraction asked for wins over a K saved in the config
-        select["keep_fraction"] = args.keep_fraction
     for item in args.overrides:
-        path, value = parse_override(item)
-        if path[0] not in RANK_KEYS:
+        if parse_override(item)[0][0] not in RANK_KEYS:
             raise UserError(f"--set {item}: ranking reads only {', '.join(k + '.*' for k in RANK_KEYS[:2])} "
                             "and max_references")
-        apply_override(data, path, value)
-        source = f"{source} with --set"
+    source = apply_flags(data, source, components={"ranker": args.ranker},
+                         sections={"select": {"keep": args.keep, "keep_fraction": args.keep_fraction}},
+                         overrides=args.overrides)
     section = data.get("ranker")
     if not isinstance(section, dict) or "name" not in section:
         raise UserError(f"{source}: no [ranker] section with a name; choose one with --matcher NAME")
@@ -159,13 +143,12 @@ def _render(ranking: list[dict], title: str) -> Table:
 
 
 def _rank_and_write(args, ctx, scene, config, ranker, run_dir, out_dir, paths, candidates, names) -> list[dict]:
-    from realfill.ranking import rank_candidates
-    from realfill.runfolder import save_image
-
+    # start-up time: the parser imports every command module; these import torch
+    from realfill.seed_selection import rank_candidates
     if run_dir is not None and args.out is None:
         # a run folder: the same stage `realfill fill` runs (ranking.json, result.png, correspondences/,
         # contact_sheet.png), on the samples already there
-        from realfill.run import rank_stage
+        from realfill.run import rank_stage  # start-up time, as above
 
         ranking = rank_stage(scene, config, run_dir, paths, plugins=ctx.plugins)
         ctx.console.print(f"rewrote {run_dir / 'ranking.json'}, result.png, contact_sheet.png and correspondences/")
@@ -188,10 +171,8 @@ def out_path(args: argparse.Namespace) -> Path | None:
 
 
 def run(args: argparse.Namespace, ctx) -> int:
+    # start-up time: the parser imports every command module; these import torch
     from realfill.run import keep_note
-    from realfill.runfolder import RunLock
-    from realfill.scene import list_images, load_scene, read_rgb
-
     folder = args.samples
     if not folder.is_dir():
         raise UserError(f"{folder}: no such folder of samples")

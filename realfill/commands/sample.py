@@ -10,15 +10,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from realfill.cli import add_config_arguments, config_from_args
 from realfill.errors import UserError
+from realfill.runfolder import RunLock
+from realfill.scene import load_scene
 
 NAME = "sample"
 HELP = "sample completions from a trained run (DIR/adapter) into DIR/samples or --out"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from realfill.cli import add_config_arguments
-
     parser.add_argument("scene", type=Path, metavar="SCENE", help="the scene folder (ref/, target/)")
     parser.add_argument("--run", type=Path, required=True, metavar="DIR", help="a trained run (config.toml, adapter/)")
     add_config_arguments(parser)
@@ -29,11 +30,8 @@ def out_path(args: argparse.Namespace) -> Path | None:
 
 
 def run(args: argparse.Namespace, ctx) -> int:
-    from realfill.cli import config_from_args
+    # start-up time: the parser imports every command module; these import torch
     from realfill.run import CONFIG_FILE, SAMPLES_DIR, load_trained, sample_stage
-    from realfill.runfolder import RunLock
-    from realfill.scene import load_scene
-
     if args.config is None and args.preset is None:
         args.config = args.run / CONFIG_FILE
     config = config_from_args(args, ctx)

@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 
 from realfill.cli import add_config_arguments, config_from_args
+from realfill.runfolder import RunLock
+from realfill.scene import load_scene
 
 NAME = "train"
 HELP = "fine-tune on a scene only: writes config.toml, adapter/ and train_log.jsonl"
@@ -22,11 +24,8 @@ def out_path(args: argparse.Namespace) -> Path | None:
 
 
 def run(args: argparse.Namespace, ctx) -> int:
-    # start-up time: the parser imports every command module, and these import torch
+    # start-up time: the parser imports every command module; these import torch
     from realfill.run import check_device, check_run_dir, default_run_dir, prepare_run, train_stage
-    from realfill.runfolder import RunLock
-    from realfill.scene import load_scene
-
     config = config_from_args(args, ctx)
     scene = load_scene(args.scene, max_references=config.max_references)
     out = args.out if args.out is not None else default_run_dir(args.scene, config)
