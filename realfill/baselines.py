@@ -14,11 +14,11 @@ from pathlib import Path
 
 from PIL import Image
 
+from realfill.atomic import atomic_write_text, save_image
 from realfill.components import BaselineResult
 from realfill.errors import UserError
 from realfill.evaluation import RUN_RECORD
 from realfill.plugins import get_plugins
-from realfill.runfolder import atomic_write_text, save_image
 from realfill.scene import Scene
 
 __all__ = ["BaselineResult", "baseline_names", "check_baselines", "image_baseline_names", "run_image_baseline",

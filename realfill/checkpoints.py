@@ -1,5 +1,5 @@
 """A fine-tuning run's checkpoints: ``RUN/checkpoint/`` (``state.pt`` and the adapter's own files),
-replaced whole (:func:`realfill.runfolder.atomic_dir`), so a kill never leaves half a checkpoint."""
+replaced whole (:func:`realfill.atomic.atomic_dir`), so a kill never leaves half a checkpoint."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ from typing import Any
 
 import torch
 
+from realfill.atomic import OutOfSpace, atomic_dir, atomic_write_text, free_bytes, torch_save
 from realfill.layout import ADAPTER_DIR, CHECKPOINT_BUILDING, CHECKPOINT_DIR, STATE_FILE
-from realfill.runfolder import OutOfSpace, atomic_dir, atomic_write_text, free_bytes, torch_save
 
 
 def save_checkpoint(trainer: Any, run_dir: Path) -> Path:
     """``run_dir/checkpoint/``: ``state.pt`` (trained parameters, optimizer, schedule, step, RNG states) and
     ``adapter/`` (the adapter's own format) of ``trainer`` (a :class:`realfill.training.Trainer`), replaced
-    atomically. A failed write (a full disk: :class:`realfill.runfolder.OutOfSpace`) removes the half-built
+    atomically. A failed write (a full disk: :class:`realfill.atomic.OutOfSpace`) removes the half-built
     one and leaves the previous checkpoint as it was."""
     final = Path(run_dir) / CHECKPOINT_DIR
     try:

@@ -1,7 +1,7 @@
 """The ``realfill`` command line. Subcommands live one per module in :mod:`realfill.commands`.
 
 Bad input (unknown names, config typos, broken files, an unwritable or busy ``--out``) prints one line and
-exits with code 2; a full disk prints one line and exits with code 3 (:data:`realfill.runfolder.EXIT_OUT_OF_SPACE`);
+exits with code 2; a full disk prints one line and exits with code 3 (:data:`realfill.atomic.EXIT_OUT_OF_SPACE`);
 an interrupt exits with 130.
 """
 
@@ -20,12 +20,13 @@ from rich.console import Console
 from rich.markup import escape
 
 from realfill import __version__
+from realfill.atomic import EXIT_OUT_OF_SPACE, OutOfSpace, is_out_of_space
 from realfill.components import BUILTIN_ROLES, Role
 from realfill.config import resolve_config
 from realfill.console import console, stdout
 from realfill.errors import UserError
 from realfill.plugins import RealfillPlugins, set_plugins
-from realfill.runfolder import EXIT_OUT_OF_SPACE, OutOfSpace, check_writable, is_out_of_space
+from realfill.runfolder import check_writable
 
 EXIT_BAD_INPUT = 2
 

@@ -15,10 +15,10 @@ from typing import Annotated, Any, Literal, Union
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from realfill.atomic import atomic_write_text
 from realfill.components import BUILTIN_ROLES, ComponentConfig
 from realfill.errors import UserError
 from realfill.plugins import get_plugins
-from realfill.runfolder import atomic_write_text
 
 #: run-config field -> registry role, for the built-in roles (the role table's ``field``s; a plugin's roles
 #: are in ``plugins.config_roles``)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from realfill.runfolder import save_image
+from realfill.atomic import save_image
 
 from realfill.scene import read_rgb
 CONTACT_SHEET = "contact_sheet.png"

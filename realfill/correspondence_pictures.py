@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from realfill.atomic import atomic_dir
 from realfill.components import RankScore
 from realfill.ranking import resize_mask
-from realfill.runfolder import atomic_dir
 
 _COLOURS = [(0, 255, 0), (255, 170, 0), (0, 200, 255), (255, 0, 200), (255, 255, 0)]
 

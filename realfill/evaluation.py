@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from realfill.atomic import atomic_write_text
 from realfill.errors import UserError
-from realfill.runfolder import atomic_write_text
 from realfill.scene import Scene, load_scene, read_rgb
 from realfill.seed_selection import read_ranking
 

@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+from realfill.atomic import atomic_dir, atomic_write_text, save_image
 from realfill.config import dump_config, run_name, write_config
 from realfill.contact_sheet import write_contact_sheets
 from realfill.device import Compute, resolve_compute
@@ -29,7 +30,7 @@ from realfill.errors import UserError
 from realfill.evaluation import RUN_RECORD
 from realfill.layout import ADAPTER_DIR, TRAIN_LOG, training_finished
 from realfill.plugins import get_plugins
-from realfill.runfolder import LOCK_FILE, RunLock, atomic_dir, atomic_write_text, save_image
+from realfill.runfolder import LOCK_FILE, RunLock
 from realfill.sampling import blend_weights, sample_completions, training_scale_resolution
 from realfill.scene import load_scene, read_rgb
 from realfill.seed_selection import rank_candidates

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
+from realfill.atomic import atomic_write_text
 from realfill.components import Ranker, RankScore
 from realfill.correspondence_pictures import write_correspondence_pictures
 from realfill.errors import UserError
-from realfill.runfolder import atomic_write_text
 
 def check_candidate_sizes(scene, candidates: Sequence[np.ndarray], names: Sequence[str]) -> None:
     """Every candidate must have the target's size: a sample at another size is from another scene or

@@ -30,13 +30,13 @@ import torch
 from diffusers.optimization import get_scheduler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from realfill.atomic import AtomicLog, atomic_dir, atomic_write_text
 from realfill.checkpoints import load_checkpoint, save_checkpoint, truncate_log
 from realfill.compiling import compile_model, uncompile
-from realfill.diffusion import DENOISER_GROUP, InpaintModel, loss_weights, select_conditioning  # noqa: F401
 from realfill.device import DTYPE_NAMES, Compute, enable_tf32, resolve_precision, tune_cpu_allocator
+from realfill.diffusion import DENOISER_GROUP, InpaintModel, loss_weights, select_conditioning  # noqa: F401
 from realfill.errors import UserError
 from realfill.layout import ADAPTER_DIR, CHECKPOINT_DIR, TRAIN_LOG, TRAIN_STATE
-from realfill.runfolder import AtomicLog, atomic_dir, atomic_write_text
 from realfill.training_data import Batch, TrainingImages, random_resized_crops
 
 

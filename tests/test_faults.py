@@ -21,8 +21,9 @@ from pathlib import Path
 
 import pytest
 
+from realfill.atomic import EXIT_OUT_OF_SPACE, TEMP_MARK
 from realfill.cli import main
-from realfill.runfolder import EXIT_OUT_OF_SPACE, LOCK_FILE, TEMP_MARK, RunFolderBusy, RunLock
+from realfill.runfolder import LOCK_FILE, RunFolderBusy, RunLock
 
 ROOT = Path(__file__).resolve().parents[1]
 FAULTS = Path(__file__).resolve().parent / "faults"
@@ -318,7 +319,7 @@ def test_an_atomic_write_leaves_the_old_file_or_the_new_one(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from realfill.runfolder import OutOfSpace, atomic_dir, atomic_write, atomic_write_text, save_image
+    from realfill.atomic import OutOfSpace, atomic_dir, atomic_write, atomic_write_text, save_image
 
     path = atomic_write_text(tmp_path / "ranking.json", "old\n")
 

@@ -9,11 +9,11 @@ from typing import Literal
 from pydantic import Field
 from safetensors.torch import load_file, save_file
 
+from realfill.atomic import canonical_safetensors
 from realfill.components import Adapter, ComponentConfig
 from realfill.diffusion import DENOISER_GROUP, TEXT_ENCODER_GROUP
 from realfill.errors import UserError
 from realfill.hookspecs import hookimpl
-from realfill.runfolder import canonical_safetensors
 
 
 class Full(Adapter):

@@ -11,11 +11,11 @@ from typing import Literal
 
 from pydantic import Field
 
+from realfill.atomic import canonical_safetensors
 from realfill.components import Adapter, ComponentConfig
 from realfill.diffusion import DENOISER_GROUP, TEXT_ENCODER_GROUP
 from realfill.errors import UserError
 from realfill.hookspecs import hookimpl
-from realfill.runfolder import canonical_safetensors
 
 WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
 

@@ -14,15 +14,15 @@ from typing import Any
 
 import torch
 
-import realfill.plugins as plugins_module
-from realfill.ablation.plan import DONE, _fresh, _write_json
 from realfill import run as run_module
+from realfill.ablation.plan import DONE, _fresh, _write_json
+from realfill.atomic import OutOfSpace, atomic_write_text
 from realfill.baselines import run_image_baseline
 from realfill.config import validate_config
 from realfill.contact_sheet import write_contact_sheets
 from realfill.errors import UserError
 from realfill.evaluation import RUN_RECORD, build_metrics, evaluate_run
-from realfill.runfolder import OutOfSpace, atomic_write_text
+import realfill.plugins as plugins_module
 from realfill.scene import load_scene, read_rgb
 
 # -- measuring a stage -------------------------------------------------------------------------------

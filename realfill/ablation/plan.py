@@ -15,9 +15,9 @@ from typing import Any
 
 import tomli_w
 
+from realfill.atomic import atomic_write_text
 from realfill.config import COMPONENT_FIELDS, read_toml, resolve_config
 from realfill.errors import UserError
-from realfill.runfolder import atomic_write_text
 
 DONE = "done.json"
 ROW = "row.json"

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from realfill.ablation.plan import Plan, _write_json
-from realfill.runfolder import atomic_write_text, save_image
+from realfill.atomic import atomic_write_text, save_image
 
 #: metrics shown in summaries first (the paper's table), when present
 KEY_METRICS = ("psnr_masked", "ssim_masked", "ms_ssim_masked", "sharpness_masked", "vif_masked", "lpips", "dreamsim", "dino", "clip", "psnr", "ssim", "ms_ssim")

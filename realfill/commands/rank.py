@@ -16,9 +16,10 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from rich.table import Table
 
+from realfill.atomic import save_image
 from realfill.config import SelectConfig, apply_flags, base_data, format_validation_error, parse_override
 from realfill.errors import UserError
-from realfill.runfolder import RunLock, save_image
+from realfill.runfolder import RunLock
 from realfill.scene import list_images, load_scene, read_rgb
 
 NAME = "rank"
