@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+from realfill import sampling  # the module, so that tests/faults can replace sample_completions
 from realfill.atomic import atomic_dir, atomic_write_text, save_image
 from realfill.config import dump_config, run_name, write_config
 from realfill.contact_sheet import write_contact_sheets
@@ -31,7 +32,6 @@ from realfill.evaluation import RUN_RECORD
 from realfill.layout import ADAPTER_DIR, TRAIN_LOG, training_finished
 from realfill.plugins import get_plugins
 from realfill.runfolder import LOCK_FILE, RunLock
-from realfill.sampling import blend_weights, sample_completions, training_scale_resolution
 from realfill.scene import load_scene, read_rgb
 from realfill.seed_selection import rank_candidates
 from realfill.training import fine_tune
@@ -116,9 +116,9 @@ def sample_stage(scene, config, train_dir: Path | None, directory: Path, *, plug
                         disable=console is None, transient=True)
     with progress:
         task = progress.add_task("sample", total=s.num_samples)
-        images = sample_completions(
+        images = sampling.sample_completions(
             model, scene.target, scene.mask, prompt=s.prompt if s.prompt is not None else config.train.prompt,
-            resolution=s.resolution or training_scale_resolution(*scene.mask.shape, config.train.resolution),
+            resolution=s.resolution or sampling.training_scale_resolution(*scene.mask.shape, config.train.resolution),
             scheduler=s.scheduler, steps=s.steps,
             guidance_scale=s.guidance_scale, num_samples=s.num_samples, batch_size=s.batch_size,
             mask_dilate=s.mask_dilate, feather=s.feather, seed=config.seed,
@@ -217,7 +217,7 @@ def prepare_run(scene, scene_path: Path, config, run_dir: Path, *, plugins, cons
     plugins.masking.create(config.masking)
     compute.apply()
     if console is not None:
-        console.print(f"[dim]{compute.describe()}[/]", soft_wrap=True)
+        console.print(f"[dim]note: {compute.describe()}[/]", soft_wrap=True)  # "note:" lines are not errors
     model = load_backbone(config, plugins, compute)  # missing backbone weights fail before anything is written
     if whole:
         model.make_scheduler(config.sample.scheduler)  # so does a sampler the backbone has not (ddpm on FLUX)
@@ -260,7 +260,7 @@ def write_run_record(run_dir: Path, scene_path: Path, config, plugins) -> None:
 
 def known_pixels_kept(result: np.ndarray, target: np.ndarray, mask: np.ndarray, dilate: int, feather: int) -> bool:
     """True when ``result`` equals ``target`` exactly outside the dilated and feathered band."""
-    outside = blend_weights(mask, dilate, feather) == 0
+    outside = sampling.blend_weights(mask, dilate, feather) == 0
     return bool(np.array_equal(result[outside], target[outside]))
 
 

@@ -26,8 +26,7 @@ from typing import ClassVar, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from huggingface_hub import try_to_load_from_cache
-from huggingface_hub.constants import HF_HUB_CACHE
+from huggingface_hub import constants, try_to_load_from_cache
 from PIL import Image
 from torch import nn
 
@@ -159,7 +158,7 @@ class _EmbeddingSimilarity(_LearnedMetric):
         places: list[Path | str] = []
         if self.config.weights is not None:
             places.append(Path(self.config.weights))
-        places.append(f"{self.repo_id} in the Hugging Face cache ({HF_HUB_CACHE})")
+        places.append(f"{self.repo_id} in the Hugging Face cache ({constants.HF_HUB_CACHE})")
         return places
 
     def find(self):
