@@ -71,14 +71,17 @@ class TrainConfig(Section):
 
 
 class SampleConfig(Section):
-    """Sampling (DESIGN.md: DDPM, 200 steps, guidance 1.0, 64 samples)."""
+    """Sampling (DESIGN.md: DDPM, 200 steps, guidance 1.0, 64 samples). ``auto`` is the backbone's own
+    (``Backbone.sampling``; for the SD family the paper's DDPM, 200 steps, guidance 1.0; for FLUX
+    flow-matching Euler, 50 steps, guidance 30); :func:`validate_config` puts the numbers in."""
 
-    # "auto": the backbone's own sampler (DDPM for the SD family, as the paper; flow-matching Euler for FLUX)
-    scheduler: Literal["ddpm", "ddim", "dpm", "euler", "auto"] = "ddpm"
-    steps: int = Field(200, ge=1)
+    # "auto": the backbone's own sampler (DDPM for the SD family, as the paper; flow-matching Euler for FLUX),
+    # kept as "auto" in the resolved config: the model's make_scheduler decides
+    scheduler: Literal["ddpm", "ddim", "dpm", "euler", "auto"] = "auto"
+    steps: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
     # classifier-free guidance for the SD family (1.0: none); for a guidance-distilled model (FLUX) the
     # embedded guidance (FLUX Fill's default: 30)
-    guidance_scale: float = Field(1.0, ge=0)
+    guidance_scale: Annotated[float, Field(ge=0)] | Literal["auto"] = "auto"
     num_samples: int = Field(64, ge=1)
     batch_size: int = Field(8, ge=1)
     prompt: str | None = None  # None: the training prompt
@@ -274,9 +277,20 @@ def validate_config(data: dict, source: str, plugins=None) -> RunConfigBase:
         config = model.model_validate(data)
     except ValidationError as exc:
         raise UserError(format_validation_error(exc, model, source)) from None
-    if config.train.resolution is None:  # the backbone's native size (no weights are needed to know it)
-        config.train.resolution = (plugins or _plugins()).backbones.get(config.backbone.name).native_resolution
+    resolve_backbone_defaults(config, (plugins or _plugins()).backbones.get(config.backbone.name))
     return config
+
+
+def resolve_backbone_defaults(config: RunConfigBase, backbone) -> None:
+    """Where a config leaves a value to the backbone, the backbone's class says it (no weights are needed):
+    ``train.resolution`` unset is its ``native_resolution``; ``sample.steps`` and ``sample.guidance_scale``
+    ``auto`` are its ``sampling`` defaults. The one place these are decided."""
+    if config.train.resolution is None:
+        config.train.resolution = backbone.native_resolution
+    if config.sample.steps == "auto":
+        config.sample.steps = backbone.sampling.steps
+    if config.sample.guidance_scale == "auto":
+        config.sample.guidance_scale = backbone.sampling.guidance_scale
 
 
 def _plugins():

@@ -14,6 +14,7 @@ from typing import Literal
 import torch
 from pydantic import Field, model_validator
 
+from realfill.attention import attention_processor
 from realfill.components import Backbone, ComponentConfig
 from realfill.diffusion import InpaintModel
 from realfill.hookspecs import hookimpl
@@ -61,7 +62,6 @@ class PixelInpaintModel(InpaintModel):
         self.text_encoders = []
         self.noise_scheduler = noise_scheduler
         self.size_multiple = 2 ** (len(unet.config.block_out_channels) - 1)
-        self.native_resolution = int(unet.config.sample_size)
         self.channels_last = channels_last
         self.device = unet.device
         self.dtype = unet.dtype
@@ -81,9 +81,7 @@ class PixelInpaintModel(InpaintModel):
         return self.denoiser(x, timesteps, return_dict=False)[0]
 
     def set_attention(self, kind: str) -> None:
-        from diffusers.models.attention_processor import Attention
-
-        from realfill.diffusion import attention_processor
+        from diffusers.models.attention_processor import Attention  # on use: the CLI starts without diffusers
 
         for module in self.denoiser.modules():
             if isinstance(module, Attention):
