@@ -19,6 +19,9 @@ from realfill.components import Backbone, ComponentConfig
 from realfill.diffusion import InpaintModel
 from realfill.hookspecs import hookimpl
 
+# diffusers and transformers are imported inside the functions that use them: the CLI's start-up (`realfill
+# plugins`, `realfill config`) imports every plugin module, and diffusers alone adds seconds to it.
+
 DISCLAIMER = (
     "scratch-pixel: a small pixel-space diffusion model trained from scratch on this scene only, at low "
     "resolution; it is NOT the paper's pre-trained diffusion prior (SD2 inpainting), so expect a blurry, "
@@ -81,7 +84,7 @@ class PixelInpaintModel(InpaintModel):
         return self.denoiser(x, timesteps, return_dict=False)[0]
 
     def set_attention(self, kind: str) -> None:
-        from diffusers.models.attention_processor import Attention  # on use: the CLI starts without diffusers
+        from diffusers.models.attention_processor import Attention
 
         for module in self.denoiser.modules():
             if isinstance(module, Attention):

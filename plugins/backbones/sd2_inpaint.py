@@ -42,7 +42,7 @@ class SD2Inpaint(SDBackbone):
         dtype: Literal["float32", "float16", "bfloat16"] = "float32"
 
     def load(self, device="cpu", dtype=None):
-        from diffusers import StableDiffusionInpaintPipeline
+        from diffusers import StableDiffusionInpaintPipeline  # on use: the CLI's start-up imports this module
 
         c = self.config
         pipeline = load_pipeline(

@@ -32,7 +32,7 @@ class SDXLInpaint(SDBackbone):
         dtype: Literal["float32", "float16", "bfloat16"] = "float32"
 
     def load(self, device="cpu", dtype=None):
-        from diffusers import StableDiffusionXLInpaintPipeline
+        from diffusers import StableDiffusionXLInpaintPipeline  # on use: the CLI's start-up imports this module
 
         c = self.config
         pipeline = load_pipeline(

@@ -18,6 +18,9 @@ from realfill.diffusion import TORCH_DTYPES
 from realfill.hookspecs import hookimpl
 from realfill_plugins.backbones.sd_family import DiffusersInpaintModel, SDBackbone, SDXLInpaintModel
 
+# diffusers and transformers are imported inside the functions that use them: the CLI's start-up (`realfill
+# plugins`, `realfill config`) imports every plugin module, and diffusers alone adds seconds to it.
+
 MAX_TOKENS = 32
 SD_SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                    steps_offset=1, clip_sample=False, prediction_type="epsilon")

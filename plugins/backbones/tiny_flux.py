@@ -31,7 +31,7 @@ FLUX_SCHEDULE = dict(num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=T
 def tiny_t5_tokenizer(max_length: int = T5_TOKENS):
     """A T5 (unigram) tokenizer over single characters, built in memory: ``<pad>`` 0, ``</s>`` 1, ``<unk>``
     2, then the printable ASCII characters and the word-start marker."""
-    from transformers import T5TokenizerFast
+    from transformers import T5TokenizerFast  # on use, as below
 
     pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -1.0)]
     pieces += [(chr(c), -2.0) for c in range(33, 127)]
