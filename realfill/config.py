@@ -215,6 +215,7 @@ def format_validation_error(exc: ValidationError, model: type[BaseModel], source
     cls: Any = model
     keys: list[str] = []
     owner: Any = None  # the model class that owns the last key (a union member once its tag is read)
+    or_auto = False
     for part in loc:
         owner = cls
         fields = getattr(cls, "model_fields", None)
@@ -223,6 +224,8 @@ def format_validation_error(exc: ValidationError, model: type[BaseModel], source
             cls = _member_for(fields[part].annotation)
         elif isinstance(cls, dict) and part in cls:  # a union: tag -> member class
             cls = cls[part]
+        elif cls == {}:  # a union of plain values (a number or "auto"): pydantic's member tag names no key
+            or_auto, cls = True, None
         else:
             keys.append(str(part))
             cls = None
@@ -235,7 +238,7 @@ def format_validation_error(exc: ValidationError, model: type[BaseModel], source
         tags = err.get("ctx", {}).get("expected_tags", "")
         got = err.get("ctx", {}).get("tag", "")
         return f"{source}: unknown {keys[-1] if keys else 'component'} '{got}' at '{key}.name'; known: {tags}"
-    return f"{source}: config key '{key}': {err['msg']} (got {err.get('input')!r})"
+    return f"{source}: config key '{key}': {err['msg']}{' or auto' if or_auto else ''} (got {err.get('input')!r})"
 
 
 def _member_for(annotation: Any) -> Any:
