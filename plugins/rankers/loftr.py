@@ -16,13 +16,8 @@ from pydantic import Field
 
 from realfill.device import torch_device
 from realfill.hookspecs import hookimpl
-from realfill.ranking import (
-    CorrespondenceConfig,
-    CorrespondenceRanker,
-    find_weights,
-    hub_checkpoints_dir,
-    load_checkpoint,
-)
+from realfill.ranking import CorrespondenceConfig, CorrespondenceRanker
+from realfill.weights import find_weights, hub_checkpoints_dir, load_checkpoint
 from realfill_plugins.rankers.lightglue import _load_learned
 
 #: the file names kornia's LoFTR(pretrained=...) caches its checkpoints under
