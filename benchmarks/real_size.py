@@ -248,8 +248,11 @@ def _plant_fault(model, stage: str, checkpointing: bool, attention: str | None) 
     if stage == "sample":
         last.register_forward_pre_hook(fail)
     else:
-        last.register_forward_hook(lambda module, args, output: output.register_hook(fail)
-                                   if output.requires_grad else None)
+        def plant(module, args, output):  # returns None: the output stays the layer's own
+            if output.requires_grad:
+                output.register_hook(fail)
+
+        last.register_forward_hook(plant)
 
 
 class _LastOp(TorchDispatchMode):
@@ -353,6 +356,11 @@ def _timed(step, n: int, device: torch.device) -> tuple[list[float], list]:
     return seconds, results
 
 
+def _stage(name: str) -> None:
+    """Say which stage runs (on stderr): the GPU check names the stage a dead process died in."""
+    print(f"real-size: stage {name}", file=sys.stderr, flush=True)
+
+
 def _release(device: torch.device) -> None:
     import gc
 
@@ -381,6 +389,7 @@ def measure(kind: str, resolution: int, dtype: str, checkpointing: bool, batch: 
     from realfill.training import enable_tf32
 
     enable_tf32(device)  # as a run does for training and sampling (train.allow_tf32)
+    _stage("build")
     start = time.perf_counter()
     model = build_model(kind, torch_dtype, device=device, layers=layers)
     out["build_s"] = round(_now(device) - start, 1)
@@ -391,6 +400,7 @@ def measure(kind: str, resolution: int, dtype: str, checkpointing: bool, batch: 
         # one sampling step: one denoiser call on sample_batch latents at this resolution, no gradients
         # (skipped by the activation count, which needs only the training forward)
         if not (activations or skip_sampling or do_localize):
+            _stage("sample")
             _plant_fault(model, "sample", checkpointing, attention)
             side = resolution // model.latent_factor
             g = torch.Generator().manual_seed(0)
@@ -423,6 +433,7 @@ def measure(kind: str, resolution: int, dtype: str, checkpointing: bool, batch: 
                 torch.cuda.reset_peak_memory_stats(device)
 
         # LoRA training steps through our Trainer (batches of real crops of the example scene)
+        _stage("train")
         trainer = make_trainer("ours", model, kind, resolution, batch, checkpointing and not activations,
                                mixed_precision, lora)
         _plant_fault(model, "train", checkpointing, attention)
@@ -447,6 +458,7 @@ def measure(kind: str, resolution: int, dtype: str, checkpointing: bool, batch: 
         if reference and train_steps:
             # the recipe's per-step work on a model of the same seed (a fresh one: the adapter is applied
             # once per model), built after ours is freed so that two real-size models never coexist
+            _stage("reference")
             del trainer, model
             _release(device)
             model = build_model(kind, torch_dtype, device=device, layers=layers)

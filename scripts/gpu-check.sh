@@ -20,7 +20,11 @@ CARRIED=(diffusers transformers tokenizers peft huggingface_hub hf-xet httpx2 ht
 
 if [[ "${1:-}" == "--prepare" ]]; then
     mkdir -p "$WHEELS"
-    grep -qx "/$WHEELS/" .git/info/exclude 2>/dev/null || echo "/$WHEELS/" >> .git/info/exclude
+    # kept out of git (info/exclude: in a worktree .git is a file, and info/ lives in the common git dir)
+    if exclude=$(git rev-parse --git-path info/exclude 2>/dev/null); then
+        mkdir -p "$(dirname "$exclude")"
+        grep -qx "/$WHEELS/" "$exclude" 2>/dev/null || echo "/$WHEELS/" >> "$exclude"
+    fi
     for name in "${CARRIED[@]}"; do
         pin=$(grep -i "^${name}==" constraints.txt || true)
         [[ -n "$pin" ]] || { echo "gpu-check: $name is not pinned in constraints.txt" >&2; exit 2; }
