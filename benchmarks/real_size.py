@@ -310,8 +310,14 @@ def kernel_table(step, device: torch.device, rows: int = 10) -> dict:
         _now(device)
     events = prof.key_averages()
     key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    costly = sorted((e for e in events if getattr(e, key, 0) > 0), key=lambda e: getattr(e, key), reverse=True)
-    total = sum(getattr(e, key) for e in events) or 1
+    if device.type == "cuda":  # the kernels themselves: not the CPU operators that launched them (which carry
+        # their kernels' time too) nor user annotations spanning many kernels
+        rows_of = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA
+                   and not getattr(e, "is_user_annotation", False)]
+    else:
+        rows_of = list(events)
+    costly = sorted((e for e in rows_of if getattr(e, key, 0) > 0), key=lambda e: getattr(e, key), reverse=True)
+    total = sum(getattr(e, key) for e in rows_of) or 1
     top = [{"name": e.key[:120], "self_ms": round(getattr(e, key) / 1000, 3), "calls": e.count,
             "share": round(getattr(e, key) / total, 3)} for e in costly[:rows]]
     return {"by": "device (CUDA kernels)" if device.type == "cuda" else "CPU (operators)", "kernels": top,
