@@ -12,6 +12,11 @@ dropout decisions), the random draws (VAE posterior samples, noise, timesteps, i
 loss formula are the same: on the same seed both loops give the same loss to float tolerance
 (``tests/test_reference_loop.py``), and the benchmark compares only how the work is done.
 
+A backbone whose schedule is not DDPM's (FLUX.1 Fill's flow matching, which the SD recipe never trained)
+keeps the recipe's per-step work (two VAE passes, the text encoders every step, eager, a for-loop AdamW) with
+the model's own objective (``sample_training_timesteps``, ``add_noise``, ``training_target``, its loss
+weights), drawn in the same order as ours.
+
 The batch is drawn by the shared ``Trainer.draw_batch`` except for ``lama-boxes`` masks, which the recipe
 makes per item in its dataset's ``__getitem__``, one box at a time: :func:`recipe_box_masks` does that, from
 the same generator draws, so its masks equal the plugin's batched ones (``tests/test_reference_loop.py``).
@@ -21,7 +26,10 @@ from __future__ import annotations
 
 import torch
 
-from realfill.training import Batch, Trainer, loss_weights, uncompile
+from realfill.compiling import uncompile
+from realfill.diffusion import loss_weights
+from realfill.training import Trainer
+from realfill.training_data import Batch
 
 
 def recipe_box_masks(config, batch_size: int, height: int, width: int, generator: torch.Generator) -> torch.Tensor:
@@ -85,16 +93,31 @@ class ReferenceTrainer(Trainer):
         weights = loss_weights(batch.unknown, model.latent_factor).to(device)
         noise = torch.randn(latents.shape, generator=g, dtype=torch.float32).to(device)
         scheduler = model.noise_scheduler
-        timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],), generator=g).to(device)
-        noisy = scheduler.add_noise(latents, noise, timesteps)
-        kind = scheduler.config.prediction_type
-        target = {"epsilon": lambda: noise, "v_prediction": lambda: scheduler.get_velocity(latents, noise, timesteps),
-                  "sample": lambda: latents}[kind]()
+        factor = None
+        if hasattr(scheduler, "add_noise"):  # a DDPM-family schedule: the recipe's own calls
+            timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],),
+                                      generator=g).to(device)
+            noisy = scheduler.add_noise(latents, noise, timesteps)
+            kind = scheduler.config.prediction_type
+            target = {"epsilon": lambda: noise,
+                      "v_prediction": lambda: scheduler.get_velocity(latents, noise, timesteps),
+                      "sample": lambda: latents}[kind]()
+        else:  # flow matching (FLUX), which the SD recipe never trained: the model's objective, same draws
+            timesteps = model.sample_training_timesteps(latents.shape[0], g).to(device)
+            noisy = model.add_noise(latents, noise, timesteps)
+            target = model.training_target(latents, noise, timesteps)
+            factor = model.timestep_loss_weighting(timesteps)
+            weights = model.loss_weights(batch.unknown.to(device))
         # one prompt per item, tokenized and encoded every step (with gradients when the encoder trains)
         prompts = ["" if drop else train.prompt for drop in batch.drop_prompt.tolist()]
         grad = torch.enable_grad() if self.text_trains else torch.no_grad()
-        with grad:
+        # under the run's autocast, as the recipe's accelerate(mixed_precision=...) wraps its models' forwards
+        # (a no-op in float32, the recipe's default)
+        with grad, self._autocast():
             cond = model.encode_prompts(prompts)
-        prediction = model.denoise(noisy, timesteps, latent_masks, masked_latents, cond)
+        with self._autocast():
+            prediction = model.denoise(noisy, timesteps, latent_masks, masked_latents, cond)
         error = (prediction.float() - target.float()) ** 2 * weights
+        if factor is not None:
+            error = error * factor
         return error.sum() / (weights.sum() * error.shape[1]).clamp(min=1.0)

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# The first GPU run, as one command (benchmarks/gpu_check.py says what it runs): the cuda-marked tests, then
-# real-size random-weight SD2 (paper preset), SDXL (paper-sdxl) and FLUX.1 Fill (paper-flux) training and
-# sampling steps with peak CUDA memory and projected minutes per scene; writes gpu-check.json and
-# gpu-check.md to $OUT (the device tool's folder) or runs/gpu-check/. Sized for about 8 minutes of GPU time
-# on an H100/H200 (not yet run on one).
+# The GPU check, as one command (benchmarks/gpu_check.py says what it runs): the cuda-marked tests (FLUX
+# included), the chip's bf16 matrix rate, then real-size random-weight SD2 (paper preset), SDXL (paper-sdxl)
+# and FLUX.1 Fill (paper-flux), weights drawn on the GPU: our training step against the public recipe's,
+# FLOPs and the fraction of the chip's peak, the ten costliest kernels, sampling steps, peak CUDA memory,
+# projected minutes per scene; a failed preset bisected by SDPA backend x checkpointing and localised
+# (CUDA_LAUNCH_BLOCKING=1). Writes gpu-check.json and gpu-check.md to $OUT (the device tool's folder) or
+# runs/gpu-check/ after every stage. Within 8 minutes of GPU time (--budget SECONDS), every stage limited.
 #
 #   scripts/gpu-check.sh --prepare      where the package registries are: download the wheels a bare GPU
 #                                       machine lacks (Python 3.12, torch 2.11 there) into .gpu-wheels/
@@ -20,7 +22,11 @@ CARRIED=(diffusers transformers tokenizers peft huggingface_hub hf-xet httpx2 ht
 
 if [[ "${1:-}" == "--prepare" ]]; then
     mkdir -p "$WHEELS"
-    grep -qx "/$WHEELS/" .git/info/exclude 2>/dev/null || echo "/$WHEELS/" >> .git/info/exclude
+    # kept out of git (info/exclude: in a worktree .git is a file, and info/ lives in the common git dir)
+    if exclude=$(git rev-parse --git-path info/exclude 2>/dev/null); then
+        mkdir -p "$(dirname "$exclude")"
+        grep -qx "/$WHEELS/" "$exclude" 2>/dev/null || echo "/$WHEELS/" >> "$exclude"
+    fi
     for name in "${CARRIED[@]}"; do
         pin=$(grep -i "^${name}==" constraints.txt || true)
         [[ -n "$pin" ]] || { echo "gpu-check: $name is not pinned in constraints.txt" >&2; exit 2; }
