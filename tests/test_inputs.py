@@ -116,3 +116,63 @@ def test_a_mask_drawn_with_zero_and_one_says_white_is_255(scene, tmp_path, capsy
     Image.fromarray(mask.astype(np.uint8)).save(scene / "target" / "mask.png")
     code = main(["fill", str(scene), *QUICK, "--out", str(tmp_path / "run")])
     _one_line(capsys, code, "nothing to fill", "brightest value is 1", "white = 255")
+
+
+# -- issue 22: a resume never mixes two scenes; every value is bounded -------------------------------
+
+
+def _snapshot(folder):
+    """Every file under ``folder`` with its bytes (and every folder), to prove a refusal touched nothing."""
+    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None) for p in sorted(folder.rglob("*"))}
+
+
+def test_a_resume_with_another_scene_is_refused_and_touches_nothing(scene, tmp_path, capsys):
+    """Case 1: the scene is compared by content (references, target, mask), so a moved scene still resumes,
+    and the settings by key: each mismatch is one line naming what differs, exit 2, the folder untouched."""
+    run = tmp_path / "R"
+    assert main(["fill", str(scene), *QUICK, "--no-compare", "--out", str(run)]) == 0
+    capsys.readouterr()
+    before = _snapshot(run)
+    other = tmp_path / "B"  # the same scene with another mask
+    shutil.copytree(scene, other)
+    mask = np.asarray(Image.open(other / "target" / "mask.png").convert("L")).copy()
+    mask[: mask.shape[0] // 8] = 255
+    Image.fromarray(mask).save(other / "target" / "mask.png")
+    code = main(["fill", str(other), *QUICK, "--no-compare", "--out", str(run), "--resume"])
+    _one_line(capsys, code, str(run), "another scene", "mask", str(scene.resolve()))
+    assert _snapshot(run) == before
+    Image.open(scene / "ref" / "left_b.png").rotate(90).save(other / "ref" / "left_b.png")
+    code = main(["train", str(other), *QUICK, "--out", str(run), "--resume"])
+    _one_line(capsys, code, "reference", "mask")
+    code = main(["fill", str(scene), *QUICK, "--steps", "2", "--no-compare", "--out", str(run), "--resume"])
+    _one_line(capsys, code, "differs from this run's config", "train.steps: 1 then, 2 now")
+    assert _snapshot(run) == before
+    moved = tmp_path / "moved"  # the same pixels elsewhere: the same scene
+    scene.rename(moved)
+    assert main(["fill", str(moved), *QUICK, "--no-compare", "--out", str(run), "--resume"]) == 0
+    assert "training already finished" in capsys.readouterr().err
+    assert (run / "result.png").read_bytes() == before["result.png"]
+
+
+@pytest.mark.parametrize("flags, key", [
+    (["--set", "sample.guidance_scale=inf"], "sample.guidance_scale"),
+    (["--set", "sample.guidance_scale=nan"], "sample.guidance_scale"),
+    (["--set", "train.lr_unet=-inf"], "train.lr_unet"),
+    (["--set", "ranker.ratio=nan"], "ranker.ratio"),  # a component's float too
+    (["--seed", "18446744073709551615"], "seed"),
+    (["--seed", str(2**64)], "seed"),
+    (["--seed", "-1"], "seed"),
+    (["--set", "backbone.seed=4294967296"], "backbone.seed"),
+    (["--set", "train.resolution=100000"], "train.resolution"),
+    (["--set", "train.resolution=129"], "train.resolution"),  # tiny-sd2: at most 2x its native 64 px
+    (["--set", "sample.resolution=257"], "sample.resolution"),
+    (["--set", "train.adam_beta1=1.0"], "train.adam_beta1"),
+    (["--set", "sample.steps=1001"], "sample.steps"),
+    (["--samples", "0"], "sample.num_samples"),
+])
+def test_an_out_of_bounds_value_is_refused_before_any_file(example_scene, tmp_path, capsys, flags, key):
+    """Cases 2-4: one line naming the key, exit 2, no run folder (docs/method.md "Bounds" states the rules)."""
+    out = tmp_path / "run"
+    code = main(["fill", str(example_scene), "--preset", "smoke", *flags, "--out", str(out)])
+    _one_line(capsys, code, f"'{key}'")
+    assert not out.exists() and list(tmp_path.iterdir()) == []

@@ -24,13 +24,16 @@ def out_path(args: argparse.Namespace) -> Path | None:
 def run(args: argparse.Namespace, ctx) -> int:
     from realfill.cli import config_from_args
     from realfill.config import write_config
-    from realfill.run import CONFIG_FILE, check_run_dir, default_run_dir, load_backbone, train_stage
+    from realfill.fingerprint import check_same_scene
+    from realfill.run import CONFIG_FILE, check_run_dir, default_run_dir, load_backbone, train_stage, write_run_record
     from realfill.runfolder import RunLock
     from realfill.scene import load_scene
 
     config = config_from_args(args, ctx)
     scene = load_scene(args.scene, max_references=config.max_references)
     out = args.out if args.out is not None else default_run_dir(args.scene, config)
+    if args.resume:  # another scene's folder is refused before its lock is taken
+        check_same_scene(out, scene)
     with RunLock(out, "train", console=ctx.console):
         check_run_dir(out, config, args.resume)
         ctx.plugins.adapters.create(config.adapter)
@@ -38,6 +41,7 @@ def run(args: argparse.Namespace, ctx) -> int:
         model = load_backbone(config, ctx.plugins)
         out.mkdir(parents=True, exist_ok=True)
         write_config(config, out / CONFIG_FILE)
+        write_run_record(out, args.scene, config, ctx.plugins, scene)  # the scene --resume compares
         train_stage(scene, config, out, plugins=ctx.plugins, resume=args.resume, console=ctx.console, model=model)
     ctx.console.print(f"[green]trained:[/] {out / 'adapter'}", soft_wrap=True)
     ctx.out.print(str(out))
