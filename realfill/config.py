@@ -45,11 +45,13 @@ class TrainConfig(Section):
     batch_size: int = Field(16, ge=1, le=1024)
     # the side of the square training crops; None: the backbone's native resolution (SD2 512, SDXL 1024)
     resolution: int | None = Field(None, ge=8, le=MAX_SIDE)
-    lr_unet: float = Field(2e-4, gt=0)
-    lr_text_encoder: float = Field(4e-5, gt=0)
+    # learning rates and weight decay at most 1: AdamW moves a weight by about lr a step (and decays it by
+    # lr * weight_decay of itself), so above 1 the first step blows the weights up to inf/nan
+    lr_unet: float = Field(2e-4, gt=0, le=1)
+    lr_text_encoder: float = Field(4e-5, gt=0, le=1)
     lr_schedule: Literal["constant", "cosine", "linear"] = "constant"
     warmup_steps: int = Field(0, ge=0, le=MAX_STEPS)
-    weight_decay: float = Field(1e-2, ge=0)
+    weight_decay: float = Field(1e-2, ge=0, le=1)
     adam_beta1: float = Field(0.9, ge=0, lt=1)  # torch's AdamW refuses others
     adam_beta2: float = Field(0.999, ge=0, lt=1)
     adam_epsilon: float = Field(1e-8, gt=0)

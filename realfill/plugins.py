@@ -66,6 +66,11 @@ _REGISTER_HOOKS = {
 }
 
 
+#: what a plugin's import, registration or notification may raise and be reported and skipped for:
+#: everything but KeyboardInterrupt (a plugin's SystemExit must not end the command silently)
+PLUGIN_FAILURES = (Exception, SystemExit, GeneratorExit, BaseExceptionGroup)
+
+
 class RealfillPluginWarning(UserWarning):
     """A plugin failed to load or to register, and was skipped."""
 
@@ -136,7 +141,7 @@ class RealfillPlugins:
                 return
             self._warn(f"built-in plugin '{module_name}' failed to import ({exc}); skipped")
             return
-        except Exception as exc:  # noqa: BLE001 - report any import failure by name
+        except PLUGIN_FAILURES as exc:  # noqa: BLE001 - report any import failure by name
             self._warn(f"built-in plugin '{module_name}' failed to import ({type(exc).__name__}: {exc}); skipped")
             return
         self.register(module, name=module_name, version=__version__, distribution="realfill")
@@ -151,7 +156,7 @@ class RealfillPlugins:
             version = dist.version if dist is not None else "unknown"
             try:
                 plugin = ep.load()
-            except Exception as exc:  # noqa: BLE001 - a broken plugin must not take the platform down
+            except PLUGIN_FAILURES as exc:  # noqa: BLE001 - a broken plugin must not take the platform down
                 self._warn(
                     f"plugin '{ep.name}' ({dist_name or 'unknown distribution'}) failed to import "
                     f"({type(exc).__name__}: {exc}); skipped"
@@ -159,7 +164,7 @@ class RealfillPlugins:
                 continue
             try:
                 self.register(plugin, name=ep.name, version=version, distribution=dist_name)
-            except Exception as exc:  # noqa: BLE001
+            except PLUGIN_FAILURES as exc:  # noqa: BLE001
                 self._warn(f"plugin '{ep.name}' could not be registered ({exc}); skipped")
 
     def register(self, plugin: Any, name: str, version: str = "unknown", distribution: str | None = None) -> None:
@@ -199,7 +204,7 @@ class RealfillPlugins:
                     impl.function(*[registry for _ in impl.argnames])
             except DuplicateComponentError as exc:
                 raise UserError(str(exc)) from None
-            except Exception as exc:  # noqa: BLE001
+            except PLUGIN_FAILURES as exc:  # noqa: BLE001
                 for added in set(registry.names()) - before:
                     registry._components.pop(added)
                     registry._plugin_of.pop(added)
@@ -242,7 +247,7 @@ class RealfillPlugins:
         for impl in hook.get_hookimpls():
             try:
                 impl.function(*[kwargs[arg] for arg in impl.argnames])
-            except Exception as exc:  # noqa: BLE001 - an observer must not break the run
+            except PLUGIN_FAILURES as exc:  # noqa: BLE001 - an observer must not break the run
                 self._warn(f"plugin '{impl.plugin_name}' raised in {hook_name} ({type(exc).__name__}: {exc})")
 
     def run_start(self, *, run_dir: Path, config: Any, scene: Any) -> None:

@@ -176,3 +176,17 @@ def test_an_out_of_bounds_value_is_refused_before_any_file(example_scene, tmp_pa
     code = main(["fill", str(example_scene), "--preset", "smoke", *flags, "--out", str(out)])
     _one_line(capsys, code, f"'{key}'")
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_a_plugin_raising_systemexit_is_one_warning_and_the_command_goes_on(fake_entry_points, capsys):
+    """Case 6: SystemExit at import or in a registration hook (anything but KeyboardInterrupt) is one
+    warning naming the plugin; the command runs without it (it used to end with the plugin's exit code)."""
+    from tests.conftest import DummyEntryPoint
+
+    fake_entry_points(DummyEntryPoint("exits-at-import", "exits_at_import"),
+                      DummyEntryPoint("exits-registering", "exits_registering"))
+    assert main(["config", "--preset", "smoke"]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 2, warnings
+    assert "'exits-at-import'" in warnings[0] and "SystemExit: 3" in warnings[0]
+    assert "'exits-registering'" in warnings[1] and "bye from a registration hook" in warnings[1]
