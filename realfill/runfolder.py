@@ -164,6 +164,10 @@ def check_writable(path: Path, *, flag: str = "--out") -> None:
 
 
 def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists. A lock file may hold anything: a pid no process can have (0, a
+    negative one, which would ask a whole process group, or one past 2**31) is no live process."""
+    if isinstance(pid, bool) or not 0 < pid < 2**31:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -186,7 +190,10 @@ def _holder(info: dict | None) -> str:
     if not info:
         return "another process"
     since = info.get("started")
-    since = f", since {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(since))}" if isinstance(since, (int, float)) else ""
+    try:  # a crafted lock file's time (1e300, nan) is left out, not a traceback
+        since = f", since {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(since))}" if isinstance(since, (int, float)) else ""
+    except (OverflowError, OSError, ValueError):
+        since = ""
     command = f"`realfill {info['command']}` " if info.get("command") else ""
     return f"{command}(pid {info.get('pid')} on {info.get('host')}{since})"
 
@@ -264,6 +271,7 @@ class RunLock:
             info = json.loads(raw)
         except ValueError:
             info = None
+        info = info if isinstance(info, dict) else None  # a list, a number: garbage, as unparsable bytes
         host = socket.gethostname()
         if isinstance(info, dict) and isinstance(info.get("pid"), int):
             if info.get("host") != host:

@@ -190,3 +190,40 @@ def test_a_plugin_raising_systemexit_is_one_warning_and_the_command_goes_on(fake
     assert len(warnings) == 2, warnings
     assert "'exits-at-import'" in warnings[0] and "SystemExit: 3" in warnings[0]
     assert "'exits-registering'" in warnings[1] and "bye from a registration hook" in warnings[1]
+
+
+@pytest.mark.parametrize("content, taken_over", [
+    ({"pid": 2**70, "started": 1e300}, True),  # OverflowError in os.kill and in gmtime, once
+    ({"pid": -1, "started": -1e300}, True),  # os.kill(-1, 0) asks every process: "alive" forever
+    ({"pid": 0}, True),
+    ({"pid": True}, True),
+    ({"pid": "123", "started": "yesterday"}, True),
+    ("[1, 2, 3]", True),
+    ("\x00\xff not json at all", True),
+    ({"pid": 1, "host": "another-host", "started": 1e300}, False),
+])
+def test_a_crafted_lock_file_is_taken_over_or_refused_in_one_line(tmp_path, content, taken_over):
+    """Case 7: whatever a lock file holds, the lock is taken over (with a one-line note) or refused in one line."""
+    import io
+    import json
+    import socket
+
+    from rich.console import Console
+
+    from realfill.runfolder import LOCK_FILE, RunFolderBusy, RunLock
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    if isinstance(content, dict):
+        content = json.dumps({"host": socket.gethostname(), **content})
+    (folder / LOCK_FILE).write_text(content)
+    note = io.StringIO()
+    lock = RunLock(folder, "fill", console=Console(file=note, width=80))
+    if taken_over:
+        lock.acquire()
+        lock.release()
+        assert len(note.getvalue().strip().splitlines()) == 1 and "took over the lock" in note.getvalue()
+    else:
+        with pytest.raises(RunFolderBusy) as refused:
+            lock.acquire()
+        assert "another host" in str(refused.value) and "\n" not in str(refused.value)
