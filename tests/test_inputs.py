@@ -227,3 +227,29 @@ def test_a_crafted_lock_file_is_taken_over_or_refused_in_one_line(tmp_path, cont
         with pytest.raises(RunFolderBusy) as refused:
             lock.acquire()
         assert "another host" in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_reading_a_scene_drops_no_file_without_a_word(scene, tmp_path, capsys):
+    """Case 8: any format Pillow reads is a reference whatever its name; an entry named like an image that is
+    not one is an error naming it; anything else under ref/ is named in a note and the run goes on."""
+    from realfill.scene import load_scene
+
+    left = Image.open(scene / "ref" / "left_b.png")
+    left.save(scene / "ref" / "x.tiff")
+    left.convert("RGB").save(scene / "ref" / "y.png", format="JPEG")  # a JPEG named .png
+    (scene / "ref" / "notes.txt").write_text("taken on a sunny day\n")
+    loaded = load_scene(scene)
+    assert [p.name for p in loaded.reference_paths] == ["left_a.png", "left_b.png", "left_c.png", "x.tiff", "y.png"]
+    assert len(loaded.references) == 5
+    assert [n for n in loaded.notes if "notes.txt" in n] == [f"{scene / 'ref' / 'notes.txt'}: not an image Pillow "
+                                                            "reads, so not a reference; ignored"]
+    (scene / "ref" / "y.png").unlink()  # five references at most
+    (scene / "ref" / "z.png").mkdir()
+    out = tmp_path / "run"
+    _one_line(capsys, main(["fill", str(scene), *QUICK, "--out", str(out)]), str(scene / "ref" / "z.png"), "a folder")
+    (scene / "ref" / "z.png").rmdir()
+    mask = scene / "target" / "mask.png"
+    mask.unlink()
+    mask.mkdir()
+    _one_line(capsys, main(["fill", str(scene), *QUICK, "--out", str(out)]), str(mask), "a folder, not an image")
+    assert not out.exists()
