@@ -17,6 +17,7 @@ from pathlib import Path
 
 from rich.table import Table
 
+from realfill.console import print_table
 from realfill.errors import UserError
 
 COMPARISON_FILE = "comparison.json"
@@ -189,6 +190,6 @@ def report_comparison(run_dir: Path, scene_path: Path, config, *, plugins, basel
     record = compare_run(run_dir, scene, plugins=plugins, baselines=baselines, run_label=f"this run ({config.backbone.name})",
                          run_seconds=None if seconds is None else round(seconds, 1), notice=notice)
     if console is not None and record is not None:
-        console.print(render_comparison(record))
+        print_table(console, render_comparison(record))  # the method names whole at any width
         console.print(f"comparison: {Path(run_dir) / COMPARISON_FILE}", soft_wrap=True)
     return record

@@ -113,6 +113,7 @@ class RealfillPlugins:
         self._builtin_names: set[str] = set()
         self._registries: dict[str, ComponentRegistry] | None = None
         self.blocked = set(blocked) | _blocked_from_env()
+        self._considered: set[str] = set()
         if autoload is None:
             autoload = not os.environ.get(DISABLE_AUTOLOAD_ENV)
         for module_name in BUILTIN_PLUGINS if builtins is None else builtins:
@@ -120,11 +121,15 @@ class RealfillPlugins:
         if autoload:
             self._load_entry_points()
         self._check_pending()
+        for name in sorted(self.blocked - self._considered):  # a typo must not pass for a blocked plugin
+            self._warn(f"--no-plugin {name} (or {BLOCK_ENV}): no plugin of that name was found, so nothing "
+                       "was blocked; `realfill plugins` lists their names")
 
     # -- loading ------------------------------------------------------------------------------
 
     def _is_blocked(self, name: str) -> bool:
         short = name.removeprefix(BUILTIN_PREFIX)
+        self._considered.update((name, short))  # for the warning about blocked names no plugin has
         return name in self.blocked or short in self.blocked
 
     def _warn(self, message: str) -> None:

@@ -21,7 +21,9 @@ The budget (about 60 s on this 2-core machine, on top of the suite's plugin impo
 from __future__ import annotations
 
 import math
+import tempfile
 import typing
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
@@ -145,7 +147,7 @@ def test_hypothesis_any_value_of_any_key_validates_or_is_refused_in_one_line(dat
     if code == 0:
         return
     _assert_refused(code, err, dotted)
-    out = tmp_path / f"run-{data.draw(st.integers(0, 10**9))}"
+    out = Path(tempfile.mkdtemp(dir=tmp_path)) / "run"  # one per example (tmp_path is shared)
     code, err = _run(capsys, ["fill", str(example_scene), "--preset", "smoke", *sets, "--out", str(out)])
     _assert_refused(code, err, dotted)
     assert not out.exists()
@@ -189,7 +191,7 @@ def test_hypothesis_accepted_values_run_a_one_step_smoke_fill(data, example_scen
     # cross-key rules (min_side <= max_side, ...) refuse many joint draws: those are the validation test's
     # business; a run needs an accepted config
     assume(code == 0)
-    out = tmp_path / f"run-{data.draw(st.integers(0, 10**9))}"
+    out = Path(tempfile.mkdtemp(dir=tmp_path)) / "run"  # one per example (tmp_path is shared)
     code, err = _run(capsys, ["fill", str(example_scene), "--preset", "smoke", *sets, "--no-compare", "--out", str(out)])
     if code == 0:
         assert (out / "result.png").is_file(), err

@@ -253,3 +253,67 @@ def test_reading_a_scene_drops_no_file_without_a_word(scene, tmp_path, capsys):
     mask.mkdir()
     _one_line(capsys, main(["fill", str(scene), *QUICK, "--out", str(out)]), str(mask), "a folder, not an image")
     assert not out.exists()
+
+
+def test_an_out_name_too_long_is_one_line(example_scene, tmp_path, capsys):
+    """Case 5: a 300-character --out name was a `File name too long` traceback from the lock."""
+    out = tmp_path / ("a" * 300)
+    _one_line(capsys, main(["fill", str(example_scene), "--preset", "smoke", "--out", str(out)]), "more than the 255")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_no_plugin_with_a_name_no_plugin_has_is_a_warning(capsys):
+    """Case 9: a typo in --no-plugin must not pass for a blocked plugin; warned (not refused: the same
+    names come from REALFILL_NO_PLUGINS, set once for machines that do not all have every plugin)."""
+    assert main(["--no-plugin", "nosuch", "--no-plugin", "rankers.sift", "config", "--preset", "cpu"]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "--no-plugin nosuch" in warnings[0] and "no plugin of that name" in warnings[0]
+
+
+def test_sample_with_another_preset_names_the_mismatch(example_scene, tmp_path, capsys):
+    """Case 9: `sample --preset cpu` on a smoke run said "train first"; it names what differs."""
+    run = tmp_path / "run"
+    run.mkdir()
+    assert main(["config", "--preset", "smoke"]) == 0
+    (run / "config.toml").write_text(capsys.readouterr().out.split("\n", 1)[1])
+    code = main(["sample", str(example_scene), "--run", str(run), "--preset", "cpu", "--out", str(tmp_path / "s")])
+    _one_line(capsys, code, "--preset cpu", "backbone.name: 'tiny-sd2' then, 'scratch-pixel' now")
+    assert not (tmp_path / "s").exists()
+
+
+def test_rank_names_a_wrong_size_candidate_with_its_folder(example_scene, tmp_path, capsys):
+    """Case 9: the mixed-size error named `a.png` alone."""
+    folder = tmp_path / "candidates"
+    folder.mkdir()
+    target = Image.open(example_scene / "target" / "target.png")
+    target.save(folder / "a.png")
+    target.resize((40, 30)).save(folder / "b.png")
+    _one_line(capsys, main(["rank", str(example_scene), "--samples", str(folder)]), f"{folder / 'b.png'}: candidate is 40x30")
+
+
+@pytest.mark.parametrize("terminal", [False, True])
+def test_the_comparison_table_keeps_every_method_name_at_80_columns(terminal, monkeypatch):
+    """Case 9: in a log (not a terminal) or an 80-column terminal, Rich squeezed the table and cut the
+    method names ("(scratch-p…", "multi-homo…"); a log gets the table at its own width, a narrow terminal
+    the Markdown table."""
+    import io
+
+    from rich.console import Console
+
+    from realfill.comparison import render_comparison
+    from realfill.console import print_table
+
+    monkeypatch.setenv("COLUMNS", "80")
+    keys = ["psnr_masked", "ssim_masked", "vif_masked", "sharpness_masked"]
+    names = ["this run (scratch-pixel)", "telea", "geometric", "multi-homography"]
+    record = {"shown": keys, "higher_is_better": dict.fromkeys(keys, True), "best": {"psnr_masked": names[3]},
+              "methods": [{"method": n, "values": dict.fromkeys(keys, 0.5), "seconds": 1.0} for n in names],
+              "run_beaten_on": {"psnr_masked": [names[3]]}}
+    text = io.StringIO()
+    console = Console(file=text, force_terminal=terminal, color_system=None)
+    assert console.width == 80
+    print_table(console, render_comparison(record))
+    for name in names:
+        assert name in text.getvalue(), text.getvalue()
+    if terminal:
+        assert all(len(line) <= 80 for line in text.getvalue().splitlines() if not line.startswith("|"))

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from rich.table import Table
 
+from realfill.console import print_table
 from realfill.errors import UserError
 
 NAME = "rank"
@@ -207,6 +208,9 @@ def run(args: argparse.Namespace, ctx) -> int:
     scene = load_scene(args.scene, max_references=config.max_references)
     candidates = [read_rgb(p) for p in paths]
     names = [p.relative_to(image_dir).as_posix() for p in paths]
+    from realfill.ranking import check_candidate_sizes
+
+    check_candidate_sizes(scene, candidates, [str(p) for p in paths])  # the file with its folder, up front
     ranker = ctx.plugins.rankers.create(config.ranker)
     out_dir = args.out
     if hasattr(ranker, "load"):
@@ -227,5 +231,5 @@ def run(args: argparse.Namespace, ctx) -> int:
                  "matches": e["details"]["matches"], "inliers": e["details"]["inliers"]} for e in ranking]
         print(json.dumps(rows, indent=1))
     else:
-        ctx.out.print(_render(ranking, f"{scene.name}: {len(ranking)} candidates ranked by {ranker.name}"))
+        print_table(ctx.out, _render(ranking, f"{scene.name}: {len(ranking)} candidates ranked by {ranker.name}"))
     return 0
