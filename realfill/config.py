@@ -54,7 +54,8 @@ class TrainConfig(Section):
     weight_decay: float = Field(1e-2, ge=0, le=1)
     adam_beta1: float = Field(0.9, ge=0, lt=1)  # torch's AdamW refuses others
     adam_beta2: float = Field(0.999, ge=0, lt=1)
-    adam_epsilon: float = Field(1e-8, gt=0)
+    # at least 1e-30: AdamW divides by sqrt(v) + eps in float32, where a subnormal eps is 0 and 0/0 is nan
+    adam_epsilon: float = Field(1e-8, ge=1e-30, le=1)
     max_grad_norm: float = Field(1.0, gt=0)
     prompt: str = "a photo of sks"
     prompt_dropout: float = Field(0.1, ge=0, le=1)
@@ -293,6 +294,10 @@ def validate_config(data: dict, source: str, plugins=None) -> RunConfigBase:
     if config.train.resolution is None:  # the backbone's native size (no weights are needed to know it)
         config.train.resolution = native
     check_sides(config, native, source)
+    timesteps = getattr(config.backbone, "num_train_timesteps", None)  # a backbone trained from scratch
+    if timesteps is not None and config.sample.steps > timesteps:
+        raise UserError(f"{source}: config key 'sample.steps': {config.sample.steps} is more than the "
+                        f"{timesteps} backbone.num_train_timesteps the samplers can step through")
     return config
 
 

@@ -1,6 +1,11 @@
 """The last bad inputs, each one line naming what to fix: ``--config RUN_FOLDER``, references and targets
 that exist but cannot be read, a wrong-size ``--result``, a matcher in capitals, ``--keep`` above the
-samples, a mask drawn with 0/1; and the adapter file's bytes, the same in two identical seeded runs."""
+samples, a mask drawn with 0/1; and the adapter file's bytes, the same in two identical seeded runs.
+
+Issue 22's cases (the list: docs/method.md "Bad input: what is tested"): a resume with another scene or
+other settings, out-of-bound values (every key: tests/test_config_properties.py), a plugin raising
+SystemExit, crafted lock files, a too-long --out, references that are not images, --no-plugin typos, a
+sample preset mismatch, a wrong-size candidate, tables at 80 columns."""
 
 from __future__ import annotations
 
@@ -317,3 +322,13 @@ def test_the_comparison_table_keeps_every_method_name_at_80_columns(terminal, mo
         assert name in text.getvalue(), text.getvalue()
     if terminal:
         assert all(len(line) <= 80 for line in text.getvalue().splitlines() if not line.startswith("|"))
+
+
+def test_sample_steps_above_a_scratch_backbones_timesteps_is_refused(example_scene, tmp_path, capsys):
+    """Found while bounding sample.steps: the samplers refuse more steps than the training timesteps,
+    which scratch-pixel lets a config set (it died after fine-tuning)."""
+    out = tmp_path / "run"
+    code = main(["fill", str(example_scene), "--preset", "cpu", "--set", "backbone.num_train_timesteps=4",
+                 "--set", "sample.steps=5", "--out", str(out)])
+    _one_line(capsys, code, "'sample.steps'", "backbone.num_train_timesteps")
+    assert not out.exists()
