@@ -208,9 +208,6 @@ def run(args: argparse.Namespace, ctx) -> int:
     scene = load_scene(args.scene, max_references=config.max_references)
     candidates = [read_rgb(p) for p in paths]
     names = [p.relative_to(image_dir).as_posix() for p in paths]
-    from realfill.ranking import check_candidate_sizes
-
-    check_candidate_sizes(scene, candidates, [str(p) for p in paths])  # the file with its folder, up front
     ranker = ctx.plugins.rankers.create(config.ranker)
     out_dir = args.out
     if hasattr(ranker, "load"):
@@ -220,6 +217,9 @@ def run(args: argparse.Namespace, ctx) -> int:
     lock = (RunLock(writes_to, "rank", console=ctx.console, resume_hint="free space, then run the same command again")
             if writes_to is not None else contextlib.nullcontext())
     with lock:
+        from realfill.ranking import check_candidate_sizes
+
+        check_candidate_sizes(scene, candidates, [str(p) for p in paths])  # the file with its folder, up front
         if note := keep_note(config.select.keep, len(paths)):
             ctx.console.print(f"[yellow]note:[/] {note}", soft_wrap=True)
         ctx.console.print(f"ranking {len(paths)} candidates of {scene.name} with {ranker.name} "
