@@ -15,7 +15,11 @@ The budget (about 60 s on this 2-core machine, on top of the suite's plugin impo
   --preset smoke`` runs (tiny-sd2, lora, lama-boxes, sift), each with a value drawn for *every* numeric key of
   the sections and of those components at once: floats over their whole declared range, ints near their
   lower bound (a run's cost grows with counts; huge counts are refused by the validation test's bounds),
-  and seeds and sides up to their upper bound (the overflows issue 22 found after fine-tuning).
+  and seeds and sides up to their upper bound (the overflows issue 22 found after fine-tuning). A run must
+  end with exit 0 and no nan pixel, or with one line and exit 2 (training that diverges is one line too).
+
+What they found, now bounded: learning rates and weight decay of 1e300 (nan weights), a subnormal
+adam_epsilon (0 in float32: a nan loss), a LoRA alpha of 1e308 (inf in float32: 0 * inf is nan).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import typing
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
@@ -165,6 +169,8 @@ def runnable_value(key: str, kind: type, field) -> st.SearchStrategy:
     name = key.split(".")[-1]
     if name == "seed" and high is not None:
         choices = st.one_of(choices, st.just(int(high)))
+    if name == "max_references":  # at least the example scene's 3, or the scene itself is refused
+        choices = st.integers(3, 5)
     if name == "resolution":
         choices = st.one_of(choices, st.just(128))  # 2x tiny-sd2's native 64 px, the most it allows
     return choices
@@ -175,7 +181,9 @@ SMOKE_COMPONENTS = {"backbone": "tiny-sd2", "adapter": "lora", "masking": "lama-
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("error:invalid value encountered:RuntimeWarning")  # nan pixels: a run gone to nan
-@settings(max_examples=4, deadline=None, database=None, derandomize=True,
+# no shrinking: each example is a fill of seconds, and shrinking one failure took over 5 minutes here (the
+# failing draws are printed whole, one line per key)
+@settings(max_examples=4, deadline=None, database=None, derandomize=True, phases=[Phase.explicit, Phase.generate],
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                  HealthCheck.filter_too_much])
 @given(data=st.data())
@@ -196,6 +204,6 @@ def test_hypothesis_accepted_values_run_a_one_step_smoke_fill(data, example_scen
     if code == 0:
         assert (out / "result.png").is_file(), err
         return
+    # the config validated and the scene is good: the one refusal left is training that diverges (one line)
     lines = [line for line in err.splitlines() if line.strip() and not line.startswith("note:")]
-    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
-    assert not out.exists(), err
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err and "training diverged" in lines[0], err
