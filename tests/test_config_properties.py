@@ -16,7 +16,9 @@ The budget (about 60 s on this 2-core machine, on top of the suite's plugin impo
   the sections and of those components at once: floats over their whole declared range, ints near their
   lower bound (a run's cost grows with counts; huge counts are refused by the validation test's bounds),
   and seeds and sides up to their upper bound (the overflows issue 22 found after fine-tuning). A run must
-  end with exit 0 and no nan pixel, or with one line and exit 2 (training that diverges is one line too).
+  end with exit 0 and no nan pixel, or with one line and exit 2 (weights that diverge, in training's loss or
+  in sampling's pixels, are one line too: no bound rules out every joint extreme, such as lr 0.8 with a LoRA
+  scale of 3500).
 
 What they found, now bounded: learning rates and weight decay of 1e300 (nan weights), a subnormal
 adam_epsilon (0 in float32: a nan loss), a LoRA alpha of 1e308 (inf in float32: 0 * inf is nan).
@@ -204,6 +206,7 @@ def test_hypothesis_accepted_values_run_a_one_step_smoke_fill(data, example_scen
     if code == 0:
         assert (out / "result.png").is_file(), err
         return
-    # the config validated and the scene is good: the one refusal left is training that diverges (one line)
+    # the config validated and the scene is good: the one refusal left is weights that diverge (one line,
+    # from training's loss or from sampling's pixels: bounds cannot rule out every joint extreme)
     lines = [line for line in err.splitlines() if line.strip() and not line.startswith("note:")]
-    assert code == 2 and len(lines) == 1 and "Traceback" not in err and "training diverged" in lines[0], err
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err and "diverged" in lines[0], err
