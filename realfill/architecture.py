@@ -71,12 +71,12 @@ def _count(module, trainable: bool = False) -> int:
 
 
 def build_meta_flux(double_layers: int | None = None, single_layers: int | None = None, t5_layers: int | None = None):
-    """A :class:`~realfill.flux.FluxInpaintModel` of FLUX.1 Fill's real architecture on the meta device;
+    """A :class:`~realfill_plugins.backbones.flux_family.FluxInpaintModel` of FLUX.1 Fill's real architecture on the meta device;
     ``*_layers`` take fewer blocks of the real width (to measure per block on a CPU)."""
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxFillPipeline, FluxTransformer2DModel
     from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
-    from realfill.flux import FluxInpaintModel
+    from realfill_plugins.backbones.flux_family import FluxInpaintModel
     from realfill_plugins.backbones.tiny import tiny_tokenizer
     from realfill_plugins.backbones.tiny_flux import tiny_t5_tokenizer
 
@@ -98,13 +98,13 @@ def build_meta_flux(double_layers: int | None = None, single_layers: int | None 
 
 def build_meta_model(kind: str):
     """A :class:`DiffusersInpaintModel` of the real ``sd2`` or ``sdxl`` architecture (or the
-    :class:`~realfill.flux.FluxInpaintModel` of ``flux``, FLUX.1 Fill) on the meta device."""
+    :class:`~realfill_plugins.backbones.flux_family.FluxInpaintModel` of ``flux``, FLUX.1 Fill) on the meta device."""
     if kind == "flux":
         return build_meta_flux()
     from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionInpaintPipeline, StableDiffusionXLInpaintPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    from realfill.diffusion import DiffusersInpaintModel
+    from realfill_plugins.backbones.sd_family import DiffusersInpaintModel
     from realfill_plugins.backbones.tiny import SD_SCHEDULE, tiny_tokenizer
 
     with torch.device("meta"):

@@ -48,10 +48,23 @@ class Component:
         return f"{type(self).__name__}({self.config!r})"
 
 
+@dataclass(frozen=True)
+class SamplingDefaults:
+    """A backbone's own number of sampling steps and guidance: what ``sample.steps`` and
+    ``sample.guidance_scale`` left ``auto`` become when the run config is resolved, so config.toml holds the
+    numbers used. (``sample.scheduler = "auto"`` stays in the config as written, portable across backbones:
+    it is the sampler the model's ``make_scheduler("auto")`` builds, its ``default_scheduler``.)"""
+
+    steps: int = 200
+    #: classifier-free guidance (1.0: none), or the embedded guidance of a guidance-distilled model
+    guidance_scale: float = 1.0
+
+
 class Backbone(Component):
     """Loads an inpainting diffusion model and exposes what training and sampling need.
 
-    ``load(device, dtype)`` returns an :class:`realfill.diffusion.InpaintModel`.
+    ``load(device, dtype)`` returns an :class:`realfill.diffusion.InpaintModel`. The class attributes are
+    read without loading anything (to resolve a run config, to stop a GPU config on a CPU machine).
     """
 
     role = "backbone"
@@ -59,6 +72,8 @@ class Backbone(Component):
     disclaimer: ClassVar[str | None] = None
     #: the side (pixels) the weights were trained at: ``train.resolution`` when a config leaves it unset
     native_resolution: ClassVar[int] = 512
+    #: the sampling steps and guidance a config's ``auto`` takes (default: the paper's 200 steps, guidance 1.0)
+    sampling: ClassVar[SamplingDefaults] = SamplingDefaults()
     #: how long a real run would take on a CPU, for the message that stops a GPU config on a machine without
     #: one (``device = "cuda"``); None where there is no such figure
     cpu_estimate: ClassVar[str | None] = None

@@ -86,15 +86,19 @@ class TrainConfig(Section):
 
 
 class SampleConfig(Section):
-    """Sampling (DESIGN.md: DDPM, 200 steps, guidance 1.0, 64 samples)."""
+    """Sampling (DESIGN.md: DDPM, 200 steps, guidance 1.0, 64 samples). ``auto`` is the backbone's own
+    (``Backbone.sampling``; for the SD family the paper's DDPM, 200 steps, guidance 1.0; for FLUX
+    flow-matching Euler, 50 steps, guidance 30); :func:`validate_config` puts the numbers in."""
 
-    # "auto": the backbone's own sampler (DDPM for the SD family, as the paper; flow-matching Euler for FLUX)
-    scheduler: Literal["ddpm", "ddim", "dpm", "euler", "auto"] = "ddpm"
-    steps: int = Field(200, ge=1, le=1000)  # no sampler takes more steps than the 1000 training timesteps
+    # "auto": the backbone's own sampler (DDPM for the SD family, as the paper; flow-matching Euler for FLUX),
+    # kept as "auto" in the resolved config: the model's make_scheduler decides
+    scheduler: Literal["ddpm", "ddim", "dpm", "euler", "auto"] = "auto"
+    # at most 1000: no sampler takes more steps than the 1000 training timesteps
+    steps: Annotated[int, Field(ge=1, le=1000)] | Literal["auto"] = "auto"
     # classifier-free guidance for the SD family (1.0: none); for a guidance-distilled model (FLUX) the
     # embedded guidance (FLUX Fill's default: 30)
     # at most 100: far above any published setting (SD 7.5, FLUX Fill 30); 1e300 overflows to black pixels
-    guidance_scale: float = Field(1.0, ge=0, le=100)
+    guidance_scale: Annotated[float, Field(ge=0, le=100)] | Literal["auto"] = "auto"
     num_samples: int = Field(64, ge=1, le=MAX_SAMPLES)
     batch_size: int = Field(8, ge=1, le=MAX_SAMPLES)
     prompt: str | None = None  # None: the training prompt
@@ -228,6 +232,7 @@ def format_validation_error(exc: ValidationError, model: type[BaseModel], source
     cls: Any = model
     keys: list[str] = []
     owner: Any = None  # the model class that owns the last key (a union member once its tag is read)
+    or_auto = False
     for part in loc:
         owner = cls
         fields = getattr(cls, "model_fields", None)
@@ -236,6 +241,8 @@ def format_validation_error(exc: ValidationError, model: type[BaseModel], source
             cls = _member_for(fields[part].annotation)
         elif isinstance(cls, dict) and part in cls:  # a union: tag -> member class
             cls = cls[part]
+        elif cls == {}:  # a union of plain values (a number or "auto"): pydantic's member tag names no key
+            or_auto, cls = True, None
         else:
             keys.append(str(part))
             cls = None
@@ -248,7 +255,7 @@ def format_validation_error(exc: ValidationError, model: type[BaseModel], source
         tags = err.get("ctx", {}).get("expected_tags", "")
         got = err.get("ctx", {}).get("tag", "")
         return f"{source}: unknown {keys[-1] if keys else 'component'} '{got}' at '{key}.name'; known: {tags}"
-    return f"{source}: config key '{key}': {err['msg']} (got {err.get('input')!r})"
+    return f"{source}: config key '{key}': {err['msg']}{' or auto' if or_auto else ''} (got {err.get('input')!r})"
 
 
 def _member_for(annotation: Any) -> Any:
@@ -290,15 +297,26 @@ def validate_config(data: dict, source: str, plugins=None) -> RunConfigBase:
         config = model.model_validate(data)
     except ValidationError as exc:
         raise UserError(format_validation_error(exc, model, source)) from None
-    native = (plugins or _plugins()).backbones.get(config.backbone.name).native_resolution
-    if config.train.resolution is None:  # the backbone's native size (no weights are needed to know it)
-        config.train.resolution = native
-    check_sides(config, native, source)
+    backbone = (plugins or _plugins()).backbones.get(config.backbone.name)
+    resolve_backbone_defaults(config, backbone)
+    check_sides(config, backbone.native_resolution, source)
     timesteps = getattr(config.backbone, "num_train_timesteps", None)  # a backbone trained from scratch
     if timesteps is not None and config.sample.steps > timesteps:
         raise UserError(f"{source}: config key 'sample.steps': {config.sample.steps} is more than the "
                         f"{timesteps} backbone.num_train_timesteps the samplers can step through")
     return config
+
+
+def resolve_backbone_defaults(config: RunConfigBase, backbone) -> None:
+    """Where a config leaves a value to the backbone, the backbone's class says it (no weights are needed):
+    ``train.resolution`` unset is its ``native_resolution``; ``sample.steps`` and ``sample.guidance_scale``
+    ``auto`` are its ``sampling`` defaults. The one place these are decided."""
+    if config.train.resolution is None:
+        config.train.resolution = backbone.native_resolution
+    if config.sample.steps == "auto":
+        config.sample.steps = backbone.sampling.steps
+    if config.sample.guidance_scale == "auto":
+        config.sample.guidance_scale = backbone.sampling.guidance_scale
 
 
 def check_sides(config: RunConfigBase, native: int, source: str) -> None:

@@ -28,7 +28,7 @@ import numpy as np
 from pydantic import Field
 
 from realfill.components import ComponentConfig, Ranker, RankScore
-from realfill.errors import MissingWeightsError, UserError
+from realfill.errors import UserError
 
 # -- shared config --------------------------------------------------------------------------------
 
@@ -117,41 +117,6 @@ def _resize_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     if mask.shape == shape:
         return mask
     return cv2.resize(mask.astype(np.uint8), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST) > 0
-
-
-def hub_checkpoints_dir() -> Path:
-    """Where torch.hub (and kornia) cache downloaded checkpoints: ``$TORCH_HOME/hub/checkpoints``."""
-    import torch
-
-    return Path(torch.hub.get_dir()) / "checkpoints"
-
-
-def find_weights(what: str, key: str, explicit: str | Path | None, places: Sequence[Path], how: str) -> Path:
-    """The first existing file: ``explicit`` (the config key ``key``) if set, else the first of ``places``.
-
-    An explicit path that does not exist is a typo to fix, not a reason to look elsewhere: a one-line
-    :class:`UserError` naming the key. Nothing found anywhere: :class:`MissingWeightsError` naming every place.
-    """
-    if explicit is not None:
-        path = Path(explicit).expanduser()
-        if not path.is_file():
-            raise UserError(f"{key}: {path}: no such file ({what}); fix the path, or unset it to look in: "
-                            + "; ".join(str(p) for p in places))
-        return path
-    for place in places:
-        if place.is_file():
-            return place
-    raise MissingWeightsError(what, [f"{key} (not set)"] + [str(p) for p in places], how)
-
-
-def load_checkpoint(path: Path, key: str) -> dict:
-    """A checkpoint's tensors (``torch.load`` with ``weights_only=True``); unreadable: one line naming it."""
-    import torch
-
-    try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to replace
-        raise UserError(f"{key}: {path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from None
 
 
 def torch_device(name: str):

@@ -1,16 +1,16 @@
 """Sampling: N completions of the target in batches, seeded per sample, pasted back with a feathered mask.
 
-The paper's settings are the defaults (``SampleConfig``): DDPM, 200 steps, guidance 1.0. Sample ``i`` uses
-its own generator seeded ``seed + i``, so a sample does not depend on the batch size it was drawn in.
+The run config's ``sample`` section says how (``SampleConfig``; scheduler, steps and guidance left ``auto``
+take the backbone's own: DDPM, 200 steps, guidance 1.0 for the SD family, as in the paper). Each backbone
+draws the samples with ``InpaintModel.generate``; this module sizes, seeds and composites them. Sample ``i``
+uses its own generator seeded ``seed + i``, so a sample does not depend on the batch size it was drawn in.
 The mask is dilated by ``mask_dilate`` pixels and feathered over ``feather`` more (at the target's size);
 outside that band the result *is* the target, bit for bit.
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
-from typing import Any
 
 import cv2
 import numpy as np
@@ -18,8 +18,18 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from realfill.diffusion import InpaintModel, cat_conditioning, to_tensor_image, to_tensor_mask
+from realfill.diffusion import InpaintModel
 from realfill.errors import UserError
+
+
+def to_tensor_image(image: np.ndarray) -> torch.Tensor:
+    """HxWx3 uint8 -> ``[1, 3, H, W]`` float in ``[-1, 1]``."""
+    return torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+
+
+def to_tensor_mask(mask: np.ndarray) -> torch.Tensor:
+    """HxW bool -> ``[1, 1, H, W]`` float 0/1."""
+    return torch.from_numpy(np.array(mask)).float()[None, None]
 
 
 def sampling_size(height: int, width: int, resolution: int, multiple: int) -> tuple[int, int]:
@@ -68,53 +78,6 @@ def _resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
         return mask
     small = cv2.resize(mask.astype(np.float32), (width, height), interpolation=cv2.INTER_AREA)
     return small > 1e-6
-
-
-@torch.no_grad()
-def denoise_loop(
-    model: InpaintModel,
-    image: torch.Tensor,
-    mask: torch.Tensor,
-    prompt: str,
-    *,
-    generators: list[torch.Generator],
-    scheduler: Any,
-    steps: int,
-    guidance_scale: float = 1.0,
-) -> torch.Tensor:
-    """The generic inpainting sampler over :class:`InpaintModel`'s methods (any backbone, latent or pixel).
-
-    ``image``: ``[1, 3, H, W]`` in ``[-1, 1]``; ``mask``: ``[1, 1, H, W]`` 0/1 (1 = fill). Returns
-    ``[N, 3, H, W]`` in ``[0, 1]`` for ``N = len(generators)``, the known region not yet pasted back."""
-    device, dtype = model.device, model.dtype
-    n = len(generators)
-    image = image.to(device, dtype)
-    mask = mask.to(device, dtype)
-    latent_mask = model.latent_mask(mask)
-    cond = model.encode_prompts([prompt] * n)
-    use_cfg = guidance_scale > 1.0
-    if use_cfg:
-        cond = cat_conditioning([model.encode_prompts([""] * n), cond])
-    scheduler.set_timesteps(steps, device=device)
-    # the stock pipelines' order of draws: each sample's initial noise, then its masked-image encoding
-    masked_image = image * (mask < 0.5)
-    shape = (1, model.latent_channels, *latent_mask.shape[-2:])
-    noise = [torch.randn(shape, generator=g, device=g.device, dtype=torch.float32) for g in generators]
-    latents = torch.cat(noise).to(device, dtype) * scheduler.init_noise_sigma
-    masked_latents = torch.cat([model.encode_images(masked_image, generator=g) for g in generators])
-    step_kwargs = {"generator": generators} if "generator" in inspect.signature(scheduler.step).parameters else {}
-    rep = 2 if use_cfg else 1
-    masks = latent_mask.expand(n * rep, -1, -1, -1)
-    masked = torch.cat([masked_latents] * rep)
-    for t in scheduler.timesteps:
-        model_input = scheduler.scale_model_input(torch.cat([latents] * rep), t)
-        timesteps = t.reshape(1).expand(n * rep).to(device)
-        prediction = model.denoise(model_input, timesteps, masks, masked, cond)
-        if use_cfg:
-            uncond, text = prediction.chunk(2)
-            prediction = uncond + guidance_scale * (text - uncond)
-        latents = scheduler.step(prediction, t, latents, **step_kwargs).prev_sample
-    return ((model.decode_latents(latents).float() + 1) / 2).clamp(0, 1)
 
 
 def sample_completions(

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+import types
 import typing
 from pathlib import Path
 
@@ -44,11 +45,16 @@ PLUGINS = RealfillPlugins(autoload=False)
 RUN_ROLES = {role: field for field, role in COMPONENT_FIELDS.items()}
 
 
-def _numeric_type(annotation) -> type | None:
-    """int or float for a scalar numeric field (optional or not); None for anything else (bool included)."""
-    args = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
-    if len(args) == 1 and args[0] in (int, float):
-        return args[0]
+def _numeric(field) -> tuple[type, list] | None:
+    """(int or float, its constraints) for a scalar numeric field, also as a member of a union (``int |
+    None``, ``Annotated[int, Field(ge=1)] | Literal["auto"]``); None for anything else (bool included)."""
+    args = typing.get_args(field.annotation) if typing.get_origin(field.annotation) in (typing.Union, types.UnionType) \
+        else (field.annotation,)
+    for arg in args:
+        if typing.get_origin(arg) is typing.Annotated and typing.get_args(arg)[0] in (int, float):
+            return typing.get_args(arg)[0], [*arg.__metadata__, *field.metadata]
+        if arg in (int, float):
+            return arg, list(field.metadata)
     return None
 
 
@@ -56,7 +62,7 @@ def _bounds(field) -> tuple[float | None, float | None, bool, bool]:
     """(low, high, low inclusive, high inclusive) from a field's ge/gt/le/lt constraints."""
     low = high = None
     low_incl = high_incl = True
-    for meta in field.metadata:
+    for meta in _numeric(field)[1]:
         for name in ("ge", "gt", "le", "lt"):
             value = getattr(meta, name, None)
             if value is None:
@@ -75,8 +81,8 @@ def numeric_keys(model: type[BaseModel], prefix: str = "") -> list[tuple[str, ty
         annotation = field.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             keys += numeric_keys(annotation, f"{prefix}{name}.")
-        elif (kind := _numeric_type(annotation)) is not None:
-            keys.append((f"{prefix}{name}", kind, field))
+        elif (numeric := _numeric(field)) is not None:
+            keys.append((f"{prefix}{name}", numeric[0], field))
     return keys
 
 
@@ -91,7 +97,7 @@ COMPONENT_KEYS = [(role, component.name, key, kind, field)
 def test_the_keys_are_discovered():
     """A guard that the discovery finds what it must (a model change that hid the keys would pass vacuously)."""
     found = {key for key, _, _ in SECTION_KEYS}
-    assert {"seed", "train.resolution", "sample.guidance_scale", "select.keep_fraction"} <= found
+    assert {"seed", "train.resolution", "sample.guidance_scale", "sample.steps", "select.keep_fraction"} <= found
     assert {(role, name) for role, name, *_ in COMPONENT_KEYS} >= {("ranker", "sift"), ("adapter", "lora"),
                                                                    ("backbone", "tiny-sd2"), ("baseline", "telea")}
 

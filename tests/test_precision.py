@@ -182,7 +182,7 @@ def test_latent_schedulers_never_clip(plugins):
     clipping the latents to [-1, 1]; the training schedule and every sampler of a latent backbone do not."""
     from diffusers import DDPMScheduler
 
-    from realfill.diffusion import DiffusersInpaintModel
+    from realfill_plugins.backbones.sd_family import DiffusersInpaintModel
     from realfill_plugins.backbones.tiny import SD_SCHEDULE, build_tiny_sd2
 
     pipeline = build_tiny_sd2()

@@ -8,8 +8,15 @@ import pytest
 import torch
 from skimage import data
 
-from realfill.diffusion import to_tensor_image, to_tensor_mask
-from realfill.sampling import blend_weights, composite, denoise_loop, sample_completions, sampling_size
+from realfill.diffusion import denoise_loop
+from realfill.sampling import (
+    blend_weights,
+    composite,
+    sample_completions,
+    sampling_size,
+    to_tensor_image,
+    to_tensor_mask,
+)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py

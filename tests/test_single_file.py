@@ -84,7 +84,7 @@ def test_single_file_is_in_the_original_layout(tmp_path):
 
 @pytest.mark.parametrize("name", ["sd2-inpaint", "sdxl-inpaint"])
 def test_real_backbone_loads_a_single_file_with_the_same_weights_and_samples(name, tmp_path, empty_hub_cache):
-    from realfill.diffusion import DiffusersInpaintModel
+    from realfill_plugins.backbones.sd_family import DiffusersInpaintModel
 
     tiny, config, path = _single_file(name, tmp_path)
     model = _backbone(name, model=str(path), config=str(config)).load()
@@ -93,7 +93,7 @@ def test_real_backbone_loads_a_single_file_with_the_same_weights_and_samples(nam
         assert set(loaded) == set(expected), part
         for key, tensor in expected.items():
             assert torch.equal(loaded[key], tensor), f"{part}.{key}"
-    reference = DiffusersInpaintModel(_tiny(name), native_resolution=64)
+    reference = DiffusersInpaintModel(_tiny(name))
     torch.testing.assert_close(_sample(model), _sample(reference))
 
 

@@ -268,7 +268,7 @@ def test_small_math_attention_takes_the_plain_matmuls_only_where_a_head_sees_few
     more run SDPA; token sequences (UNet) and feature maps (VAE) alike, self- and cross-attention."""
     from diffusers.models.attention_processor import Attention, AttnProcessor, AttnProcessor2_0
 
-    from realfill.diffusion import SmallMathAttnProcessor
+    from realfill.attention import SmallMathAttnProcessor
 
     torch.manual_seed(0)
     sequence = Attention(32, heads=2, dim_head=16)

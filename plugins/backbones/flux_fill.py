@@ -12,10 +12,11 @@ from typing import Literal
 
 from pydantic import Field
 
-from realfill.components import Backbone
-from realfill.diffusion import TORCH_DTYPES, load_pipeline
-from realfill.flux import FlowMatchingSettings, FluxInpaintModel
+from realfill.diffusion import TORCH_DTYPES
+from realfill.errors import MissingWeightsError, UserError
 from realfill.hookspecs import hookimpl
+from realfill.weights import load_pipeline, single_file_config_folder
+from realfill_plugins.backbones.flux_family import FlowMatchingSettings, FluxBackbone
 
 DEFAULT_MODEL = "black-forest-labs/FLUX.1-Fill-dev"
 GATED = (f"FLUX.1 Fill [dev] is gated on the hub: accept its licence at https://huggingface.co/{DEFAULT_MODEL} "
@@ -24,7 +25,7 @@ GATED = (f"FLUX.1 Fill [dev] is gated on the hub: accept its licence at https://
          "single transformer file with --set backbone.model=FILE.safetensors --set backbone.config=FOLDER")
 
 
-class FluxFill(Backbone):
+class FluxFill(FluxBackbone):
     name = "flux-fill"
     summary = "FLUX.1 Fill [dev] (rectified-flow transformer, CLIP + T5, guidance embedding), bf16, 1024 px"
     needs = (f"weights: {DEFAULT_MODEL} (gated; local folder, transformer file + config folder, or model cache)",)
@@ -42,28 +43,21 @@ class FluxFill(Backbone):
         max_sequence_length: int = Field(512, ge=1, le=512)  # T5 tokens (the pipeline's default)
 
     def load(self, device="cpu", dtype=None):
-        from diffusers import FluxFillPipeline
+        from diffusers import FluxFillPipeline  # on use: the CLI's start-up imports this module without it
 
         c = self.config
         pipeline = load_pipeline(
             FluxFillPipeline, what="backbone flux-fill", model=c.model, config=c.config, default_model=DEFAULT_MODEL,
             variant=c.variant, dtype=dtype or TORCH_DTYPES[c.dtype], how=GATED, single_file=load_transformer_file,
         )
-        return FluxInpaintModel(
-            pipeline, native_resolution=self.native_resolution, weighting_scheme=c.weighting_scheme, logit_mean=c.logit_mean,
-            logit_std=c.logit_std, mode_scale=c.mode_scale, guidance=c.guidance,
-            max_sequence_length=c.max_sequence_length,
-        ).to(device)
+        return self.wrap(pipeline).to(device)
 
 
 def load_transformer_file(pipeline_class, *, what, path, config, dtype, extra):
     """A ``FluxFillPipeline`` whose transformer is the single file ``path`` (Black Forest Labs' layout or
     diffusers'; ``FluxTransformer2DModel.from_single_file`` converts the former) and whose other parts come
     from ``config``'s diffusers folder. Every transformer weight must come from the file."""
-    from diffusers import FluxTransformer2DModel
-
-    from realfill.diffusion import single_file_config_folder
-    from realfill.errors import MissingWeightsError, UserError
+    from diffusers import FluxTransformer2DModel  # on use, as in load
 
     folder, place = single_file_config_folder(config)
     if folder is None:

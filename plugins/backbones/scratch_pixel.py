@@ -14,9 +14,13 @@ from typing import Annotated, Literal
 import torch
 from pydantic import Field, model_validator
 
+from realfill.attention import attention_processor
 from realfill.components import Backbone, ComponentConfig, Seed
 from realfill.diffusion import InpaintModel
 from realfill.hookspecs import hookimpl
+
+# diffusers and transformers are imported inside the functions that use them: the CLI's start-up (`realfill
+# plugins`, `realfill config`) imports every plugin module, and diffusers alone adds seconds to it.
 
 DISCLAIMER = (
     "scratch-pixel: a small pixel-space diffusion model trained from scratch on this scene only, at low "
@@ -61,7 +65,6 @@ class PixelInpaintModel(InpaintModel):
         self.text_encoders = []
         self.noise_scheduler = noise_scheduler
         self.size_multiple = 2 ** (len(unet.config.block_out_channels) - 1)
-        self.native_resolution = int(unet.config.sample_size)
         self.channels_last = channels_last
         self.device = unet.device
         self.dtype = unet.dtype
@@ -82,8 +85,6 @@ class PixelInpaintModel(InpaintModel):
 
     def set_attention(self, kind: str) -> None:
         from diffusers.models.attention_processor import Attention
-
-        from realfill.diffusion import attention_processor
 
         for module in self.denoiser.modules():
             if isinstance(module, Attention):

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from realfill.components import Backbone, ComponentConfig
-from realfill.diffusion import TORCH_DTYPES, DiffusersInpaintModel, load_pipeline
+from realfill.components import ComponentConfig
+from realfill.diffusion import TORCH_DTYPES
 from realfill.hookspecs import hookimpl
+from realfill.weights import load_pipeline
+from realfill_plugins.backbones.sd_family import DiffusersInpaintModel, SDBackbone
 
 DEFAULT_MODEL = "sd2-community/stable-diffusion-2-inpainting"
 #: the same weights under the id Stability AI published them (withdrawn from the hub, November 2025)
@@ -24,7 +26,7 @@ HOW = (f"Download them once where there is network: `hf download {DEFAULT_MODEL}
        f"{SINGLE_FILE} (in {DEFAULT_MODEL}) with --set backbone.model=FILE")
 
 
-class SD2Inpaint(Backbone):
+class SD2Inpaint(SDBackbone):
     name = "sd2-inpaint"
     summary = "Stable Diffusion 2 inpainting (the paper's backbone), 512 px"
     needs = (f"weights: {DEFAULT_MODEL} (local folder, file, or model cache)",)
@@ -40,7 +42,7 @@ class SD2Inpaint(Backbone):
         dtype: Literal["float32", "float16", "bfloat16"] = "float32"
 
     def load(self, device="cpu", dtype=None):
-        from diffusers import StableDiffusionInpaintPipeline
+        from diffusers import StableDiffusionInpaintPipeline  # on use: the CLI's start-up imports this module
 
         c = self.config
         pipeline = load_pipeline(
@@ -48,7 +50,7 @@ class SD2Inpaint(Backbone):
             default_model=DEFAULT_MODEL, variant=c.variant, dtype=dtype or TORCH_DTYPES[c.dtype],
             extra={"safety_checker": None, "requires_safety_checker": False}, aliases=(LEGACY_MODEL,), how=HOW,
         )
-        return DiffusersInpaintModel(pipeline, native_resolution=self.native_resolution).to(device)
+        return DiffusersInpaintModel(pipeline).to(device)
 
 
 @hookimpl

@@ -7,14 +7,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-from realfill.components import Backbone, ComponentConfig
-from realfill.diffusion import TORCH_DTYPES, DiffusersInpaintModel, load_pipeline
+from realfill.components import ComponentConfig
+from realfill.diffusion import TORCH_DTYPES
 from realfill.hookspecs import hookimpl
+from realfill.weights import load_pipeline
+from realfill_plugins.backbones.sd_family import SDBackbone, SDXLInpaintModel
 
 DEFAULT_MODEL = "diffusers/stable-diffusion-xl-1.0-inpainting-0.1"
 
 
-class SDXLInpaint(Backbone):
+class SDXLInpaint(SDBackbone):
     name = "sdxl-inpaint"
     summary = "SDXL 1.0 inpainting (two text encoders, pooled embeds, time ids), 1024 px"
     needs = ("weights: diffusers/stable-diffusion-xl-1.0-inpainting-0.1 (local folder, file, or model cache)",)
@@ -30,14 +32,14 @@ class SDXLInpaint(Backbone):
         dtype: Literal["float32", "float16", "bfloat16"] = "float32"
 
     def load(self, device="cpu", dtype=None):
-        from diffusers import StableDiffusionXLInpaintPipeline
+        from diffusers import StableDiffusionXLInpaintPipeline  # on use: the CLI's start-up imports this module
 
         c = self.config
         pipeline = load_pipeline(
             StableDiffusionXLInpaintPipeline, what="backbone sdxl-inpaint", model=c.model, config=c.config,
             default_model=DEFAULT_MODEL, variant=c.variant, dtype=dtype or TORCH_DTYPES[c.dtype],
         )
-        return DiffusersInpaintModel(pipeline, native_resolution=self.native_resolution).to(device)
+        return SDXLInpaintModel(pipeline).to(device)
 
 
 @hookimpl

@@ -13,9 +13,13 @@ from typing import Literal
 
 import torch
 
-from realfill.components import Backbone, ComponentConfig, Seed
-from realfill.diffusion import TORCH_DTYPES, DiffusersInpaintModel
+from realfill.components import ComponentConfig, Seed
+from realfill.diffusion import TORCH_DTYPES
 from realfill.hookspecs import hookimpl
+from realfill_plugins.backbones.sd_family import DiffusersInpaintModel, SDBackbone, SDXLInpaintModel
+
+# diffusers and transformers are imported inside the functions that use them: the CLI's start-up (`realfill
+# plugins`, `realfill config`) imports every plugin module, and diffusers alone adds seconds to it.
 
 MAX_TOKENS = 32
 SD_SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
@@ -124,7 +128,7 @@ def build_tiny_sdxl(seed: int = 0, text_encoder_2_width: int = 32):
     )
 
 
-class TinySD2(Backbone):
+class TinySD2(SDBackbone):
     name = "tiny-sd2"
     summary = "SD2-inpainting architecture, tiny, random weights (seeded): CPU smoke runs and tests"
 
@@ -138,10 +142,10 @@ class TinySD2(Backbone):
 
     def load(self, device="cpu", dtype=None):
         pipeline = in_dtype(build_tiny_sd2(self.config.seed), dtype or TORCH_DTYPES[self.config.dtype])
-        return DiffusersInpaintModel(pipeline, native_resolution=self.native_resolution).to(device)
+        return DiffusersInpaintModel(pipeline).to(device)
 
 
-class TinySDXL(Backbone):
+class TinySDXL(SDBackbone):
     name = "tiny-sdxl"
     summary = "SDXL-inpainting architecture (two text encoders, pooled embeds, time ids), tiny, random weights"
 
@@ -156,7 +160,7 @@ class TinySDXL(Backbone):
         # as the real sdxl-inpaint: the pipeline in its dtype, then .to(device) alone (the VAE's upcast must
         # not depend on a dtype being passed here)
         pipeline = in_dtype(build_tiny_sdxl(self.config.seed), dtype or TORCH_DTYPES[self.config.dtype])
-        return DiffusersInpaintModel(pipeline, native_resolution=self.native_resolution).to(device)
+        return SDXLInpaintModel(pipeline).to(device)
 
 
 @hookimpl

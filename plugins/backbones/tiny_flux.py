@@ -15,9 +15,11 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from realfill.components import Backbone, Seed
-from realfill.flux import FlowMatchingSettings, FluxInpaintModel
+from realfill.components import Seed
+from realfill.diffusion import TORCH_DTYPES
 from realfill.hookspecs import hookimpl
+from realfill_plugins.backbones.flux_family import FlowMatchingSettings, FluxBackbone
+from realfill_plugins.backbones.tiny import _text_config, tiny_tokenizer
 
 T5_TOKENS = 32  # the tiny T5's max_sequence_length (FLUX.1: 512)
 #: FLUX.1's VAE (``vae/config.json`` of FLUX.1-dev and FLUX.1-Fill-dev)
@@ -30,7 +32,7 @@ FLUX_SCHEDULE = dict(num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=T
 def tiny_t5_tokenizer(max_length: int = T5_TOKENS):
     """A T5 (unigram) tokenizer over single characters, built in memory: ``<pad>`` 0, ``</s>`` 1, ``<unk>``
     2, then the printable ASCII characters and the word-start marker."""
-    from transformers import T5TokenizerFast
+    from transformers import T5TokenizerFast  # on use, as below
 
     pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -1.0)]
     pieces += [(chr(c), -2.0) for c in range(33, 127)]
@@ -39,10 +41,9 @@ def tiny_t5_tokenizer(max_length: int = T5_TOKENS):
 
 def build_tiny_flux(seed: int = 0):
     """A FluxFillPipeline with tiny FLUX-Fill-shaped parts, weights drawn from ``seed``."""
+    # diffusers and transformers on use: the CLI's start-up imports this module without them
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxFillPipeline, FluxTransformer2DModel
     from transformers import CLIPTextModel, T5Config, T5EncoderModel
-
-    from realfill_plugins.backbones.tiny import _text_config, tiny_tokenizer
 
     tokenizer, tokenizer_2 = tiny_tokenizer(), tiny_t5_tokenizer()
     latent_channels, factor = 16, 8
@@ -72,7 +73,7 @@ def build_tiny_flux(seed: int = 0):
     )
 
 
-class TinyFlux(Backbone):
+class TinyFlux(FluxBackbone):
     name = "tiny-flux"
     summary = "FLUX.1 Fill architecture (flow matching, packed latents, CLIP + T5), tiny, random weights"
     native_resolution = 64
@@ -85,15 +86,9 @@ class TinyFlux(Backbone):
         dtype: Literal["float32", "float16", "bfloat16"] = "float32"
 
     def load(self, device="cpu", dtype=None):
-        from realfill.diffusion import TORCH_DTYPES
-
-        c = self.config
-        dtype = dtype or TORCH_DTYPES[c.dtype]
-        return FluxInpaintModel(
-            build_tiny_flux(c.seed), native_resolution=self.native_resolution, weighting_scheme=c.weighting_scheme,
-            logit_mean=c.logit_mean, logit_std=c.logit_std, mode_scale=c.mode_scale, guidance=c.guidance,
-            max_sequence_length=c.max_sequence_length,
-        ).to(device, None if dtype == TORCH_DTYPES["float32"] else dtype)  # float32: as built, no cast
+        dtype = dtype or TORCH_DTYPES[self.config.dtype]
+        model = self.wrap(build_tiny_flux(self.config.seed))
+        return model.to(device, None if dtype == TORCH_DTYPES["float32"] else dtype)  # float32: as built, no cast
 
 
 @hookimpl

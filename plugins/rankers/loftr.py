@@ -14,14 +14,8 @@ import numpy as np
 from pydantic import Field
 
 from realfill.hookspecs import hookimpl
-from realfill.ranking import (
-    CorrespondenceConfig,
-    CorrespondenceRanker,
-    find_weights,
-    hub_checkpoints_dir,
-    load_checkpoint,
-    torch_device,
-)
+from realfill.ranking import CorrespondenceConfig, CorrespondenceRanker, torch_device
+from realfill.weights import find_weights, hub_checkpoints_dir, load_checkpoint
 from realfill_plugins.rankers.lightglue import _load_learned
 
 #: the file names kornia's LoFTR(pretrained=...) caches its checkpoints under

@@ -1,4 +1,5 @@
-"""The FLUX.1 Fill family (diffusers ``FluxFillPipeline``) as an :class:`~realfill.diffusion.InpaintModel`.
+"""The FLUX.1 Fill family (diffusers ``FluxFillPipeline``) as an :class:`~realfill.diffusion.InpaintModel`;
+the backbones ``flux-fill`` and ``tiny-flux`` load a pipeline and wrap it here (:meth:`FluxBackbone.wrap`).
 
 A rectified-flow transformer over 2x2-packed 16-channel latents (VAE scaling and shift factors), CLIP pooled
 + T5 sequence conditioning and a guidance embedding. What differs from the SD family is said here, through
@@ -24,8 +25,9 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from realfill.components import ComponentConfig
-from realfill.diffusion import InpaintModel, attention_processor, loss_weights
+from realfill.attention import attention_processor
+from realfill.components import Backbone, ComponentConfig, SamplingDefaults
+from realfill.diffusion import InpaintModel, loss_weights
 from realfill.errors import UserError
 
 #: the LoRA targets of the FLUX transformer: attention projections of the image stream (to_q/k/v, to_out.0;
@@ -47,16 +49,33 @@ class FlowMatchingSettings(ComponentConfig):
     guidance: float = Field(1.0, ge=0)
 
 
+class FluxBackbone(Backbone):
+    """The base of the family's backbones: their sampling defaults, and the model from their config (a
+    :class:`FlowMatchingSettings` with ``max_sequence_length``)."""
+
+    #: FLUX.1 Fill's own sampling: flow-matching Euler (the model's default_scheduler), 50 steps, guidance 30
+    sampling = SamplingDefaults(steps=50, guidance_scale=30.0)
+
+    def wrap(self, pipeline) -> FluxInpaintModel:
+        """``pipeline`` as an InpaintModel with this backbone's training settings."""
+        c = self.config
+        return FluxInpaintModel(pipeline, weighting_scheme=c.weighting_scheme, logit_mean=c.logit_mean,
+                                logit_std=c.logit_std, mode_scale=c.mode_scale, guidance=c.guidance,
+                                max_sequence_length=c.max_sequence_length)
+
+
 class FluxInpaintModel(InpaintModel):
     """A ``FluxFillPipeline``: VAE latents (16 channels, shift and scale), a Fill transformer (384 input
     channels: 64 noisy + 64 masked-image + 256 mask per token), CLIP (trainable) and T5 (frozen)."""
 
     denoiser_name = "transformer"
     denoiser_lora_targets = FLUX_LORA_TARGETS
+    default_scheduler = "euler"  # flow-matching Euler: the only sampler of a flow-matching model here
 
-    def __init__(self, pipeline, *, native_resolution: int = 1024, weighting_scheme: str = "logit_normal",
-                 logit_mean: float = 0.0, logit_std: float = 1.0, mode_scale: float = 1.29, guidance: float = 1.0,
+    def __init__(self, pipeline, *, weighting_scheme: str = "logit_normal", logit_mean: float = 0.0,
+                 logit_std: float = 1.0, mode_scale: float = 1.29, guidance: float = 1.0,
                  max_sequence_length: int = 512):
+        # diffusers on use, here and below: the CLI's start-up imports every backbone module without it
         from diffusers import FlowMatchEulerDiscreteScheduler
 
         self.pipeline = pipeline
@@ -69,7 +88,6 @@ class FluxInpaintModel(InpaintModel):
         self.latent_factor = pipeline.vae_scale_factor
         self.latent_channels = pipeline.vae.config.latent_channels
         self.size_multiple = self.latent_factor * 2  # 2x2 packing
-        self.native_resolution = native_resolution
         if weighting_scheme not in WEIGHTING_SCHEMES:
             raise UserError(f"backbone.weighting_scheme: '{weighting_scheme}'; one of {', '.join(WEIGHTING_SCHEMES)}")
         self.weighting_scheme, self.logit_mean, self.logit_std = weighting_scheme, logit_mean, logit_std
