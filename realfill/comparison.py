@@ -178,7 +178,7 @@ def markdown_table(record: dict) -> str:
 
 
 def report_comparison(run_dir: Path, scene_path: Path, config, *, plugins, baselines: Sequence[str] = DEFAULT_BASELINES,
-                      console=None, seconds: float | None = None) -> dict | None:
+                      console=None, seconds: float | None = None, table_console=None) -> dict | None:
     """``realfill fill``'s last step: compare the run with the baselines, write ``comparison.json``, print the
     table. Nothing when the scene has no ground truth."""
     from realfill.scene import load_scene
@@ -190,6 +190,8 @@ def report_comparison(run_dir: Path, scene_path: Path, config, *, plugins, basel
     record = compare_run(run_dir, scene, plugins=plugins, baselines=baselines, run_label=f"this run ({config.backbone.name})",
                          run_seconds=None if seconds is None else round(seconds, 1), notice=notice)
     if console is not None and record is not None:
-        print_table(console, render_comparison(record))  # the method names whole at any width
+        # the table is the run's result: on ``table_console`` (fill: stdout, so `> log` keeps it), method
+        # names whole at any width
+        print_table(table_console or console, render_comparison(record))
         console.print(f"comparison: {Path(run_dir) / COMPARISON_FILE}", soft_wrap=True)
     return record

@@ -61,8 +61,9 @@ def check_same_scene(run_dir: Path, scene, record_name: str = "run.json") -> Non
         return
     differs = scene_difference(saved, scene_fingerprint(scene))
     if differs:
+        verb = "differ" if len(differs) > 1 or differs[0].startswith("references") else "differs"
         raise UserError(f"{run_dir}: made from another scene ({record.get('scene', '?')}): its "
-                        f"{', '.join(differs)} differ from {scene.root}'s; resume it with that scene, or choose "
+                        f"{', '.join(differs)} {verb} from {scene.root}'s; resume it with that scene, or choose "
                         "another --out")
 
 

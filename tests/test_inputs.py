@@ -131,12 +131,18 @@ def _snapshot(folder):
     return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None) for p in sorted(folder.rglob("*"))}
 
 
-def test_a_resume_with_another_scene_is_refused_and_touches_nothing(scene, tmp_path, capsys):
+def test_a_resume_with_another_scene_is_refused_and_touches_nothing(scene, tmp_path, capsys, monkeypatch):
     """Case 1: the scene is compared by content (references, target, mask), so a moved scene still resumes,
-    and the settings by key: each mismatch is one line naming what differs, exit 2, the folder untouched."""
+    and the settings by key: each mismatch is one line naming what differs, exit 2, the folder untouched.
+    The first fill is case 9's `fill > log` too: its comparison table is on stdout (not a terminal, 80
+    columns) with every method's full name."""
+    monkeypatch.setenv("COLUMNS", "80")
     run = tmp_path / "R"
-    assert main(["fill", str(scene), *QUICK, "--no-compare", "--out", str(run)]) == 0
-    capsys.readouterr()
+    assert main(["fill", str(scene), *QUICK, "--out", str(run)]) == 0
+    log = capsys.readouterr().out
+    for method in ("this run (tiny-sd2)", "telea", "geometric", "multi-homography"):
+        assert f"│ {method} " in log, log
+    assert log.splitlines()[-1] == str(run)
     before = _snapshot(run)
     other = tmp_path / "B"  # the same scene with another mask
     shutil.copytree(scene, other)
