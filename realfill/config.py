@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal, Union
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from realfill.components import SEED_MAX, ComponentConfig, Seed
+from realfill.components import ComponentConfig, Seed
 from realfill.errors import UserError
 
 #: run-config field -> registry role
@@ -117,7 +117,7 @@ class SelectConfig(Section):
 
 
 class RunConfigBase(Section):
-    seed: Seed = 0  # 0 to SEED_MAX; sample i draws from seed + i
+    seed: Seed = 0  # 0 to 2**32 - 1 (components.SEED_MAX); sample i draws from seed + i
     device: str = "auto"
     max_references: int = Field(5, ge=1, le=1000)
     train: TrainConfig = TrainConfig()

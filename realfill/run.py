@@ -23,7 +23,7 @@ from PIL import Image
 
 from realfill.config import dump_config, run_name, write_config
 from realfill.errors import UserError
-from realfill.fingerprint import FINGERPRINT_KEY, check_same_scene, scene_fingerprint
+from realfill.fingerprint import FINGERPRINT_KEY, check_same_scene, config_difference, scene_fingerprint
 from realfill.diffusion import TORCH_DTYPES
 from realfill.runfolder import LOCK_FILE, RunLock, atomic_dir, atomic_write_text, save_image
 from realfill.training import (ADAPTER_DIR, TRAIN_LOG, enable_tf32, fine_tune, resolve_device, resolve_precision,
@@ -180,8 +180,6 @@ def check_run_dir(run_dir: Path, config, resume: bool) -> None:
     if not saved.is_file():
         raise UserError(f"{saved}: missing, so {run_dir} is not a run folder to resume; choose another --out")
     if saved.read_text() != dump_config(config):
-        from realfill.fingerprint import config_difference
-
         differs = config_difference(saved.read_text(), dump_config(config))
         shown = "; ".join(differs[:3]) + (f"; and {len(differs) - 3} more" if len(differs) > 3 else "")
         raise UserError(f"{saved}: differs from this run's config ({shown}); resume with --config {saved} "
