@@ -18,6 +18,7 @@ from pathlib import Path
 from rich.table import Table
 
 from realfill.baselines import check_baselines, run_image_baseline
+from realfill.console import print_table
 from realfill.contact_sheet import ranked_from_run, write_contact_sheets
 from realfill.errors import UserError
 from realfill.evaluation import build_metrics, evaluate_images
@@ -173,7 +174,7 @@ def markdown_table(record: dict) -> str:
 
 
 def report_comparison(run_dir: Path, scene_path: Path, config, *, plugins, baselines: Sequence[str] = DEFAULT_BASELINES,
-                      console=None, seconds: float | None = None) -> dict | None:
+                      console=None, seconds: float | None = None, table_console=None) -> dict | None:
     """``realfill fill``'s last step: compare the run with the baselines, write ``comparison.json``, print the
     table. Nothing when the scene has no ground truth."""
     scene = load_scene(scene_path, max_references=config.max_references)
@@ -183,6 +184,8 @@ def report_comparison(run_dir: Path, scene_path: Path, config, *, plugins, basel
     record = compare_run(run_dir, scene, plugins=plugins, baselines=baselines, run_label=f"this run ({config.backbone.name})",
                          run_seconds=None if seconds is None else round(seconds, 1), notice=notice)
     if console is not None and record is not None:
-        console.print(render_comparison(record))
+        # the table is the run's result: on ``table_console`` (fill: stdout, so `> log` keeps it), method
+        # names whole at any width
+        print_table(table_console or console, render_comparison(record))
         console.print(f"comparison: {Path(run_dir) / COMPARISON_FILE}", soft_wrap=True)
     return record

@@ -12,14 +12,22 @@ discriminated on ``name``. Unknown config keys are rejected (``extra="forbid"``)
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
+
+#: a seed any generator takes: numpy's and most libraries' are 32-bit, torch's 64-bit; the run adds at
+#: most ``sample.num_samples - 1`` to ``seed`` for torch, so no sum overflows (docs/method.md "Bounds")
+SEED_MAX = 2**32 - 1
+#: the type of every seed key (the run's and a component's own, e.g. a tiny backbone's weights)
+Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
+
 
 class ComponentConfig(BaseModel):
     """Base of every component config. Subclasses set ``name: Literal["their-name"] = "their-name"``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=False, protected_namespaces=())
+    # allow_inf_nan=False: every float key of every component is finite (inf and nan refused in one line)
+    model_config = ConfigDict(extra="forbid", frozen=False, protected_namespaces=(), allow_inf_nan=False)
     name: str
 
 

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from realfill.diffusion import InpaintModel
+from realfill.errors import UserError
 
 
 def to_tensor_image(image: np.ndarray) -> torch.Tensor:
@@ -110,6 +111,9 @@ def sample_completions(
         generators = [torch.Generator("cpu").manual_seed(seed + start + i) for i in range(count)]
         images = model.generate(image, small_mask, prompt, generators=generators, scheduler=sampler, steps=steps,
                                 guidance_scale=guidance_scale)
+        if not torch.isfinite(images).all():  # would be black pixels, ranked, and "done"
+            raise UserError("sampling made nan/inf pixels: the fine-tuned weights diverged; lower train.lr_unet, "
+                            "train.lr_text_encoder or the adapter's scale (adapter.alpha)")
         if images.shape[-2:] != (height, width):
             images = F.interpolate(images.float().cpu(), size=(height, width), mode="bicubic", align_corners=False)
         arrays = (images.clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)

@@ -42,7 +42,7 @@ def run(args: argparse.Namespace, ctx) -> int:
     run_dir = fill(args.scene, config, args.out, plugins=ctx.plugins, resume=args.resume, console=ctx.console)
     if not args.no_compare:
         report_comparison(run_dir, args.scene, config, plugins=ctx.plugins, baselines=baselines, console=ctx.console,
-                          seconds=time.perf_counter() - start)
+                          seconds=time.perf_counter() - start, table_console=ctx.out)
     ctx.console.print(f"[green]done:[/] {run_dir / RESULT_FILE}", soft_wrap=True)
     ctx.out.print(str(run_dir))
     return 0
