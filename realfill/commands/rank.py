@@ -199,7 +199,7 @@ def run(args: argparse.Namespace, ctx) -> int:
     lock = (RunLock(writes_to, "rank", console=ctx.console, resume_hint="free space, then run the same command again")
             if writes_to is not None else contextlib.nullcontext())
     with lock:
-        from realfill.ranking import check_candidate_sizes
+        from realfill.seed_selection import check_candidate_sizes
 
         check_candidate_sizes(scene, candidates, [str(p) for p in paths])  # the file with its folder, up front
         if note := keep_note(config.select.keep, len(paths)):
