@@ -69,6 +69,16 @@ def _resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
     return small > 1e-6
 
 
+def paste_back(images: torch.Tensor, target: np.ndarray, weights: np.ndarray) -> list[np.ndarray]:
+    """Generated ``[N, 3, h, w]`` images in ``[0, 1]`` -> uint8 at the target's size (bicubic), each
+    composited over ``target`` with ``weights`` (:func:`blend_weights`): the known pixels stay the target's."""
+    height, width = target.shape[:2]
+    if images.shape[-2:] != (height, width):
+        images = F.interpolate(images.float().cpu(), size=(height, width), mode="bicubic", align_corners=False)
+    arrays = (images.clamp(0, 1).permute(0, 2, 3, 1).float().cpu().numpy() * 255 + 0.5).astype(np.uint8)
+    return [composite(a, target, weights) for a in arrays]
+
+
 @torch.no_grad()
 def denoise_loop(
     model: InpaintModel,
@@ -147,10 +157,7 @@ def sample_completions(
         generators = [torch.Generator("cpu").manual_seed(seed + start + i) for i in range(count)]
         images = model.generate(image, small_mask, prompt, generators=generators, scheduler=sampler, steps=steps,
                                 guidance_scale=guidance_scale)
-        if images.shape[-2:] != (height, width):
-            images = F.interpolate(images.float().cpu(), size=(height, width), mode="bicubic", align_corners=False)
-        arrays = (images.clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
-        results.extend(composite(a, target, weights) for a in arrays)
+        results.extend(paste_back(images, target, weights))
         if on_batch is not None:
             on_batch(len(results), num_samples)
     return results
