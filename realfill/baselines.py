@@ -95,8 +95,8 @@ def make_baseline(name: str, plugins=None):
     cls = registry.get(name)  # unknown names raise with the known ones
     if cls.kind not in RUNNABLE_KINDS:
         runnable = ", ".join(c.name for c in registry if c.kind in RUNNABLE_KINDS)
-        raise UserError(f"baseline '{name}' is a run of the fill pipeline, not a completion of its own; "
-                        f"those that are: {runnable}")
+        raise UserError(f"baseline '{name}' is a run of the fill pipeline, not an image operation; "
+                        f"baselines that complete on their own: {runnable}")
     return cls(cls.Config())
 
 

@@ -120,3 +120,14 @@ def test_ablate_over_a_realbench_folder_writes_the_papers_table(tmp_path):
     for name in ("lpips", "dino", "clip"):  # no weights on this machine: skipped with the reason
         if rows["base"]["values"][{"lpips": "LPIPS", "dino": "DINO", "clip": "CLIP"}[name]] is None:
             assert name in table["skipped"] and "Skipped:" in text
+
+
+def test_a_model_baselines_run_asks_ray_for_a_gpu_where_the_runs_device_is_one():
+    from realfill.ablation.executors import RayExecutor
+
+    executor = RayExecutor.__new__(RayExecutor)  # stage_resources only: no cluster needed for an explicit device
+    executor.resources = {}
+    run = {"kind": "run", "baseline": "in-context", "config": {"device": "cuda"}}
+    assert executor.stage_resources(run) == {"num_cpus": 1, "num_gpus": 1}
+    assert executor.stage_resources({**run, "config": {"device": "cpu"}}) == {"num_cpus": 1}
+    assert executor.stage_resources({"kind": "run", "baseline": "telea"}) == {"num_cpus": 1}  # an image baseline
