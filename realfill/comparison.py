@@ -2,7 +2,9 @@
 has a ground truth, so that a user sees where a baseline wins (``comparison.json`` in the run folder, a
 Rich table on the terminal; ``--no-compare`` skips it).
 
-Each image baseline runs into ``RUN/baselines/NAME/`` (``result.png``, ``run.json``), every method is
+Each image or model baseline runs into ``RUN/baselines/NAME/`` (``result.png``, ``run.json``; a model
+baseline such as ``in-context`` samples the run's backbone untuned, so it adds ``samples/`` and
+``ranking.json``), every method is
 evaluated with the same metrics, and the contact sheet is drawn again with the baselines beside the
 result. The table shows the values inside the mask (the paper's convention) with each one's direction;
 ``comparison.json`` holds every value, inside the mask and over the whole image.
@@ -17,7 +19,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from realfill.baselines import check_baselines, run_image_baseline
+from realfill.baselines import RUNNABLE_KINDS, check_baselines, run_baseline
 from realfill.console import print_table
 from realfill.contact_sheet import ranked_from_run, write_contact_sheets
 from realfill.errors import UserError
@@ -36,19 +38,20 @@ SHOWN_VALUES = ("psnr_masked", "ssim_masked", "vif_masked", "sharpness_masked")
 
 
 def check_comparison_baselines(names: Sequence[str], plugins) -> None:
-    """Refuse, before a run starts, a name that is not a registered image baseline (one line, exit 2)."""
+    """Refuse, before a run starts, a name that is not a registered image or model baseline (one line, exit 2)."""
     check_baselines(names, plugins)
     for name in names:
-        if plugins.baselines.get(name).kind != "image":
+        if plugins.baselines.get(name).kind not in RUNNABLE_KINDS:
             raise UserError(f"--baseline {name}: a run of the fill pipeline, not an image baseline; compare with it "
                             "through `realfill ablate --baseline " + name + "`")
 
 
 def compare_run(run_dir: Path, scene, *, plugins, baselines: Sequence[str] = DEFAULT_BASELINES,
                 metrics: Sequence[str] = DEFAULT_METRICS, run_label: str = "this run", run_seconds: float | None = None,
-                notice: str | None = None) -> dict | None:
+                notice: str | None = None, config=None) -> dict | None:
     """Evaluate ``RUN/result.png`` and each baseline against the scene's ground truth; write and return
-    ``RUN/comparison.json`` (None when the scene has no ground truth)."""
+    ``RUN/comparison.json`` (None when the scene has no ground truth). ``config``: the run's, for model
+    baselines (``in-context``), which sample its backbone untuned."""
     if scene.gt is None:
         return None
     run_dir = Path(run_dir)
@@ -61,7 +64,7 @@ def compare_run(run_dir: Path, scene, *, plugins, baselines: Sequence[str] = DEF
     images = {}
     for name in baselines:
         start = time.perf_counter()
-        path = run_image_baseline(name, scene, run_dir / BASELINES_DIR / name, plugins=plugins)
+        path = run_baseline(name, scene, run_dir / BASELINES_DIR / name, plugins=plugins, config=config)
         seconds = round(time.perf_counter() - start, 2)
         images[name] = read_rgb(path)
         scored = evaluate_images(images[name], scene.gt, scene.mask, measures)
@@ -182,7 +185,7 @@ def report_comparison(run_dir: Path, scene_path: Path, config, *, plugins, basel
         return None
     notice = plugins.backbones.get(config.backbone.name).disclaimer
     record = compare_run(run_dir, scene, plugins=plugins, baselines=baselines, run_label=f"this run ({config.backbone.name})",
-                         run_seconds=None if seconds is None else round(seconds, 1), notice=notice)
+                         run_seconds=None if seconds is None else round(seconds, 1), notice=notice, config=config)
     if console is not None and record is not None:
         # the table is the run's result: on ``table_console`` (fill: stdout, so `> log` keeps it), method
         # names whole at any width

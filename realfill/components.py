@@ -174,6 +174,9 @@ class Baseline(Component):
     comparison). Two kinds:
 
     - ``kind = "image"``: ``complete(scene)`` makes the fill directly (Telea, warping the references).
+    - ``kind = "model"``: ``complete(scene, context)`` makes it with the run's own backbone, untuned
+      (``in-context``); ``context`` is a :class:`realfill.baselines.BaselineContext` (``config``,
+      ``plugins``, ``out_dir``, ``model()``, ``ranker()``).
     - ``kind = "pipeline"``: the fill pipeline itself with ``overrides`` on the run config (e.g. the
       backbone without fine-tuning: ``("train.steps=0",)``); ``complete`` is not called.
     """
@@ -185,8 +188,9 @@ class Baseline(Component):
     #: for ``kind = "pipeline"``: ``key=value`` overrides on the run config
     overrides: ClassVar[tuple[str, ...]] = ()
 
-    def complete(self, scene) -> BaselineResult:
-        """``scene``: a :class:`realfill.scene.Scene` (references, target, mask; its ``gt`` must not be used)."""
+    def complete(self, scene, context=None) -> BaselineResult:
+        """``scene``: a :class:`realfill.scene.Scene` (references, target, mask; its ``gt`` must not be used);
+        ``context``: for ``kind = "model"`` only (image baselines may omit the parameter)."""
         raise NotImplementedError
 
 

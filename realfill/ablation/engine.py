@@ -138,6 +138,7 @@ def run_ablation(
                 f"# image baseline: {spec.configuration.baseline}\n"}
         if spec.config is not None:
             task["config"] = spec.config.model_dump(mode="json")
+        if spec.sample_key is not None:
             task["sample_dir"] = str(plan.stage_dir("sample", spec))
         specs[task["id"]] = spec
         tasks.append(task)

@@ -17,7 +17,7 @@ import torch
 from realfill import run as run_module
 from realfill.ablation.plan import DONE, _fresh, _write_json
 from realfill.atomic import OutOfSpace, atomic_write_text
-from realfill.baselines import run_image_baseline
+from realfill.baselines import run_baseline
 from realfill.config import validate_config
 from realfill.contact_sheet import write_contact_sheets
 from realfill.errors import UserError
@@ -160,8 +160,9 @@ def _rank_body(task, plugins, progress):
 
 
 def _baseline_body(task, plugins, progress):
-    scene = load_scene(task["scene"])
-    path = run_image_baseline(task["baseline"], scene, Path(task["dir"]), plugins=plugins)
+    config = validate_config(task["config"], "ablation config", plugins) if task.get("config") else None
+    scene = load_scene(task["scene"], **({"max_references": config.max_references} if config else {}))
+    path = run_baseline(task["baseline"], scene, Path(task["dir"]), plugins=plugins, config=config)
     write_contact_sheets(Path(task["dir"]), scene.references, scene.masked_target(), [], scene.gt,
                          baselines=[(f"baseline {task['baseline']}", read_rgb(path))])
     return {}
@@ -233,7 +234,7 @@ def _probe(address: str, timeout: float = 5.0) -> None:
 
 
 #: the stage kinds a Ray task runs, by the name ``--ray-resources`` uses: ``rank`` is a run's last stage
-#: (ranking and evaluation, or an image baseline), which needs no GPU
+#: (ranking and evaluation, or a baseline), which needs no GPU unless it is a model baseline (``in-context``)
 RAY_STAGES = {"train": "train", "sample": "sample", "run": "rank"}
 RAY_RESOURCE_KEYS = ("num_cpus", "num_gpus", "memory")
 
@@ -273,7 +274,8 @@ class RayExecutor:
     """Each stage is a Ray task on the cluster at ``address`` (default: a new local one).
 
     Training and sampling ask for one GPU where the run's device is a GPU (``device = "cuda..."``), or is
-    ``auto`` on a cluster that has GPUs; ranking and evaluation (and image baselines) ask for a CPU only.
+    ``auto`` on a cluster that has GPUs, and so does a model baseline's run (``in-context`` samples the
+    backbone); ranking and evaluation (and image baselines) ask for a CPU only.
     Every stage asks for one CPU. ``resources`` (``--ray-resources``) overrides any of it per stage. Ray
     schedules by these declared counts and sets each task's ``CUDA_VISIBLE_DEVICES`` to the GPUs it got."""
 
@@ -310,7 +312,7 @@ class RayExecutor:
         """What ``task`` asks Ray for (see the class docstring)."""
         stage = RAY_STAGES.get(task["kind"], "rank")
         wanted: dict[str, float] = {"num_cpus": 1}
-        if stage in ("train", "sample"):
+        if stage in ("train", "sample") or (task.get("baseline") and task.get("config")):
             device = str((task.get("config") or {}).get("device", "auto"))
             if device.startswith("cuda") or (device == "auto" and self.cluster_gpus() > 0):
                 wanted["num_gpus"] = 1

@@ -19,8 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="continue the run in --out from its last checkpoint (same config)")
     compare = parser.add_argument_group("comparison (scenes with target/gt.png)")
     compare.add_argument("--baseline", action="append", default=[], metavar="NAME",
-                         help="compare the result with this image baseline (repeatable; default: telea, geometric, "
-                         "multi-homography)")
+                         help="compare the result with this baseline (repeatable; default: telea, geometric, "
+                         "multi-homography; in-context samples the run's backbone untuned)")
     compare.add_argument("--no-compare", action="store_true",
                          help="skip the comparison with the baselines (comparison.json)")
 
