@@ -74,7 +74,7 @@ def test_fill_ends_with_a_table_holding_in_context(example_scene, tmp_path, caps
     assert [m["method"] for m in record["methods"]] == ["this run (tiny-sd2)", "in-context"]
     assert record["methods"][1]["values"]["psnr_masked"] > 0
     assert (out / "baselines" / "in-context" / "ranking.json").is_file()
-    assert "in-context" in capsys.readouterr().err  # the table, on the console (stderr)
+    assert "in-context" in capsys.readouterr().out  # the table, on stdout (issue 22: `> log` keeps it)
 
 
 def _realbench_scene(root: Path, gt: np.ndarray, mask: np.ndarray, refs: list[np.ndarray]) -> None:
