@@ -5,7 +5,9 @@ Rich table on the terminal; ``--no-compare`` skips it).
 Each image baseline runs into ``RUN/baselines/NAME/`` (``result.png``, ``run.json``), every method is
 evaluated with the same metrics, and the contact sheet is drawn again with the baselines beside the
 result. The table shows the values inside the mask (the paper's convention) with each one's direction;
-``comparison.json`` holds every value, inside the mask and over the whole image.
+``comparison.json`` holds every value, inside the mask and over the whole image. A baseline whose weights
+are not on this machine (its ``complete`` raises :class:`MissingWeightsError`) is skipped: the table's caption
+and ``skipped_baselines`` say so and why, and the run completes.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from rich.markup import escape
 from rich.table import Table
 
-from realfill.errors import UserError
+from realfill.errors import MissingWeightsError, UserError
 
 COMPARISON_FILE = "comparison.json"
 BASELINES_DIR = "baselines"
@@ -60,9 +63,14 @@ def compare_run(run_dir: Path, scene, *, plugins, baselines: Sequence[str] = DEF
                 "values": evaluation.as_dict()["values"]}]
     directions = dict(evaluation.higher_is_better)
     images = {}
+    skipped_baselines = {}
     for name in baselines:
         start = time.perf_counter()
-        path = run_image_baseline(name, scene, run_dir / BASELINES_DIR / name, plugins=plugins)
+        try:
+            path = run_image_baseline(name, scene, run_dir / BASELINES_DIR / name, plugins=plugins)
+        except MissingWeightsError as exc:  # no local weights: the table says so, the run still completes
+            skipped_baselines[name] = str(exc)
+            continue
         seconds = round(time.perf_counter() - start, 2)
         images[name] = read_rgb(path)
         scored = evaluate_images(images[name], scene.gt, scene.mask, measures)
@@ -77,6 +85,7 @@ def compare_run(run_dir: Path, scene, *, plugins, baselines: Sequence[str] = DEF
         "best": _best(methods, directions),
         "run_beaten_on": _beaten(methods, directions),
         "skipped": dict(evaluation.skipped),
+        "skipped_baselines": skipped_baselines,
         "notice": notice,
     }
     if (run_dir / "ranking.json").is_file():  # the sheet again, the baselines beside the result
@@ -153,6 +162,7 @@ def render_comparison(record: dict, title: str = "the result against the baselin
         lines.append("a baseline beats this run on " + "; ".join(f"{k} ({', '.join(v)})" for k, v in beaten.items()))
     else:
         lines.append("this run beats every baseline on every value shown")
+    lines += [escape(f"skipped {name}: {reason}") for name, reason in record.get("skipped_baselines", {}).items()]
     if record.get("notice"):
         lines.append(record["notice"])
     table.caption = "\n".join(lines)
@@ -173,6 +183,7 @@ def markdown_table(record: dict) -> str:
             cells.append(f"**{text}**" if record["best"].get(key) == method["method"] else text)
         cells.append("—" if method.get("seconds") is None else f"{method['seconds']:.1f}")
         lines.append("| " + " | ".join(cells) + " |")
+    lines += [f"\nskipped {name}: {reason}" for name, reason in record.get("skipped_baselines", {}).items()]
     return "\n".join(lines) + "\n"
 
 

@@ -162,5 +162,7 @@ class Baseline(Component):
     overrides: ClassVar[tuple[str, ...]] = ()
 
     def complete(self, scene) -> BaselineResult:
-        """``scene``: a :class:`realfill.scene.Scene` (references, target, mask; its ``gt`` must not be used)."""
+        """``scene``: a :class:`realfill.scene.Scene` (references, target, mask; its ``gt`` must not be used).
+        Raises :class:`realfill.errors.MissingWeightsError` when its weights are not on this machine: the
+        comparison and ``realfill ablate`` then report it as skipped, with that message, and go on."""
         raise NotImplementedError

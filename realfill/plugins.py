@@ -54,6 +54,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "realfill_plugins.baselines.geometric",
     "realfill_plugins.baselines.multi_homography",
     "realfill_plugins.baselines.untuned",
+    "realfill_plugins.baselines.flux_kontext",
 )
 
 _REGISTER_HOOKS = {

@@ -14,7 +14,7 @@ from typing import Any
 from realfill.ablation.plan import DONE, _fresh, _write_json
 from realfill.baselines import run_image_baseline
 from realfill.config import validate_config
-from realfill.errors import UserError
+from realfill.errors import MissingWeightsError, UserError
 from realfill.evaluation import RUN_RECORD, build_metrics, evaluate_run
 from realfill.runfolder import OutOfSpace, atomic_write_text
 
@@ -98,6 +98,11 @@ class _StepObserver:
         self.progress(step, self.total)
 
 
+class StageSkipped(Exception):
+    """A stage that cannot run on this machine (an image baseline without its weights): the run is reported
+    as skipped, with this reason, and the ablation does not fail."""
+
+
 def _stage(task: dict, body: Callable[[dict, Any], dict], progress: Callable | None = None) -> dict:
     """Run a stage body with timing, memory and error capture; mark it done only when it succeeded."""
     directory = Path(task["dir"])
@@ -110,6 +115,9 @@ def _stage(task: dict, body: Callable[[dict, Any], dict], progress: Callable | N
         _write_json(directory / DONE, record)
     except OutOfSpace:
         raise  # a full disk fails every run after this one too: stop, say so once
+    except StageSkipped as exc:  # not done (a later resume tries again), not failed either
+        record["status"] = "skipped"
+        record["error"] = str(exc)
     except Exception as exc:  # noqa: BLE001 - recorded; the other runs go on
         record["status"] = "failed"
         record["error"] = f"{type(exc).__name__}: {exc}"
@@ -173,7 +181,10 @@ def _baseline_body(task, plugins, progress):
     from realfill.scene import load_scene, read_rgb
 
     scene = load_scene(task["scene"])
-    path = run_image_baseline(task["baseline"], scene, Path(task["dir"]), plugins=plugins)
+    try:
+        path = run_image_baseline(task["baseline"], scene, Path(task["dir"]), plugins=plugins)
+    except MissingWeightsError as exc:  # not on this machine: the report says skipped and why
+        raise StageSkipped(str(exc)) from None
     write_contact_sheets(Path(task["dir"]), scene.references, scene.masked_target(), [], scene.gt,
                          baselines=[(f"baseline {task['baseline']}", read_rgb(path))])
     return {}
