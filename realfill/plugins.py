@@ -55,6 +55,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "realfill_plugins.baselines.multi_homography",
     "realfill_plugins.baselines.untuned",
     "realfill_plugins.baselines.flux_kontext",
+    "realfill_plugins.baselines.flux2_klein",
 )
 
 _REGISTER_HOOKS = {

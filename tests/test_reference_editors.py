@@ -23,6 +23,8 @@ from realfill_plugins.baselines.reference_editing import choose_reference, refer
 EDITORS = [
     ("flux-kontext", "tiny-flux-kontext", "FluxKontextInpaintPipeline", "black-forest-labs/FLUX.1-Kontext-dev",
      ("gated", "Non-Commercial")),
+    ("flux2-klein", "tiny-flux2-klein", "Flux2KleinInpaintPipeline", "black-forest-labs/FLUX.2-klein-base-9B",
+     ("gated", "Non-Commercial", "Apache-2.0")),
 ]
 
 
@@ -64,7 +66,7 @@ def test_defaults_are_the_pipelines_documented_ones(real, tiny, pipeline, hub_id
     assert config.steps == documented["num_inference_steps"].default
     for key, argument in (("guidance", "guidance_scale"), ("max_sequence_length", "max_sequence_length")):
         if hasattr(config, key) and documented[argument].default is not None:
-            assert getattr(config, key) == documented[argument].default, key
+            assert getattr(config, key) == documented[argument].default, (key, documented[argument].default)
     with pytest.raises(ValueError, match="stepz"):
         plugins.baselines.get(real).Config(stepz=3)  # unknown keys are refused
 
