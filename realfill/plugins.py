@@ -56,6 +56,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "realfill_plugins.baselines.untuned",
     "realfill_plugins.baselines.flux_kontext",
     "realfill_plugins.baselines.flux2_klein",
+    "realfill_plugins.baselines.qwen_edit_plus",
 )
 
 _REGISTER_HOOKS = {

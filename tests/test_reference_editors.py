@@ -25,7 +25,10 @@ EDITORS = [
      ("gated", "Non-Commercial")),
     ("flux2-klein", "tiny-flux2-klein", "Flux2KleinInpaintPipeline", "black-forest-labs/FLUX.2-klein-base-9B",
      ("gated", "Non-Commercial", "Apache-2.0")),
+    # no tiny twin: Qwen2VLProcessor needs its video processor, which needs torchvision (qwen_edit_plus.py)
+    ("qwen-edit-plus", None, "QwenImageEditPlusPipeline", "Qwen/Qwen-Image-Edit-2509", ("Apache-2.0", "not gated")),
 ]
+TWINS = [e for e in EDITORS if e[1] is not None]
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +41,7 @@ def make(plugins, name, **settings):
     return cls(cls.Config(**settings))
 
 
-@pytest.mark.parametrize("real, tiny, pipeline, hub_id, advice", EDITORS)
+@pytest.mark.parametrize("real, tiny, pipeline, hub_id, advice", TWINS)
 def test_tiny_twin_completes_keeps_known_pixels_and_repeats_for_a_seed(real, tiny, pipeline, hub_id, advice, scene,
                                                                        plugins, one_thread):
     reference_editing._LOADED.clear()  # built afresh: the same weights seed gives the same weights
@@ -64,8 +67,9 @@ def test_defaults_are_the_pipelines_documented_ones(real, tiny, pipeline, hub_id
     config = plugins.baselines.get(real).Config()
     assert config.model == hub_id and config.dtype == "bfloat16" and config.device == "auto"
     assert config.steps == documented["num_inference_steps"].default
-    for key, argument in (("guidance", "guidance_scale"), ("max_sequence_length", "max_sequence_length")):
-        if hasattr(config, key) and documented[argument].default is not None:
+    guidance = "true_cfg_scale" if documented["guidance_scale"].default is None else "guidance_scale"  # Qwen: true CFG
+    for key, argument in (("guidance", guidance), ("max_sequence_length", "max_sequence_length")):
+        if hasattr(config, key):
             assert getattr(config, key) == documented[argument].default, (key, documented[argument].default)
     with pytest.raises(ValueError, match="stepz"):
         plugins.baselines.get(real).Config(stepz=3)  # unknown keys are refused
@@ -112,15 +116,18 @@ def test_fill_compares_and_skips_an_editor_without_weights(example_scene, tmp_pa
 
 def test_ablate_reports_the_skip_and_does_not_fail(example_scene, tmp_path, empty_hub_cache, capsys):
     out = tmp_path / "abl"
-    code = main(["ablate", str(example_scene), "--baselines-only", "--baseline", "flux-kontext", "--baseline",
+    real = [e[0] for e in EDITORS]
+    code = main(["ablate", str(example_scene), "--baselines-only", *(f"--baseline={n}" for n in real), "--baseline",
                  "tiny-flux-kontext", "--metric", "psnr", "--no-tui", "--out", str(out)])
     assert code == 0
     with open(out / "results.csv") as f:
         rows = {r["method"]: r for r in csv.DictReader(f)}
     assert rows["tiny-flux-kontext"]["status"] == "ok"
-    assert rows["flux-kontext"]["status"] == "skipped" and "weights not found" in rows["flux-kontext"]["error"]
-    assert "| skipped: baseline flux-kontext: weights not found" in (out / "report.md").read_text()
-    assert "0 failed, 1 skipped (no local weights)" in capsys.readouterr().err
+    report = (out / "report.md").read_text()
+    for name in real:
+        assert rows[name]["status"] == "skipped" and "weights not found" in rows[name]["error"]
+        assert f"| skipped: baseline {name}: weights not found" in report
+    assert f"0 failed, {len(real)} skipped (no local weights)" in capsys.readouterr().err
 
 
 def test_plugins_json_lists_the_editors_with_what_they_need(capsys):
@@ -128,4 +135,5 @@ def test_plugins_json_lists_the_editors_with_what_they_need(capsys):
     baselines = {c["name"]: c for c in json.loads(capsys.readouterr().out)["components"]["baseline"]}
     for real, tiny, pipeline, hub_id, advice in EDITORS:
         assert any(hub_id in need for need in baselines[real]["needs"]) and "training-free" in baselines[real]["summary"]
-        assert baselines[tiny]["needs"] == [] and "tiny" in baselines[tiny]["summary"]
+        if tiny is not None:
+            assert baselines[tiny]["needs"] == [] and "tiny" in baselines[tiny]["summary"]
