@@ -7,7 +7,9 @@ baseline such as ``in-context`` samples the run's backbone untuned, so it adds `
 ``ranking.json``), every method is
 evaluated with the same metrics, and the contact sheet is drawn again with the baselines beside the
 result. The table shows the values inside the mask (the paper's convention) with each one's direction;
-``comparison.json`` holds every value, inside the mask and over the whole image.
+``comparison.json`` holds every value, inside the mask and over the whole image. A baseline whose weights
+are not on this machine (its ``complete`` raises :class:`MissingWeightsError`) is skipped: the table's caption
+and ``skipped_baselines`` say so and why, and the run completes.
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from rich.markup import escape
 from rich.table import Table
 
 from realfill.baselines import RUNNABLE_KINDS, check_baselines, run_baseline
 from realfill.console import print_table
 from realfill.contact_sheet import ranked_from_run, write_contact_sheets
-from realfill.errors import UserError
+from realfill.errors import MissingWeightsError, UserError
 from realfill.evaluation import build_metrics, evaluate_images
 from realfill.scene import load_scene, read_rgb
 
@@ -62,9 +65,14 @@ def compare_run(run_dir: Path, scene, *, plugins, baselines: Sequence[str] = DEF
                 "values": evaluation.as_dict()["values"]}]
     directions = dict(evaluation.higher_is_better)
     images = {}
+    skipped_baselines = {}
     for name in baselines:
         start = time.perf_counter()
-        path = run_baseline(name, scene, run_dir / BASELINES_DIR / name, plugins=plugins, config=config)
+        try:
+            path = run_baseline(name, scene, run_dir / BASELINES_DIR / name, plugins=plugins, config=config)
+        except MissingWeightsError as exc:  # no local weights: the table says so, the run still completes
+            skipped_baselines[name] = str(exc)
+            continue
         seconds = round(time.perf_counter() - start, 2)
         images[name] = read_rgb(path)
         scored = evaluate_images(images[name], scene.gt, scene.mask, measures)
@@ -79,6 +87,7 @@ def compare_run(run_dir: Path, scene, *, plugins, baselines: Sequence[str] = DEF
         "best": _best(methods, directions),
         "run_beaten_on": _beaten(methods, directions),
         "skipped": dict(evaluation.skipped),
+        "skipped_baselines": skipped_baselines,
         "notice": notice,
     }
     if (run_dir / "ranking.json").is_file():  # the sheet again, the baselines beside the result
@@ -153,6 +162,7 @@ def render_comparison(record: dict, title: str = "the result against the baselin
         lines.append("a baseline beats this run on " + "; ".join(f"{k} ({', '.join(v)})" for k, v in beaten.items()))
     else:
         lines.append("this run beats every baseline on every value shown")
+    lines += [escape(f"skipped {name}: {reason}") for name, reason in record.get("skipped_baselines", {}).items()]
     if record.get("notice"):
         lines.append(record["notice"])
     table.caption = "\n".join(lines)
@@ -173,6 +183,7 @@ def markdown_table(record: dict) -> str:
             cells.append(f"**{text}**" if record["best"].get(key) == method["method"] else text)
         cells.append("—" if method.get("seconds") is None else f"{method['seconds']:.1f}")
         lines.append("| " + " | ".join(cells) + " |")
+    lines += [f"\nskipped {name}: {reason}" for name, reason in record.get("skipped_baselines", {}).items()]
     return "\n".join(lines) + "\n"
 
 

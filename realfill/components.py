@@ -190,7 +190,9 @@ class Baseline(Component):
 
     def complete(self, scene, context=None) -> BaselineResult:
         """``scene``: a :class:`realfill.scene.Scene` (references, target, mask; its ``gt`` must not be used);
-        ``context``: for ``kind = "model"`` only (image baselines may omit the parameter)."""
+        ``context``: for ``kind = "model"`` only (image baselines may omit the parameter). Raises
+        :class:`realfill.errors.MissingWeightsError` when its weights are not on this machine: the comparison
+        and ``realfill ablate`` then report it as skipped, with that message, and go on."""
         raise NotImplementedError
 
 

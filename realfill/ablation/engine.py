@@ -147,7 +147,7 @@ def run_ablation(
 
     ordered = [rows[s.run_key] for s in plan.runs if s.run_key in rows]
     write_results(plan, ordered)
-    outcome = AblationOutcome(ordered, ran, skipped, [r for r in ordered if r["status"] != "ok"])
+    outcome = AblationOutcome(ordered, ran, skipped, [r for r in ordered if r["status"] not in ("ok", "skipped")])
     reporter.finish(outcome)
     return outcome
 

@@ -20,7 +20,7 @@ from realfill.atomic import OutOfSpace, atomic_write_text
 from realfill.baselines import run_baseline
 from realfill.config import validate_config
 from realfill.contact_sheet import write_contact_sheets
-from realfill.errors import UserError
+from realfill.errors import MissingWeightsError, UserError
 from realfill.evaluation import RUN_RECORD, build_metrics, evaluate_run
 import realfill.plugins as plugins_module
 from realfill.scene import load_scene, read_rgb
@@ -99,6 +99,11 @@ class _StepObserver:
         self.progress(step, self.total)
 
 
+class StageSkipped(Exception):
+    """A stage that cannot run on this machine (an image baseline without its weights): the run is reported
+    as skipped, with this reason, and the ablation does not fail."""
+
+
 def _stage(task: dict, body: Callable[[dict, Any], dict], progress: Callable | None = None) -> dict:
     """Run a stage body with timing, memory and error capture; mark it done only when it succeeded."""
     directory = Path(task["dir"])
@@ -111,6 +116,9 @@ def _stage(task: dict, body: Callable[[dict, Any], dict], progress: Callable | N
         _write_json(directory / DONE, record)
     except OutOfSpace:
         raise  # a full disk fails every run after this one too: stop, say so once
+    except StageSkipped as exc:  # not done (a later resume tries again), not failed either
+        record["status"] = "skipped"
+        record["error"] = str(exc)
     except Exception as exc:  # noqa: BLE001 - recorded; the other runs go on
         record["status"] = "failed"
         record["error"] = f"{type(exc).__name__}: {exc}"
@@ -162,7 +170,10 @@ def _rank_body(task, plugins, progress):
 def _baseline_body(task, plugins, progress):
     config = validate_config(task["config"], "ablation config", plugins) if task.get("config") else None
     scene = load_scene(task["scene"], **({"max_references": config.max_references} if config else {}))
-    path = run_baseline(task["baseline"], scene, Path(task["dir"]), plugins=plugins, config=config)
+    try:
+        path = run_baseline(task["baseline"], scene, Path(task["dir"]), plugins=plugins, config=config)
+    except MissingWeightsError as exc:  # not on this machine: the report says skipped and why
+        raise StageSkipped(str(exc)) from None
     write_contact_sheets(Path(task["dir"]), scene.references, scene.masked_target(), [], scene.gt,
                          baselines=[(f"baseline {task['baseline']}", read_rgb(path))])
     return {}

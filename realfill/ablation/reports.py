@@ -146,7 +146,7 @@ def report_markdown(plan: Plan, rows: list[dict], summary: list[dict], chart: bo
     lines += ["", "## Runs", "", "| scene | configuration | status | train s | sample s | rank s | peak MiB | contact sheet |",
               "|---|---|---|---|---|---|---|---|"]
     for row in rows:
-        status = row["status"] if row["status"] == "ok" else f"failed: {(row.get('error') or '')[:120]}"
+        status = row["status"] if row["status"] == "ok" else f"{row['status']}: {(row.get('error') or '')[:120]}"
         sheet = f"{row['run_dir']}/contact_sheet.png"
         link = f"![{row['scene']} {row['configuration']}]({sheet})" if (plan.out / sheet).is_file() else "—"
         lines.append(f"| {row['scene']} | {row['configuration']} | {status} | {_fmt(row.get('train_s'), 1)} | "
