@@ -124,7 +124,9 @@ def test_untuned_backbone_is_the_same_run_with_zero_training_steps(plugins):
 
 def test_every_builtin_baseline_is_registered(plugins):
     registry = plugins.baselines
-    assert set(registry.names()) == {"telea", "geometric", "multi-homography", "backbone-untuned", "in-context"}
+    assert set(registry.names()) == {"telea", "geometric", "multi-homography", "backbone-untuned", "in-context",
+                                     "flux-kontext", "tiny-flux-kontext", "flux2-klein", "tiny-flux2-klein",
+                                     "qwen-edit-plus"}
     assert [n for n in registry.names() if registry.get(n).kind == "pipeline"] == ["backbone-untuned"]
     assert [n for n in registry.names() if registry.get(n).kind == "model"] == ["in-context"]
     assert registry.get("backbone-untuned").overrides == ("train.steps=0",)
