@@ -23,12 +23,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch
 from pydantic import Field
 
 from realfill.hookspecs import hookimpl
-from realfill_plugins.backbones.tiny import _text_config, in_dtype, tiny_tokenizer
-from realfill_plugins.backbones.tiny_flux import FLUX_SCHEDULE, FLUX_VAE_FACTORS, tiny_t5_tokenizer
+from realfill_plugins.backbones.tiny import in_dtype
+from realfill_plugins.backbones.tiny_flux import tiny_flux_parts
 from realfill_plugins.baselines.reference_editing import (EditorSettings, ReferenceEditor, choose_reference, pil,
                                                           working_size)
 
@@ -72,38 +71,12 @@ class FluxKontext(ReferenceEditor):
 
 
 def build_tiny_flux_kontext(seed: int = 0):
-    """A FluxKontextInpaintPipeline with tiny FLUX-shaped parts (``tiny-flux``'s, with Kontext's 64-channel
-    transformer input: noisy latents only, the reference joins the sequence), weights drawn from ``seed``."""
-    # start-up time: diffusers and transformers take seconds to import; only a tiny twin's build needs them
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxKontextInpaintPipeline, FluxTransformer2DModel
-    from transformers import CLIPTextModel, T5Config, T5EncoderModel
+    """A FluxKontextInpaintPipeline with ``tiny-flux``'s parts, but Kontext's 64-channel transformer input
+    (noisy latents only: the reference joins the sequence), weights drawn from ``seed``."""
+    # start-up time: diffusers takes seconds to import; only a tiny twin's build needs it
+    from diffusers import FluxKontextInpaintPipeline
 
-    tokenizer, tokenizer_2 = tiny_tokenizer(), tiny_t5_tokenizer()
-    latent_channels = 16
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        transformer = FluxTransformer2DModel(
-            patch_size=1, in_channels=4 * latent_channels, out_channels=4 * latent_channels, num_layers=1,
-            num_single_layers=1, attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
-            pooled_projection_dim=32, guidance_embeds=True, axes_dims_rope=(4, 4, 8),
-        )
-        vae = AutoencoderKL(
-            in_channels=3, out_channels=3, latent_channels=latent_channels, layers_per_block=1, norm_num_groups=8,
-            block_out_channels=(8, 16, 16, 16), down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4, use_quant_conv=False, use_post_quant_conv=False,
-            sample_size=64, **FLUX_VAE_FACTORS,
-        )
-        text_encoder = CLIPTextModel(_text_config(tokenizer))
-        text_encoder_2 = T5EncoderModel(T5Config(
-            vocab_size=len(tokenizer_2), d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
-            relative_attention_num_buckets=8, feed_forward_proj="gated-gelu", pad_token_id=0, eos_token_id=1,
-            decoder_start_token_id=0,
-        ))
-    return FluxKontextInpaintPipeline(
-        scheduler=FlowMatchEulerDiscreteScheduler(**FLUX_SCHEDULE), vae=vae.eval(), text_encoder=text_encoder.eval(),
-        tokenizer=tokenizer, text_encoder_2=text_encoder_2.eval(), tokenizer_2=tokenizer_2,
-        transformer=transformer.eval(),
-    )
+    return FluxKontextInpaintPipeline(**tiny_flux_parts(seed, in_channels=4 * 16))
 
 
 class TinyFluxKontext(FluxKontext):

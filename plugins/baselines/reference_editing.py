@@ -27,7 +27,8 @@ from PIL import Image
 from pydantic import Field
 
 from realfill.components import Baseline, BaselineResult, ComponentConfig
-from realfill.errors import UserError
+from realfill.device import resolve_device
+from realfill.diffusion import TORCH_DTYPES
 from realfill.sampling import blend_weights, composite
 from realfill.weights import load_pipeline
 from realfill_plugins.baselines.multi_homography import matches_to_target
@@ -74,22 +75,6 @@ def choose_reference(scene, how: str) -> tuple[int, dict]:
     best = order[0]
     return best["index"], {"reference": best["reference"], "chosen_by": "most SIFT matches to the known pixels",
                            "matches": {r["reference"]: r["matches"] for r in order}}
-
-
-def resolve_device(name: str):
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"device: '{name}' is not a torch device (auto, cpu, cuda, cuda:1, ...)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device: '{name}' asked for, but torch {torch.__version__} sees no CUDA GPU")
-    return device
-
-
-def torch_dtype(name: str):
-    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[name]
 
 
 def load_local(pipeline_class, *, what: str, model: str, default_model: str, dtype, how: str):
@@ -151,7 +136,7 @@ class ReferenceEditor(Baseline):
         key = (type(self).__name__, c.model, c.dtype, c.device, getattr(c, "weights_seed", None))
         if _LOADED.get("key") != key:
             _LOADED.clear()  # one editor in memory at a time
-            pipeline = self.build_pipeline(torch_dtype(c.dtype)).to(resolve_device(c.device))
+            pipeline = self.build_pipeline(TORCH_DTYPES[c.dtype]).to(resolve_device(c.device))
             pipeline.set_progress_bar_config(disable=True)
             _LOADED.update(key=key, pipeline=pipeline)
         return _LOADED["pipeline"]
