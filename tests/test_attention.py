@@ -122,3 +122,24 @@ def test_the_pin_reaches_the_flux_pipelines_sampling(plugins):
             sample_completions(model, target, mask, attention=attention, **kwargs)
         counts[name] = ops.count(FLASH)
     assert counts["unpinned"] >= 2 * 2 and counts["math"] == 0, counts  # 2 steps x (double + single block)
+
+
+def test_realfill_config_takes_every_attention_name_and_refuses_a_typo_in_one_line(capsys):
+    from realfill.cli import main
+
+    for name in ATTENTION_SETTINGS:
+        assert main(["config", "--preset", "paper-flux", "--set", f"train.attention={name}"]) == 0, name
+        assert f'attention = "{name}"' in capsys.readouterr().out
+    assert main(["config", "--preset", "paper-flux", "--set", "train.attention=flsh"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "train.attention" in err[0] and "'cudnn'" in err[0] and "flsh" in err[0], err
+
+
+def test_a_cpu_run_pinned_to_a_cuda_only_backend_stops_before_any_weights_load(example_scene, tmp_path, capsys):
+    from realfill.cli import main
+
+    code = main(["fill", str(example_scene), "--preset", "smoke", "--set", "train.attention=cudnn",
+                 "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "train.attention='cudnn'" in err[0], err
+    assert not (tmp_path / "run").exists()
