@@ -118,8 +118,9 @@ def resolve_attention(setting: str, device: torch.device, dtype: torch.dtype, co
     with this device's CUDA capability and this torch's version). A backend with no kernel on ``device``
     (``efficient`` or ``cudnn`` on a CPU) is a :class:`UserError` naming the key."""
     if device.type == "cpu" and setting in ("efficient", "cudnn"):
-        raise UserError(f"train.attention='{setting}' has no CPU kernel in torch; on a CPU use "
-                        f"{', '.join(CPU_SDPA_BACKENDS)}, sdpa or auto")
+        # "no available kernel", as torch words it: benchmarks/gpu_check.py's bisect reads it as unavailable
+        raise UserError(f"train.attention='{setting}' has no available kernel on a CPU (torch's CPU SDPA has "
+                        f"{' and '.join(CPU_SDPA_BACKENDS)}); use {', '.join(CPU_SDPA_BACKENDS)}, sdpa or auto")
     capability = torch.cuda.get_device_capability(device) if device.type == "cuda" else None
     return choose_attention(setting, device.type, capability, torch.__version__, DTYPE_NAMES.get(dtype, "float32"),
                             compile)
