@@ -313,8 +313,8 @@ def fine_tune(
         while trainer.step < train.steps:
             loss = trainer.train_step()
             step = trainer.step
-            if not math.isfinite(loss):
-                raise RuntimeError(f"training diverged at step {step} (loss {loss}, weights "
+            if not math.isfinite(loss):  # settings the user can change: one line, not a traceback
+                raise UserError(f"training diverged at step {step} (loss {loss}, weights "
                                    f"{DTYPE_NAMES.get(model.dtype, model.dtype)}, mixed precision "
                                    f"{trainer.mixed_precision}); lower train.lr_unet, or train in float32")
             progress.update(task, completed=step, loss=f"{loss:.4f}")

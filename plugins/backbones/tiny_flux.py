@@ -15,6 +15,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
+from realfill.components import Seed
 from realfill.diffusion import TORCH_DTYPES
 from realfill.hookspecs import hookimpl
 from realfill_plugins.backbones.flux_family import FlowMatchingSettings, FluxBackbone
@@ -79,7 +80,7 @@ class TinyFlux(FluxBackbone):
 
     class Config(FlowMatchingSettings):
         name: Literal["tiny-flux"] = "tiny-flux"
-        seed: int = 0  # the weights' seed
+        seed: Seed = 0  # the weights' seed
         max_sequence_length: int = Field(T5_TOKENS, ge=1, le=T5_TOKENS)
         # the weights' dtype, as flux-fill's key (whose default is bfloat16): half precision runs on a CPU too
         dtype: Literal["float32", "float16", "bfloat16"] = "float32"
