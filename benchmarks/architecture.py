@@ -126,6 +126,14 @@ def build_meta_model(kind: str):
     return DiffusersInpaintModel(pipeline)
 
 
+def text_encoder_parameter_counts(kind: str) -> dict[str, int]:
+    """The parameters of each text encoder of the real ``kind`` architecture (``sd2``, ``sdxl``, ``flux``),
+    by class name: what ``train.offload_text_encoders`` takes off the GPU (times 2 bytes in float16 or
+    bfloat16, 4 in float32)."""
+    model = build_meta_model(kind)
+    return {type(e).__name__: _count(e) for e in model.text_encoder_modules()}
+
+
 def lora_parameter_counts(kind: str, **lora_settings) -> dict[str, int]:
     """Parameter counts of the real ``kind`` architecture before and after applying ``lora`` (paper
     settings unless overridden): per module total, trainable (LoRA) per module, and the sums."""

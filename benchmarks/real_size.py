@@ -37,6 +37,8 @@ from pathlib import Path
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from realfill.attention import SDPA_BACKENDS
+
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 
@@ -198,8 +200,9 @@ def activation_memory(trainer, real_blocks: dict[str, int] | None = None) -> dic
     return out
 
 
-#: the SDPA backends ``--attention`` pins for every attention call of every model (torch.nn.attention)
-ATTENTION_BACKENDS = ("flash", "efficient", "cudnn", "math")
+#: the SDPA backends ``--attention`` pins for every attention call of every model: it is ``train.attention``
+#: (realfill.attention), which the trainer's step and the sampling step enter
+ATTENTION_BACKENDS = SDPA_BACKENDS
 #: ``REALFILL_GPU_CHECK_FAULT``: a fault planted on purpose, so that the check's bisect and localisation are
 #: exercised where nothing fails (``tests/test_gpu_check.py``). ``STAGE`` (``train`` or ``sample``), optionally
 #: ``:checkpointing`` (only when gradient checkpointing is on) and ``:ATTN+ATTN`` (only under these pinned
@@ -208,20 +211,6 @@ ATTENTION_BACKENDS = ("flash", "efficient", "cudnn", "math")
 #: poisoned, as it must for the real fault.
 FAULT_ENV = "REALFILL_GPU_CHECK_FAULT"
 FAULT_TEXT = "CUDA error: an illegal memory access was encountered (planted by REALFILL_GPU_CHECK_FAULT)"
-
-
-def _sdpa_backend(name: str | None):
-    """A context pinning ``torch.nn.functional.scaled_dot_product_attention`` to one backend (a process-wide
-    flag, so the autograd engine's device threads obey it in backward too); a no-op for ``None``."""
-    import contextlib
-
-    if name is None:
-        return contextlib.nullcontext()
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    backend = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
-               "cudnn": SDPBackend.CUDNN_ATTENTION, "math": SDPBackend.MATH}[name]
-    return sdpa_kernel([backend])
 
 
 def _plant_fault(model, stage: str, checkpointing: bool, attention: str | None) -> None:
@@ -322,7 +311,7 @@ def kernel_table(step, device: torch.device, rows: int = 10) -> dict:
 
 
 def make_trainer(loop: str, model, kind: str, resolution: int, batch: int, checkpointing: bool,
-                 mixed_precision: str, lora: dict | None):
+                 mixed_precision: str, lora: dict | None, attention: str = "auto"):
     """Our Trainer (``ours``) or the public recipe's per-step work (``reference``, benchmarks/reference_loop.py)
     on ``model``, at these settings, seed 0: the same batches and random draws."""
     from _stages import SCENE, run_config
@@ -333,7 +322,7 @@ def make_trainer(loop: str, model, kind: str, resolution: int, batch: int, check
 
     plugins, config = run_config(BACKBONES[kind], {"name": "lora", **(lora or {})}, resolution=resolution,
                                  batch_size=batch, gradient_checkpointing=checkpointing,
-                                 mixed_precision=mixed_precision, allow_tf32=True)
+                                 mixed_precision=mixed_precision, allow_tf32=True, attention=attention)
     cls = {"ours": Trainer, "reference": ReferenceTrainer}[loop]
     return cls(model, plugins.adapters.create(config.adapter), plugins.masking.create(config.masking),
                load_scene(SCENE), config.train, seed=0)
@@ -399,7 +388,10 @@ def measure(kind: str, resolution: int, dtype: str, checkpointing: bool, batch: 
     print(f"real-size: built {kind} in {out['build_s']} s", file=sys.stderr, flush=True)
     out["rss_after_build_mib"] = round(_rss_mib())
 
-    with _sdpa_backend(attention):
+    from realfill.device import resolve_attention
+
+    half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed_precision, torch_dtype)
+    with resolve_attention(attention or "auto", device, half).pinned():  # the sampling step; the trainer's own
         # one sampling step: one denoiser call on sample_batch latents at this resolution, no gradients
         # (skipped by the activation count, which needs only the training forward)
         if not (activations or skip_sampling or do_localize):
@@ -438,7 +430,7 @@ def measure(kind: str, resolution: int, dtype: str, checkpointing: bool, batch: 
         # LoRA training steps through our Trainer (batches of real crops of the example scene)
         _stage("train")
         trainer = make_trainer("ours", model, kind, resolution, batch, checkpointing and not activations,
-                               mixed_precision, lora)
+                               mixed_precision, lora, attention or "auto")
         _plant_fault(model, "train", checkpointing, attention)
         out["lora_trainable_params"] = sum(p.numel() for p in trainer.params)
         if do_localize:
@@ -465,7 +457,8 @@ def measure(kind: str, resolution: int, dtype: str, checkpointing: bool, batch: 
             del trainer, model
             _release(device)
             model = build_model(kind, torch_dtype, device=device, layers=layers)
-            recipe = make_trainer("reference", model, kind, resolution, batch, checkpointing, mixed_precision, lora)
+            recipe = make_trainer("reference", model, kind, resolution, batch, checkpointing, mixed_precision, lora,
+                                  attention or "auto")
             steps, losses = _timed(_seeded(recipe), train_steps, device)
             out["reference_train_step_s"] = [round(x, 3) for x in steps]
             out["reference_loss"] = losses

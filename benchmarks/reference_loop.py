@@ -71,6 +71,9 @@ class ReferenceTrainer(Trainer):
         self._compiled = []
         model.set_attention("sdpa")  # diffusers' default processor under torch 2, as the recipe runs it
         self._cond_cache = None  # the recipe runs the text encoder every step, frozen or not
+        for encoder in self._offloaded:  # ... so on the device (train.offload_text_encoders sent them off)
+            encoder.to(self.device)
+        self._offloaded = []
         groups = [{"params": g["params"], "lr": g["initial_lr"] if "initial_lr" in g else g["lr"]}
                   for g in self.optimizer.param_groups]
         self.optimizer = torch.optim.AdamW(  # the default on a CPU: neither fused nor foreach

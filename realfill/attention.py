@@ -2,12 +2,28 @@
 
 ``train.attention``'s kinds: ``sdpa`` (PyTorch's scaled_dot_product_attention, diffusers'
 ``AttnProcessor2_0``), ``default`` (diffusers' plain ``AttnProcessor``: batched matmuls and a softmax) and
-``small-math`` (:class:`SmallMathAttnProcessor`, the choice ``auto`` makes for a compiled CPU run).
+``small-math`` (:class:`SmallMathAttnProcessor`, the choice ``auto`` makes for a compiled CPU run); and
+``flash``, ``efficient``, ``cudnn``, ``math``: SDPA pinned to that one backend (``torch.nn.attention.sdpa_kernel``)
+for every attention call of every model, the FLUX transformer's and the text encoders' included.
+
+:func:`choose_attention` turns the setting into an :class:`Attention` (the processor and the SDPA backends
+allowed) as a pure function of the device, its CUDA capability, the torch version and the compute dtype,
+so that what ``auto`` picks is testable on a CPU; ``realfill.device.Compute`` resolves it once per command and
+the trainer's step and the sampling loop enter :meth:`Attention.pinned`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+from dataclasses import dataclass
+
+#: SDPA's backends by their ``train.attention`` names (torch.nn.attention.SDPBackend's members)
+SDPA_BACKENDS = ("flash", "efficient", "cudnn", "math")
+#: every value ``train.attention`` takes
+ATTENTION_SETTINGS = ("auto", "sdpa", "default", *SDPA_BACKENDS)
+#: the backends torch has a CPU kernel for (efficient and cuDNN attention are CUDA-only)
+CPU_SDPA_BACKENDS = ("flash", "math")
 
 #: query x key positions per head at or under which :class:`SmallMathAttnProcessor` takes the plain matmuls
 SMALL_ATTENTION = 64 * 64
@@ -45,3 +61,67 @@ def attention_processor(kind: str):
     from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0  # on use, as above
 
     return {"sdpa": AttnProcessor2_0, "default": AttnProcessor, "small-math": SmallMathAttnProcessor}[kind]()
+
+
+@dataclass(frozen=True)
+class Attention:
+    """``train.attention`` as it runs: the diffusers processor ``set_attention`` installs (``sdpa``,
+    ``default`` or ``small-math``) and the SDPA backends every ``scaled_dot_product_attention`` call may use,
+    in torch's order of preference (None: SDPA's own choice, nothing pinned)."""
+
+    processor: str = "sdpa"
+    backends: tuple[str, ...] | None = None
+
+    def pinned(self):
+        """A context in which SDPA uses only :attr:`backends` (a no-op when None). ``sdpa_kernel`` sets
+        process-wide flags, so a backward run inside the context (and gradient checkpointing's recompute in
+        it) obeys them too: the trainer's step enters it around forward and backward."""
+        if self.backends is None:
+            return contextlib.nullcontext()
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        members = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
+                   "cudnn": SDPBackend.CUDNN_ATTENTION, "math": SDPBackend.MATH}
+        return sdpa_kernel([members[name] for name in self.backends])
+
+    def describe(self) -> str:
+        backends = "SDPA's own choice" if self.backends is None else "SDPA " + "/".join(self.backends)
+        return f"attention {self.processor} ({backends})"
+
+
+def _version(text: str) -> tuple[int, int]:
+    """``2.11.0+cu130`` -> ``(2, 11)``."""
+    major, minor = (text.split("+")[0].split(".") + ["0"])[:2]
+    return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
+
+
+def choose_attention(setting: str, device_type: str, capability: tuple[int, int] | None, torch_version: str,
+                     dtype: str, compile: bool = False) -> Attention:
+    """What ``train.attention = setting`` runs on a ``device_type`` device (``capability``: its CUDA compute
+    capability, None off CUDA) under ``torch_version``, computing in ``dtype`` (``float32``, ``float16`` or
+    ``bfloat16``: the autocast dtype where there is one), with or without ``train.compile``.
+
+    ``sdpa`` and ``default`` are SDPA's own choice of backend (``default``'s plain processor where diffusers
+    has one); a backend's name pins every SDPA call to it. ``auto``:
+
+    - on a CUDA GPU of capability 9.x (H100, H200) under torch 2.11 or newer, every backend but cuDNN:
+      flash first where the dtype allows it (float16 / bfloat16), then memory-efficient, then math. Works
+      around pytorch/pytorch#196678: cuDNN attention, SDPA's default on Hopper since torch 2.11, returns NaN
+      ``grad_q`` in backward on H100/H200 (efficient and math are clean). The real-size FLUX.1 Fill step's
+      "illegal memory access" in backward on an H200 under torch 2.11 (issue 20; cf. pytorch/pytorch#150054)
+      is unconfirmed as the same fault until ``benchmarks/gpu_check.py``'s bisect runs on a GPU;
+    - on a CPU with ``train.compile``, the small-math processor (:class:`SmallMathAttnProcessor`);
+    - elsewhere, SDPA's own choice."""
+    if setting in SDPA_BACKENDS:
+        return Attention("sdpa", (setting,))
+    if setting in ("sdpa", "default"):
+        return Attention(setting)
+    if setting != "auto":
+        raise ValueError(f"train.attention: '{setting}'; one of {', '.join(ATTENTION_SETTINGS)}")
+    if device_type == "cpu" and compile:
+        return Attention("small-math")
+    if device_type == "cuda" and capability is not None and capability[0] == 9 and _version(torch_version) >= (2, 11):
+        # pytorch/pytorch#196678: cuDNN SDPA backward gives NaN grad_q on H100/H200 from torch 2.11 on
+        half = dtype in ("float16", "bfloat16")
+        return Attention("sdpa", ("flash", "efficient", "math") if half else ("efficient", "math"))
+    return Attention("sdpa")

@@ -76,10 +76,18 @@ class TrainConfig(Section):
     # --allow_tf32; no effect on a CPU
     allow_tf32: bool = True
     gradient_checkpointing: bool = False
-    # "auto": SDPA, but with train.compile on a CPU, attention over at most 64 x 64 query-key pairs per head
-    # takes the plain matmuls, which inductor fuses (SmallMathAttnProcessor, docs/benchmarks.md)
-    attention: Literal["auto", "sdpa", "default"] = "auto"
+    # "sdpa": PyTorch's SDPA, its own choice of backend; "default": diffusers' plain processor where there is
+    # one; "flash", "efficient", "cudnn", "math": every SDPA call of every model pinned to that backend, in
+    # training and sampling. "auto" (realfill.attention.choose_attention): on a Hopper GPU under torch >= 2.11
+    # every backend but cuDNN (pytorch/pytorch#196678); with train.compile on a CPU, attention over at most
+    # 64 x 64 query-key pairs per head takes the plain matmuls, which inductor fuses (SmallMathAttnProcessor,
+    # docs/benchmarks.md); elsewhere SDPA's own choice
+    attention: Literal["auto", "sdpa", "default", "flash", "efficient", "cudnn", "math"] = "auto"
     threads: int | None = Field(None, ge=1, le=4096)
+    # frozen text encoders leave the device for the CPU once the prompts are encoded (the trainer keeps the
+    # encoded prompts) and come back for sampling: T5-XXL's 9.5 GB in bfloat16 for FLUX (docs/architecture.md).
+    # Unset: on for a CUDA device. Only when no text encoder trains.
+    offload_text_encoders: bool | None = None
     # torch.compile the denoiser, the text encoders that train and the VAE encoder: minutes to compile,
     # then faster steps (docs/benchmarks.md)
     compile: bool = False

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from realfill.attention import CPU_SDPA_BACKENDS, Attention, choose_attention
 from realfill.errors import UserError
 
 
@@ -112,6 +113,19 @@ def enable_tf32(device: torch.device, allow: bool = True) -> bool:
     return True
 
 
+def resolve_attention(setting: str, device: torch.device, dtype: torch.dtype, compile: bool = False) -> Attention:
+    """``train.attention`` on ``device`` computing in ``dtype`` (:func:`realfill.attention.choose_attention`
+    with this device's CUDA capability and this torch's version). A backend with no kernel on ``device``
+    (``efficient`` or ``cudnn`` on a CPU) is a :class:`UserError` naming the key."""
+    if device.type == "cpu" and setting in ("efficient", "cudnn"):
+        # "no available kernel", as torch words it: benchmarks/gpu_check.py's bisect reads it as unavailable
+        raise UserError(f"train.attention='{setting}' has no available kernel on a CPU (torch's CPU SDPA has "
+                        f"{' and '.join(CPU_SDPA_BACKENDS)}); use {', '.join(CPU_SDPA_BACKENDS)}, sdpa or auto")
+    capability = torch.cuda.get_device_capability(device) if device.type == "cuda" else None
+    return choose_attention(setting, device.type, capability, torch.__version__, DTYPE_NAMES.get(dtype, "float32"),
+                            compile)
+
+
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
 _ALLOCATOR_TUNED = False
 
@@ -172,6 +186,9 @@ class Compute:
     threads: int | None = None
     #: TF32 matmuls and convolutions on a CUDA GPU (``train.allow_tf32``)
     tf32: bool = True
+    #: ``train.attention`` as it runs (the processor, the SDPA backends pinned): the trainer's step and the
+    #: sampling loop enter ``attention.pinned()``
+    attention: Attention = Attention()
 
     def apply(self) -> Compute:
         """Set the process's threads and TF32 flags (once per command)."""
@@ -183,14 +200,17 @@ class Compute:
     def describe(self) -> str:
         """One line for the run's header."""
         return (f"device {self.device}, mixed precision {self.precision}, "
-                f"{torch.get_num_threads()} CPU thread(s){', TF32' if self.tf32 and self.device.type == 'cuda' else ''}")
+                f"{torch.get_num_threads()} CPU thread(s){', TF32' if self.tf32 and self.device.type == 'cuda' else ''}, "
+                f"{self.attention.describe()}")
 
 
 def resolve_compute(config: Any, backbone: Any = None) -> Compute:
     """The run config's ``device``, ``train.mixed_precision`` (for the weight dtype ``backbone.dtype``),
-    ``train.threads`` and ``train.allow_tf32``; ``backbone`` (the Backbone class) gives the CPU estimate a
+    ``train.threads``, ``train.allow_tf32`` and ``train.attention``; ``backbone`` (the Backbone class) gives the CPU estimate a
     GPU config's error quotes."""
     device = resolve_device(config.device, estimate=getattr(backbone, "cpu_estimate", None))
     weights = getattr(torch, getattr(config.backbone, "dtype", "float32"))
     precision = resolve_precision(config.train.mixed_precision, weights, device)
-    return Compute(device, precision, config.train.threads, config.train.allow_tf32)
+    autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, weights)
+    attention = resolve_attention(config.train.attention, device, autocast, config.train.compile)
+    return Compute(device, precision, config.train.threads, config.train.allow_tf32, attention)

@@ -165,6 +165,19 @@ class InpaintModel:
         """Modules that never train (a VAE); kept in eval mode without gradients."""
         return []
 
+    def text_encoder_modules(self) -> list[nn.Module]:
+        """Every text encoder, trained or not: :attr:`text_encoders` and any that never trains (FLUX's T5)."""
+        return list(self.text_encoders)
+
+    def text_encoders_to(self, device: Any) -> list[nn.Module]:
+        """Move the text encoders none of whose parameters train to ``device`` and return them (the trainer
+        sends them off the GPU once the prompts are encoded, and back for sampling: the stock pipelines
+        encode their prompts themselves). :attr:`device` stays the denoiser's."""
+        frozen = [e for e in self.text_encoder_modules() if not any(p.requires_grad for p in e.parameters())]
+        for encoder in frozen:
+            encoder.to(device)
+        return frozen
+
     def freeze(self) -> None:
         """No parameter trains until an adapter says so."""
         for module in [*self.trainable_modules().values(), *self.frozen_modules()]:

@@ -123,7 +123,7 @@ def sample_stage(scene, config, train_dir: Path | None, directory: Path, *, plug
             scheduler=s.scheduler, steps=s.steps,
             guidance_scale=s.guidance_scale, num_samples=s.num_samples, batch_size=s.batch_size,
             mask_dilate=s.mask_dilate, feather=s.feather, seed=config.seed,
-            on_batch=lambda done, total: progress.update(task, completed=done),
+            on_batch=lambda done, total: progress.update(task, completed=done), attention=compute.attention,
         )
     with atomic_dir(out) as building:  # samples/ is whole or absent (a killed run leaves no half set)
         for i, image in enumerate(images):

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from realfill.attention import Attention
 from realfill.diffusion import InpaintModel
 from realfill.errors import UserError
 
@@ -106,9 +107,11 @@ def sample_completions(
     feather: int = 8,
     seed: int = 0,
     on_batch: Callable[[int, int], None] | None = None,
+    attention: Attention | None = None,
 ) -> list[np.ndarray]:
     """``num_samples`` completions of ``target`` (HxWx3 uint8) where ``mask`` (HxW bool) is True, each at
-    the target's size and composited with :func:`blend_weights`; sample ``i`` is seeded ``seed + i``."""
+    the target's size and composited with :func:`blend_weights`; sample ``i`` is seeded ``seed + i``. Every
+    batch runs inside ``attention``'s SDPA pin (``train.attention`` as the command resolved it)."""
     height, width = target.shape[:2]
     h, w = sampling_size(height, width, resolution, model.size_multiple)
     image = to_tensor_image(_resize(target, h, w))
@@ -119,8 +122,9 @@ def sample_completions(
     for start in range(0, num_samples, batch_size):
         count = min(batch_size, num_samples - start)
         generators = [torch.Generator("cpu").manual_seed(seed + start + i) for i in range(count)]
-        images = model.generate(image, small_mask, prompt, generators=generators, scheduler=sampler, steps=steps,
-                                guidance_scale=guidance_scale)
+        with (attention or Attention()).pinned():
+            images = model.generate(image, small_mask, prompt, generators=generators, scheduler=sampler,
+                                    steps=steps, guidance_scale=guidance_scale)
         if not torch.isfinite(images).all():  # would be black pixels, ranked, and "done"
             raise UserError("sampling made nan/inf pixels: the fine-tuned weights diverged; lower train.lr_unet, "
                             "train.lr_text_encoder or the adapter's scale (adapter.alpha)")

@@ -33,7 +33,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from realfill.atomic import AtomicLog, atomic_dir, atomic_write_text
 from realfill.checkpoints import load_checkpoint, save_checkpoint, truncate_log
 from realfill.compiling import compile_model, uncompile
-from realfill.device import DTYPE_NAMES, Compute, enable_tf32, resolve_precision, tune_cpu_allocator
+from realfill.device import (DTYPE_NAMES, Compute, enable_tf32, resolve_attention, resolve_precision,
+                             tune_cpu_allocator)
 from realfill.diffusion import DENOISER_GROUP, InpaintModel, loss_weights, select_conditioning  # noqa: F401
 from realfill.errors import UserError
 from realfill.layout import ADAPTER_DIR, CHECKPOINT_DIR, TRAIN_LOG, TRAIN_STATE
@@ -48,7 +49,7 @@ class Trainer:
     """One fine-tuning run's state: the model with its adapter applied, optimizer, schedule, RNGs."""
 
     def __init__(self, model: InpaintModel, adapter, masking, scene, train, *, seed: int = 0,
-                 compute: Compute | None = None):
+                 compute: Compute | None = None, text_encoder_home: str | torch.device = "cpu"):
         self.model, self.adapter, self.masking, self.train = model, adapter, masking, train
         self.device = model.device
         if train.tune_allocator and self.device.type == "cpu":
@@ -92,10 +93,12 @@ class Trainer:
             enable_tf32(self.device, train.allow_tf32)
         if train.gradient_checkpointing:
             model.enable_gradient_checkpointing()
-        attention = train.attention
-        if attention == "auto":
-            attention = "small-math" if train.compile and self.device.type == "cpu" else "sdpa"
-        model.set_attention(attention)
+        # train.attention as the command resolved it (realfill.device.Compute), or resolved here; the step
+        # runs inside its SDPA pin (forward, backward and checkpointing's recompute)
+        self.attention = (compute.attention if compute is not None else
+                          resolve_attention(train.attention, self.device, self.autocast_dtype or model.dtype,
+                                            train.compile))
+        model.set_attention(self.attention.processor)
         self._compiled = compile_model(model) if train.compile else []
         if train.compile:
             self._denoising_loss = torch.compile(self._denoising_loss, dynamic=False,  # static, as compile_model's
@@ -105,6 +108,11 @@ class Trainer:
         if not self.text_trains:  # the text encoders are frozen: encode the two prompts once
             with torch.no_grad():
                 self._cond_cache = model.encode_prompts([train.prompt, ""])
+        # ... and then they leave the device for ``text_encoder_home`` until :meth:`finish`
+        offload = train.offload_text_encoders
+        if offload is None:
+            offload = self.device.type == "cuda"
+        self._offloaded = model.text_encoders_to(text_encoder_home) if offload and not self.text_trains else []
 
     # -- one step ------------------------------------------------------------------------------------
 
@@ -157,6 +165,10 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
 
     def train_step(self) -> float:
+        with self.attention.pinned():
+            return self._train_step()
+
+    def _train_step(self) -> float:
         self._set_train_mode(True)
         batch = self.draw_batch()
         loss = self.loss(batch)
@@ -189,12 +201,16 @@ class Trainer:
                 module.train(on and trains)
 
     def finish(self) -> None:
-        """Training is over: eval mode, eager forwards, and the last step's gradients freed (a full SD2
-        fine-tune's are about 3.5 GB; sampling needs none of them)."""
+        """Training is over: eval mode, eager forwards, the last step's gradients freed (a full SD2
+        fine-tune's are about 3.5 GB; sampling needs none of them), and offloaded text encoders back on the
+        device."""
         self._set_train_mode(False)
         uncompile(self._compiled)
         self.__dict__.pop("_denoising_loss", None)  # the compiled loss region, if train.compile
         self.optimizer.zero_grad(set_to_none=True)
+        for encoder in self._offloaded:  # back for sampling: the stock pipelines encode their prompts
+            encoder.to(self.device)
+        self._offloaded = []
 
     def restore_dtypes(self) -> None:
         """The trained parameters back in the dtype the model had them in (float16 / bfloat16 for a full

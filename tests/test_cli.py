@@ -27,7 +27,7 @@ def realfill(*args: str, env: dict | None = None, cwd: Path | None = None) -> su
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> str:
     assert proc.returncode == 2, proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip() and not line.startswith("warning:")]
+    lines = [line for line in proc.stderr.splitlines() if line.strip() and not line.startswith(("warning:", "note:"))]
     assert len(lines) == 1, proc.stderr
     assert "Traceback" not in proc.stderr
     for fragment in fragments:

@@ -317,3 +317,34 @@ def test_auto_attention_is_small_math_only_for_a_compiled_cpu_run(plugins, scene
                        ("default", "AttnProcessor")]:
         pixel.set_attention(kind)
         assert {type(m.processor).__name__ for m in layers} == {name}, kind
+
+
+@pytest.mark.parametrize("backbone", ["tiny-sd2", "tiny-sdxl", "tiny-flux"])
+def test_frozen_text_encoders_leave_the_device_once_the_prompts_are_encoded(plugins, scene, backbone):
+    """``train.offload_text_encoders``: with the text encoders frozen, every one of them (SDXL's two, FLUX's
+    CLIP and T5) is on ``text_encoder_home`` once the trainer is built, the denoiser stays, and training
+    gives the same losses (the encoded prompts are kept). On a CPU the home is the CPU itself, so the test
+    sends them to PyTorch's ``meta`` device, where a module that ran would fail: nothing reads them.
+    Where a text encoder trains, nothing moves."""
+    frozen = ("adapter.train_text_encoder=false", "adapter.dropout=0.0")
+
+    def build(*overrides, home="cpu"):
+        config = _config(plugins, *overrides, backbone=backbone)
+        model = plugins.backbones.create(config.backbone).load()
+        return Trainer(model, plugins.adapters.create(config.adapter), plugins.masking.create(config.masking),
+                       scene, config.train, seed=config.seed, text_encoder_home=home)
+
+    kept = build(*frozen, "train.offload_text_encoders=false")
+    offloaded = build(*frozen, "train.offload_text_encoders=true", home="meta")
+    encoders = offloaded.model.text_encoder_modules()
+    assert len(encoders) == {"tiny-sd2": 1, "tiny-sdxl": 2, "tiny-flux": 2}[backbone]
+    assert {p.device.type for e in encoders for p in e.parameters()} == {"meta"}
+    assert {p.device.type for e in kept.model.text_encoder_modules() for p in e.parameters()} == {"cpu"}
+    assert {p.device.type for p in offloaded.model.denoiser.parameters()} == {"cpu"}
+    assert [offloaded.train_step() for _ in range(2)] == [kept.train_step() for _ in range(2)]
+    # unset: on for CUDA only, so this CPU run keeps them; a trained text encoder keeps them all
+    default = build(*frozen, home="meta")
+    assert {p.device.type for e in default.model.text_encoder_modules() for p in e.parameters()} == {"cpu"}
+    # (with FLUX's CLIP trained, T5 stays too: its output is cached at the first step, not before)
+    training = build("adapter.train_text_encoder=true", "train.offload_text_encoders=true", home="meta")
+    assert {p.device.type for e in training.model.text_encoder_modules() for p in e.parameters()} == {"cpu"}

@@ -100,9 +100,14 @@ class FluxInpaintModel(InpaintModel):
     def frozen_modules(self) -> list[nn.Module]:
         return [self.vae, self.t5]
 
+    def text_encoder_modules(self) -> list[nn.Module]:
+        return [*self.text_encoders, self.t5]
+
     def set_attention(self, kind: str) -> None:
         """The VAE's attention takes ``kind``; the transformer keeps its FLUX processor (rotary embeddings,
-        joint text-image attention through PyTorch's SDPA), which has no plain-matmul variant."""
+        joint text-image attention), which has no plain-matmul variant. That processor calls PyTorch's SDPA
+        through diffusers' attention dispatch (its ``native`` backend, unless ``DIFFUSERS_ATTN_BACKEND`` says
+        otherwise), so ``train.attention``'s SDPA pin reaches it (tests/test_flux.py counts the kernels)."""
         self.vae.set_attn_processor(attention_processor(kind))
 
     def to(self, device: Any = None, dtype: torch.dtype | None = None) -> FluxInpaintModel:

@@ -141,8 +141,8 @@ class DiffusersInpaintModel(InpaintModel):
         with the tokens cached: ``tests/test_backbones.py`` checks the two agree bit for bit."""
         inputs = self._token_ids(self.pipeline.tokenizer, prompts)
         encoder = self.pipeline.text_encoder
-        mask = inputs.attention_mask.to(self.device) if getattr(encoder.config, "use_attention_mask", False) else None
-        embeds = encoder(inputs.input_ids.to(self.device), attention_mask=mask)[0]
+        mask = inputs.attention_mask.to(encoder.device) if getattr(encoder.config, "use_attention_mask", False) else None
+        embeds = encoder(inputs.input_ids.to(encoder.device), attention_mask=mask)[0]  # where it is (offloaded)
         return {"encoder_hidden_states": embeds.to(dtype=encoder.dtype, device=self.device)}
 
     # -- the denoiser and sampling ------------------------------------------------------------------------
