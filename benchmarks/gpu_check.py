@@ -47,10 +47,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = ["tests/test_precision.py", "tests/test_lora_diffusers.py", "tests/test_flux_cuda.py"]
 #: the GPU presets, each measured at its own settings
-PRESETS = ("paper", "paper-sdxl", "paper-flux")
+PRESETS = ("paper", "paper-sdxl", "paper-flux", "paper-flux-24gb")
 #: seconds each stage may take at most on the GPU (each also stops at the budget's end)
-STAGE_CAPS = {"tests": 150, "matmul": 30, "paper": 60, "paper-sdxl": 80, "paper-flux": 110, "bisect": 150,
-              "localize": 45}
+STAGE_CAPS = {"tests": 150, "matmul": 30, "paper": 60, "paper-sdxl": 80, "paper-flux": 110, "paper-flux-24gb": 110,
+              "bisect": 150, "localize": 45}
 #: dense bf16 tensor-core peaks, TFLOP/s, from NVIDIA's datasheets (the sparsity figures halved): H100 and
 #: H200 SXM "1,979 teraFLOPS" BF16 with sparsity (H100 / H200 Tensor Core GPU datasheets), H100 PCIe 1,513,
 #: A100 "312 TFLOPS" BF16 (A100 datasheet), L40S 733, L4 242, A10 250 with sparsity. Matched on the name
@@ -127,7 +127,8 @@ def preset_case(preset: str, dry_run: bool) -> dict:
             "batch": config.train.batch_size, "sample_batch": config.sample.batch_size,
             "train_steps_per_scene": config.train.steps, "samples_per_scene": config.sample.num_samples,
             "sampling_steps": config.sample.steps, "lora_rank": config.adapter.rank, "lora_alpha": config.adapter.alpha,
-            "train_text_encoder": config.adapter.train_text_encoder}
+            "train_text_encoder": config.adapter.train_text_encoder,
+            "quantize": getattr(config.backbone, "quantize", "none")}
     if dry_run:  # the tiny twin, small: the mechanics of the measurement, not its figures
         case.update(kind=f"tiny-{kind}", resolution=64, batch=2, sample_batch=2)
     return case
@@ -195,6 +196,8 @@ def _real_size_args(case: dict, device: str, kind: str | None = None) -> list[st
             "--rank", str(case["lora_rank"]), "--alpha", str(case["lora_alpha"])]
     if not case["train_text_encoder"]:
         args.append("--no-text-encoder")
+    if case.get("quantize", "none") != "none":
+        args += ["--quantize", case["quantize"]]
     if device == "cpu":
         args += ["--threads", "1"]  # tiny tensors: one thread is fastest on a shared machine
     return args
