@@ -33,7 +33,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from realfill.atomic import AtomicLog, atomic_dir, atomic_write_text
 from realfill.checkpoints import load_checkpoint, save_checkpoint, truncate_log
 from realfill.compiling import compile_model, uncompile
-from realfill.device import DTYPE_NAMES, Compute, enable_tf32, resolve_precision, tune_cpu_allocator
+from realfill.device import DTYPE_NAMES, Compute, enable_tf32, resolve_precision, to_device, tune_cpu_allocator
 from realfill.diffusion import DENOISER_GROUP, InpaintModel, loss_weights, select_conditioning  # noqa: F401
 from realfill.errors import UserError
 from realfill.layout import ADAPTER_DIR, CHECKPOINT_DIR, TRAIN_LOG, TRAIN_STATE
@@ -122,20 +122,22 @@ class Trainer:
 
     def conditioning(self, drop_prompt: torch.Tensor):
         table = self._cond_cache if self._cond_cache is not None else self.model.encode_prompts([self.train.prompt, ""])
-        return select_conditioning(table, drop_prompt.long().to(self.device))
+        return select_conditioning(table, to_device(drop_prompt.long(), self.device))
 
     def loss(self, batch: Batch) -> torch.Tensor:
         """The weighted MSE of ``batch`` (draws VAE samples, noise and timesteps, in that order)."""
         model, g, device = self.model, self.generator, self.device
-        images = batch.images.to(device, model.dtype)
-        masks = batch.masks.to(device, model.dtype)
+        # every host-to-GPU copy queued without waiting (realfill.device.to_device)
+        images = to_device(batch.images, device, model.dtype)
+        masks = to_device(batch.masks, device, model.dtype)
         with torch.no_grad():
             latents, masked_latents = model.encode_image_pair(images, images * (masks < 0.5), generator=g)
-        noise = torch.randn(latents.shape, generator=g, dtype=torch.float32).to(device, latents.dtype)
-        timesteps = model.sample_training_timesteps(latents.shape[0], g).to(device)
+        noise = to_device(torch.randn(latents.shape, generator=g, dtype=torch.float32), device, latents.dtype)
+        timesteps = to_device(model.sample_training_timesteps(latents.shape[0], g), device)
         with self._autocast():
             cond = self.conditioning(batch.drop_prompt)
-        return self._denoising_loss(latents, masked_latents, masks, batch.unknown.to(device), noise, timesteps, cond)
+        return self._denoising_loss(latents, masked_latents, masks, to_device(batch.unknown, device), noise,
+                                    timesteps, cond)
 
     def _denoising_loss(self, latents, masked_latents, masks, unknown, noise, timesteps, cond) -> torch.Tensor:
         """The step's work after its random draws: noise the latents, predict, weigh the error. No random
@@ -157,6 +159,13 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
 
     def train_step(self) -> float:
+        """One step; its loss as a Python float (which waits for the device: :meth:`step_once` does not)."""
+        return float(self.step_once())
+
+    def step_once(self) -> torch.Tensor:
+        """One step; its loss as a detached tensor on the device. Nothing in it waits for a GPU (no
+        ``.item()``, the clipped gradients' norm not read; fp16's loss scaler is the exception, which must
+        look for infs), so the host queues the next step's work while this one runs."""
         self._set_train_mode(True)
         batch = self.draw_batch()
         loss = self.loss(batch)
@@ -173,7 +182,7 @@ class Trainer:
             self.optimizer.step()
         self.lr_scheduler.step()
         self.step += 1
-        return float(loss.detach())
+        return loss.detach()
 
     def _set_train_mode(self, on: bool) -> None:
         """Modules with trained parameters in train mode (LoRA dropout on), the rest in eval mode. Called
@@ -295,14 +304,20 @@ def fine_tune(
     with progress, AtomicLog(log_path) as log:  # every line lands whole: the log is replaced, not appended
         task = progress.add_task("train", total=train.steps, completed=trainer.step, loss="-")
         while trainer.step < train.steps:
-            loss = trainer.train_step()
+            step_loss = trainer.step_once()
             step = trainer.step
-            if not math.isfinite(loss):
-                raise RuntimeError(f"training diverged at step {step} (loss {loss}, weights "
+            logs = step % train.log_every == 0 or step == train.steps
+            checkpoints = bool(train.checkpoint_every) and step % train.checkpoint_every == 0 and step < train.steps
+            if not (logs or checkpoints or on_step is not None):
+                progress.update(task, completed=step)  # the loss is read (the host waits for it) when logged
+                continue
+            loss = float(step_loss)
+            if not math.isfinite(loss):  # a non-finite loss makes every later one so: found at the next read
+                raise RuntimeError(f"training diverged by step {step} (loss {loss}, weights "
                                    f"{DTYPE_NAMES.get(model.dtype, model.dtype)}, mixed precision "
                                    f"{trainer.mixed_precision}); lower train.lr_unet, or train in float32")
             progress.update(task, completed=step, loss=f"{loss:.4f}")
-            if step % train.log_every == 0 or step == train.steps:
+            if logs:
                 rates = trainer.learning_rates()
                 seconds = time.perf_counter() - start
                 log.write(json.dumps({"step": step, "loss": loss, "lr": rates, "seconds": round(seconds, 3)}) + "\n")
@@ -311,7 +326,7 @@ def fine_tune(
                     plugins.train_step_end(step=step, loss=loss, learning_rates=rates, seconds=seconds)
             if on_step is not None:
                 on_step(step, loss)
-            if train.checkpoint_every and step % train.checkpoint_every == 0 and step < train.steps:
+            if checkpoints:
                 save_checkpoint(trainer, run_dir)
     trainer.finish()
     with atomic_dir(run_dir / ADAPTER_DIR) as building:

@@ -317,3 +317,21 @@ def test_auto_attention_is_small_math_only_for_a_compiled_cpu_run(plugins, scene
                        ("default", "AttnProcessor")]:
         pixel.set_attention(kind)
         assert {type(m.processor).__name__ for m in layers} == {name}, kind
+
+
+@pytest.mark.parametrize("backbone", ["tiny-sd2", "tiny-flux"])
+def test_the_step_leaves_its_loss_on_the_device_and_the_log_reads_it_at_log_steps(plugins, scene, tmp_path, backbone):
+    """``step_once`` returns the loss as a detached tensor (reading it would make the host wait for a GPU);
+    ``fine_tune`` reads it only at log and checkpoint steps, and logs the losses ``train_step`` gives."""
+    config = _config(plugins, "train.steps=5", "train.log_every=2", "train.checkpoint_every=0", backbone=backbone)
+    eager = _trainer(plugins, config, scene)
+    losses = [eager.train_step() for _ in range(5)]
+    lazy = _trainer(plugins, config, scene)
+    first = lazy.step_once()
+    assert isinstance(first, torch.Tensor) and first.ndim == 0 and not first.requires_grad
+    assert float(first) == losses[0]
+    model = plugins.backbones.create(config.backbone).load()
+    fine_tune(model, plugins.adapters.create(config.adapter), plugins.masking.create(config.masking), scene, config,
+              tmp_path, plugins=plugins)
+    log = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["loss"]) for r in log] == [(2, losses[1]), (4, losses[3]), (5, losses[4])]

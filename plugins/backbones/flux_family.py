@@ -138,6 +138,8 @@ class FluxInpaintModel(InpaintModel):
         self.dtype = pipeline.transformer.dtype
         self._tokens: dict[tuple, Any] = {}
         self._t5_cache: dict[tuple, torch.Tensor] = {}
+        self._ids: dict[tuple, torch.Tensor] = {}
+        self._schedules: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def frozen_modules(self) -> list[nn.Module]:
         return [self.vae, self.t5]
@@ -228,6 +230,21 @@ class FluxInpaintModel(InpaintModel):
         f = self.latent_factor
         return self.pipeline._unpack_latents(tokens, h * f, w * f, f)
 
+    def _image_ids(self, h: int, w: int, device, dtype) -> torch.Tensor:
+        """The pipeline's ``_prepare_latent_image_ids`` for an ``h x w`` token grid, kept per grid, device and
+        dtype: it builds them on the CPU, and copying them to a GPU at every step made the host wait."""
+        key = (h, w, str(device), dtype)
+        if key not in self._ids:
+            self._ids[key] = self.pipeline._prepare_latent_image_ids(1, h, w, device, dtype)
+        return self._ids[key]
+
+    def _schedule(self, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training schedule's timesteps and sigmas on ``device`` (copied once, not at every step)."""
+        key = str(device)
+        if key not in self._schedules:
+            self._schedules[key] = (self.noise_scheduler.timesteps.to(device), self.noise_scheduler.sigmas.to(device))
+        return self._schedules[key]
+
     def denoise(self, noisy, timesteps, mask, masked_latents, cond):
         """The transformer's velocity for unpacked ``noisy`` latents at ``timesteps`` (scheduler timesteps,
         sigma x 1000), given :meth:`latent_mask`'s mask and the masked-image latents: the hidden states are
@@ -238,7 +255,7 @@ class FluxInpaintModel(InpaintModel):
         hidden = torch.cat([self.pack(noisy), condition], dim=2)
         embeds = cond["encoder_hidden_states"]
         text_ids = torch.zeros(embeds.shape[1], 3, device=noisy.device, dtype=self.pipeline.text_encoder.dtype)
-        image_ids = self.pipeline._prepare_latent_image_ids(b, h // 2, w // 2, noisy.device, embeds.dtype)
+        image_ids = self._image_ids(h // 2, w // 2, noisy.device, embeds.dtype)
         guidance = None
         if self.denoiser.config.guidance_embeds:
             guidance = torch.full([b], self.guidance, device=noisy.device, dtype=torch.float32)
@@ -261,9 +278,9 @@ class FluxInpaintModel(InpaintModel):
 
     def sigmas(self, timesteps: torch.Tensor, ndim: int = 4, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """The training schedule's sigma of each timestep, ``[B, 1, ...]`` (the scripts' ``get_sigmas``)."""
-        schedule = self.noise_scheduler.timesteps.to(timesteps.device)
+        schedule, sigmas = self._schedule(timesteps.device)
         index = (schedule[None, :] == timesteps[:, None]).int().argmax(dim=1)
-        sigma = self.noise_scheduler.sigmas.to(timesteps.device)[index].to(dtype)
+        sigma = sigmas[index].to(dtype)
         return sigma.reshape(-1, *[1] * (ndim - 1))
 
     def add_noise(self, latents, noise, timesteps):
