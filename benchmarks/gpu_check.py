@@ -214,6 +214,8 @@ def measure(case: dict, device: str, timeout: float | None, peaks: dict) -> dict
     # three steps each (the first warms up); the dry run: two
     args = _real_size_args(case, device) + ["--train-steps", "3" if device != "cpu" else "2", "--reference",
                                             "--flops", "--profile"]
+    if case["kind"].endswith("sd2"):  # the public RealFill recipe trains SD2 in float32 weights under autocast
+        args += ["--reference-dtype", "float32"]
     if case["checkpointing"]:
         args.append("--checkpointing")
     code, stdout, stderr, seconds = _run(args, timeout)
@@ -237,6 +239,7 @@ def measure(case: dict, device: str, timeout: float | None, peaks: dict) -> dict
               "speedup_vs_recipe": round(reference_step / train_step, 2),
               "sample_step_s": figures["sample_step_s"], "vae_encode_decode_s": figures["sample_vae_encode_decode_s"],
               "losses": figures["loss"], "reference_losses": figures["reference_loss"],
+              "reference_dtype": figures.get("reference_dtype"),
               "train_step_flops": figures["train_step_flops"], "sample_step_flops": figures["sample_step_flops"],
               "lora_trainable_params": figures["lora_trainable_params"], "build_s": figures["build_s"],
               "cuda_train_max_allocated_mib": figures.get("cuda_max_allocated_mib"),

@@ -386,7 +386,7 @@ def measure(kind: str, resolution: int, dtype: str, checkpointing: bool, batch: 
             train_steps: int, device: str = "cpu", layers: dict | None = None, lora: dict | None = None,
             mixed_precision: str | None = None, activations: bool = False, attention: str | None = None,
             reference: bool = False, flops: bool = False, profile: bool = False, skip_sampling: bool = False,
-            do_localize: bool = False, quantize: str = "none") -> dict:
+            do_localize: bool = False, quantize: str = "none", reference_dtype: str | None = None) -> dict:
     """Build the model (on ``device``, in seconds there), then time one sampling step and ``train_steps``
     training steps of our Trainer; optionally the recipe's per-step work on a fresh model of the same seed
     (``reference``), each step's FLOPs (``flops``), a profiler table of one step (``profile``), all under
@@ -474,7 +474,10 @@ def measure(kind: str, resolution: int, dtype: str, checkpointing: bool, batch: 
             _stage("reference")
             del trainer, model
             _release(device)
-            model = build_model(kind, torch_dtype, device=device, layers=layers, quantize=quantize)
+            # the recipe's own weights (SD2's public recipe: float32 under the same autocast)
+            out["reference_dtype"] = reference_dtype or dtype
+            model = build_model(kind, DTYPES[reference_dtype or dtype], device=device, layers=layers,
+                                quantize=quantize)
             recipe = make_trainer("reference", model, kind, resolution, batch, checkpointing, mixed_precision, lora)
             steps, losses = _timed(_seeded(recipe), train_steps, device)
             out["reference_train_step_s"] = [round(x, 3) for x in steps]
@@ -534,6 +537,8 @@ def main(argv=None) -> int:
                         help="train.mixed_precision (default: the weights' own: no for float32, bf16, fp16)")
     parser.add_argument("--rank", type=int, default=None, help="LoRA rank (default: the adapter's, 8)")
     parser.add_argument("--alpha", type=float, default=None)
+    parser.add_argument("--reference-dtype", choices=list(DTYPES), default=None,
+                        help="the recipe's weights with --reference (default: --dtype)")
     parser.add_argument("--quantize", choices=["none", "int8-weight-only"], default="none",
                         help="flux: the frozen transformer's linear weights (backbone.quantize)")
     parser.add_argument("--no-text-encoder", action="store_true", help="LoRA on the denoiser only")
@@ -572,7 +577,8 @@ def main(argv=None) -> int:
     result = measure(args.kind, checkpointing=args.checkpointing,
                      train_steps=0 if args.activations else args.train_steps, activations=args.activations,
                      attention=args.attention, reference=args.reference, flops=args.flops, profile=args.profile,
-                     skip_sampling=args.skip_sampling, do_localize=args.localize, **common)
+                     skip_sampling=args.skip_sampling, do_localize=args.localize,
+                     reference_dtype=args.reference_dtype, **common)
     if args.localize:
         print("LOCALIZE " + json.dumps(result["localize"]))
         return 0

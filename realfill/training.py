@@ -130,7 +130,7 @@ class Trainer:
         # every host-to-GPU copy queued without waiting (realfill.device.to_device)
         images = to_device(batch.images, device, model.dtype)
         masks = to_device(batch.masks, device, model.dtype)
-        with torch.no_grad():
+        with torch.no_grad(), self._autocast(encode=True):
             latents, masked_latents = model.encode_image_pair(images, images * (masks < 0.5), generator=g)
         noise = to_device(torch.randn(latents.shape, generator=g, dtype=torch.float32), device, latents.dtype)
         timesteps = to_device(model.sample_training_timesteps(latents.shape[0], g), device)
@@ -154,9 +154,12 @@ class Trainer:
             error = error * factor
         return error.sum() / (weights.sum() * error.shape[1]).clamp(min=1.0)
 
-    def _autocast(self):
-        """Mixed precision as ``train.mixed_precision`` resolved (a no-op in float32)."""
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
+    def _autocast(self, encode: bool = False):
+        """Mixed precision as ``train.mixed_precision`` resolved (a no-op in float32). The VAE's encode
+        (``encode``) runs under bf16 autocast only: bf16 keeps float32's range, while a VAE kept in float32
+        beside float16 weights (SDXL's) is kept so because it overflows in float16."""
+        enabled = self.autocast_dtype is not None and (not encode or self.autocast_dtype == torch.bfloat16)
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=enabled)
 
     def train_step(self) -> float:
         """One step; its loss as a Python float (which waits for the device: :meth:`step_once` does not)."""

@@ -45,6 +45,9 @@ def test_the_cpu_dry_run_runs_every_stage_and_writes_its_report(tmp_path):
     rows = {row["preset"]: row for row in report["real_size"]}
     assert set(rows) == {"paper", "paper-sdxl", "paper-flux", "paper-flux-24gb"}
     assert rows["paper-flux-24gb"]["quantize"] == "int8-weight-only" and rows["paper-flux"]["quantize"] == "none"
+    # paper stores bf16 weights; the recipe it is measured against keeps SD2's in float32
+    assert (rows["paper"]["dtype"], rows["paper"]["reference_dtype"]) == ("bfloat16", "float32")
+    assert rows["paper-flux"]["reference_dtype"] == rows["paper-flux"]["dtype"]
     assert rows["paper-sdxl"]["checkpointing"] and rows["paper-sdxl"]["dtype"] == "bfloat16"
     assert rows["paper-flux"]["kind"] == "tiny-flux" and rows["paper-flux"]["lora_rank"] == 64
     for row in rows.values():

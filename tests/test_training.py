@@ -335,3 +335,25 @@ def test_the_step_leaves_its_loss_on_the_device_and_the_log_reads_it_at_log_step
               tmp_path, plugins=plugins)
     log = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
     assert [(r["step"], r["loss"]) for r in log] == [(2, losses[1]), (4, losses[3]), (5, losses[4])]
+
+
+@pytest.mark.parametrize("backbone", ["tiny-sd2", "tiny-flux"])
+def test_the_vae_encodes_under_bf16_autocast_and_the_loss_stays_float32s(plugins, scene, backbone):
+    """float32 weights under ``mixed_precision = "bf16"``: the VAE's convolutions run in bf16 (autocast),
+    and the step's loss is the float32 one to bf16's precision; without autocast they stay float32."""
+    dtypes = []
+
+    def loss_and_vae_dtype(precision):
+        config = _config(plugins, f"train.mixed_precision={precision}", backbone=backbone)
+        trainer = _trainer(plugins, config, scene)
+        conv = next(m for m in trainer.model.vae.encoder.modules() if isinstance(m, torch.nn.Conv2d))
+        handle = conv.register_forward_hook(lambda m, i, out: dtypes.append(out.dtype))
+        trainer._set_train_mode(True)
+        loss = trainer.loss(trainer.draw_batch())
+        handle.remove()
+        return float(loss), dtypes.pop()
+
+    full, full_dtype = loss_and_vae_dtype("no")
+    half, half_dtype = loss_and_vae_dtype("bf16")
+    assert (full_dtype, half_dtype) == (torch.float32, torch.bfloat16)
+    assert half == pytest.approx(full, rel=3e-2)
