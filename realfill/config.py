@@ -61,6 +61,9 @@ class TrainConfig(Section):
     # --allow_tf32; no effect on a CPU
     allow_tf32: bool = True
     gradient_checkpointing: bool = False
+    # the convolutions' weights (SD UNet, VAEs) in channels-last memory order, which cuDNN's fastest
+    # kernels take; "auto": on a CUDA GPU, off on a CPU (same arithmetic, other summation order)
+    channels_last: bool | Literal["auto"] = "auto"
     # "auto": SDPA, but with train.compile on a CPU, attention over at most 64 x 64 query-key pairs per head
     # takes the plain matmuls, which inductor fuses (SmallMathAttnProcessor, docs/benchmarks.md)
     attention: Literal["auto", "sdpa", "default"] = "auto"

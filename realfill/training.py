@@ -92,6 +92,9 @@ class Trainer:
             enable_tf32(self.device, train.allow_tf32)
         if train.gradient_checkpointing:
             model.enable_gradient_checkpointing()
+        self.channels_last = self.device.type == "cuda" if train.channels_last == "auto" else train.channels_last
+        if self.channels_last:
+            model.to_channels_last()
         attention = train.attention
         if attention == "auto":
             attention = "small-math" if train.compile and self.device.type == "cpu" else "sdpa"

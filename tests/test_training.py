@@ -357,3 +357,21 @@ def test_the_vae_encodes_under_bf16_autocast_and_the_loss_stays_float32s(plugins
     half, half_dtype = loss_and_vae_dtype("bf16")
     assert (full_dtype, half_dtype) == (torch.float32, torch.bfloat16)
     assert half == pytest.approx(full, rel=3e-2)
+
+
+def test_channels_last_is_on_for_cuda_only_and_keeps_the_loss(plugins, scene):
+    """``train.channels_last``: ``auto`` leaves a CPU run's weights as they are (its bytes stay); on, the UNet's
+    and the VAE's convolution weights are channels-last and the loss is the same to float tolerance."""
+    def run(setting):
+        trainer = _trainer(plugins, _config(plugins, f"train.channels_last={setting}"), scene)
+        trainer._set_train_mode(True)
+        return trainer, float(trainer.loss(trainer.draw_batch()))
+
+    auto, auto_loss = run('"auto"')
+    on, on_loss = run("true")
+    assert not auto.channels_last and on.channels_last
+    for trainer, expected in ((auto, False), (on, True)):
+        for module in (trainer.model.denoiser, trainer.model.vae):
+            weight = next(m.weight for m in module.modules() if isinstance(m, torch.nn.Conv2d))
+            assert weight.is_contiguous(memory_format=torch.channels_last) == expected
+    assert on_loss == pytest.approx(auto_loss, rel=1e-5, abs=1e-7)
