@@ -89,7 +89,9 @@ class SampleConfig(Section):
     # embedded guidance (FLUX Fill's default: 30)
     guidance_scale: Annotated[float, Field(ge=0)] | Literal["auto"] = "auto"
     num_samples: int = Field(64, ge=1)
-    batch_size: int = Field(8, ge=1)
+    # samples drawn at once (each is seeded on its own: the batch changes speed, not samples); "auto": on a
+    # CUDA GPU as many as its free memory holds, by the memory the first sample took; elsewhere 8
+    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = 8
     prompt: str | None = None  # None: the training prompt
     #: the longer side to sample at; None: the training scale, i.e. the target's short side maps to
     #: train.resolution as in training's full-size crops (a model trained from scratch knows only that scale)
