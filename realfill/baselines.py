@@ -2,7 +2,9 @@
 the built-ins are in ``realfill_plugins.baselines``: ``telea``, ``geometric``, ``multi-homography`` and
 ``backbone-untuned``), and this module runs one into a folder that ``realfill evaluate`` reads.
 
-An image baseline (``kind = "image"``) makes its fill from the scene; a pipeline baseline
+An image baseline (``kind = "image"``) makes its fill from the scene; a model baseline (``kind = "model"``,
+e.g. ``in-context``) makes it with the run's own backbone, untuned, through a :class:`BaselineContext`
+(the run's config, the plugins, its folder; the model loads on first use); a pipeline baseline
 (``kind = "pipeline"``, e.g. ``backbone-untuned``) is the fill pipeline with its ``overrides`` on the run
 config (:func:`untuned_config`).
 """
@@ -10,19 +12,55 @@ config (:func:`untuned_config`).
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
 from realfill.atomic import atomic_write_text, save_image
 from realfill.components import BaselineResult
+from realfill.device import Compute, resolve_compute
 from realfill.errors import UserError
 from realfill.evaluation import RUN_RECORD
 from realfill.plugins import get_plugins
 from realfill.scene import Scene
 
-__all__ = ["BaselineResult", "baseline_names", "check_baselines", "image_baseline_names", "run_image_baseline",
-           "untuned_config"]
+__all__ = ["BaselineContext", "BaselineResult", "RUNNABLE_KINDS", "baseline_names", "check_baselines",
+           "image_baseline_names", "run_baseline", "run_image_baseline", "untuned_config"]
+
+#: the kinds this harness runs into a folder (a pipeline baseline is a run of the fill pipeline instead)
+RUNNABLE_KINDS = ("image", "model")
+
+
+@dataclass
+class BaselineContext:
+    """What a ``kind = "model"`` baseline's ``complete(scene, context)`` gets besides the scene: the run's
+    config (its backbone, device, sampling, ranker and seed), the plugins, and the baseline's own folder
+    (for its samples and ``ranking.json``). :meth:`model` loads the run's backbone untuned, on the run's
+    device, through the backbone registry, once."""
+
+    config: Any
+    plugins: Any
+    out_dir: Path
+    #: the run's device, precision and threads, when the caller resolved them (else resolved here, once)
+    compute: Compute | None = None
+    _model: Any = field(default=None, repr=False)
+
+    def model(self):
+        if self._model is None:
+            if self.compute is None:
+                backbone = self.plugins.backbones.get(self.config.backbone.name)
+                self.compute = resolve_compute(self.config, backbone).apply()
+            self._model = self.plugins.backbones.create(self.config.backbone).load(device=self.compute.device)
+        return self._model
+
+    def ranker(self):
+        """The run's ranker, its weights loaded."""
+        ranker = self.plugins.rankers.create(self.config.ranker)
+        if hasattr(ranker, "load"):
+            ranker.load()
+        return ranker
 
 
 def _plugins(plugins):
@@ -55,21 +93,35 @@ def untuned_config(config):
 def make_baseline(name: str, plugins=None):
     registry = _plugins(plugins).baselines
     cls = registry.get(name)  # unknown names raise with the known ones
-    if cls.kind != "image":
-        images = ", ".join(image_baseline_names(plugins))
+    if cls.kind not in RUNNABLE_KINDS:
+        runnable = ", ".join(c.name for c in registry if c.kind in RUNNABLE_KINDS)
         raise UserError(f"baseline '{name}' is a run of the fill pipeline, not an image operation; "
-                        f"image baselines: {images}")
+                        f"baselines that complete on their own: {runnable}")
     return cls(cls.Config())
 
 
-def run_image_baseline(name: str, scene: Scene, out_dir: Path, plugins=None) -> Path:
-    """Run an image baseline into ``out_dir`` (result.png, and run.json naming the scene, for
-    ``realfill evaluate OUT_DIR``); returns the result path."""
-    result = make_baseline(name, plugins).complete(scene)
+def run_baseline(name: str, scene: Scene, out_dir: Path, plugins=None, config=None) -> Path:
+    """Run an image or model baseline into ``out_dir`` (result.png, and run.json naming the scene, for
+    ``realfill evaluate OUT_DIR``; a model baseline adds its samples and ``ranking.json``); returns the
+    result path. A model baseline needs the run's ``config``."""
+    plugins = _plugins(plugins)
+    baseline = make_baseline(name, plugins)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if baseline.kind == "model":
+        if config is None:
+            raise UserError(f"baseline '{name}' samples the run's own backbone: it needs a run config "
+                            "(realfill fill's comparison or realfill ablate give it)")
+        result = baseline.complete(scene, BaselineContext(config, plugins, out_dir))
+    else:
+        result = baseline.complete(scene)
     path = out_dir / "result.png"
     save_image(path, Image.fromarray(result.image))
     record = {"scene": str(Path(scene.root).resolve()), "baseline": name, **result.details}
     atomic_write_text(out_dir / RUN_RECORD, json.dumps(record, indent=2) + "\n")
     return path
+
+
+def run_image_baseline(name: str, scene: Scene, out_dir: Path, plugins=None) -> Path:
+    """:func:`run_baseline` for a baseline that needs no run config (the name the harness had first)."""
+    return run_baseline(name, scene, out_dir, plugins=plugins)

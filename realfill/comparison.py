@@ -2,10 +2,14 @@
 has a ground truth, so that a user sees where a baseline wins (``comparison.json`` in the run folder, a
 Rich table on the terminal; ``--no-compare`` skips it).
 
-Each image baseline runs into ``RUN/baselines/NAME/`` (``result.png``, ``run.json``), every method is
+Each image or model baseline runs into ``RUN/baselines/NAME/`` (``result.png``, ``run.json``; a model
+baseline such as ``in-context`` samples the run's backbone untuned, so it adds ``samples/`` and
+``ranking.json``), every method is
 evaluated with the same metrics, and the contact sheet is drawn again with the baselines beside the
 result. The table shows the values inside the mask (the paper's convention) with each one's direction;
-``comparison.json`` holds every value, inside the mask and over the whole image.
+``comparison.json`` holds every value, inside the mask and over the whole image. A baseline whose weights
+are not on this machine (its ``complete`` raises :class:`MissingWeightsError`) is skipped: the table's caption
+and ``skipped_baselines`` say so and why, and the run completes.
 """
 
 from __future__ import annotations
@@ -15,11 +19,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from rich.markup import escape
 from rich.table import Table
 
-from realfill.baselines import check_baselines, run_image_baseline
+from realfill.baselines import RUNNABLE_KINDS, check_baselines, run_baseline
+from realfill.console import print_table
 from realfill.contact_sheet import ranked_from_run, write_contact_sheets
-from realfill.errors import UserError
+from realfill.errors import MissingWeightsError, UserError
 from realfill.evaluation import build_metrics, evaluate_images
 from realfill.scene import load_scene, read_rgb
 
@@ -35,19 +41,20 @@ SHOWN_VALUES = ("psnr_masked", "ssim_masked", "vif_masked", "sharpness_masked")
 
 
 def check_comparison_baselines(names: Sequence[str], plugins) -> None:
-    """Refuse, before a run starts, a name that is not a registered image baseline (one line, exit 2)."""
+    """Refuse, before a run starts, a name that is not a registered image or model baseline (one line, exit 2)."""
     check_baselines(names, plugins)
     for name in names:
-        if plugins.baselines.get(name).kind != "image":
+        if plugins.baselines.get(name).kind not in RUNNABLE_KINDS:
             raise UserError(f"--baseline {name}: a run of the fill pipeline, not an image baseline; compare with it "
                             "through `realfill ablate --baseline " + name + "`")
 
 
 def compare_run(run_dir: Path, scene, *, plugins, baselines: Sequence[str] = DEFAULT_BASELINES,
                 metrics: Sequence[str] = DEFAULT_METRICS, run_label: str = "this run", run_seconds: float | None = None,
-                notice: str | None = None) -> dict | None:
+                notice: str | None = None, config=None) -> dict | None:
     """Evaluate ``RUN/result.png`` and each baseline against the scene's ground truth; write and return
-    ``RUN/comparison.json`` (None when the scene has no ground truth)."""
+    ``RUN/comparison.json`` (None when the scene has no ground truth). ``config``: the run's, for model
+    baselines (``in-context``), which sample its backbone untuned."""
     if scene.gt is None:
         return None
     run_dir = Path(run_dir)
@@ -58,9 +65,14 @@ def compare_run(run_dir: Path, scene, *, plugins, baselines: Sequence[str] = DEF
                 "values": evaluation.as_dict()["values"]}]
     directions = dict(evaluation.higher_is_better)
     images = {}
+    skipped_baselines = {}
     for name in baselines:
         start = time.perf_counter()
-        path = run_image_baseline(name, scene, run_dir / BASELINES_DIR / name, plugins=plugins)
+        try:
+            path = run_baseline(name, scene, run_dir / BASELINES_DIR / name, plugins=plugins, config=config)
+        except MissingWeightsError as exc:  # no local weights: the table says so, the run still completes
+            skipped_baselines[name] = str(exc)
+            continue
         seconds = round(time.perf_counter() - start, 2)
         images[name] = read_rgb(path)
         scored = evaluate_images(images[name], scene.gt, scene.mask, measures)
@@ -75,6 +87,7 @@ def compare_run(run_dir: Path, scene, *, plugins, baselines: Sequence[str] = DEF
         "best": _best(methods, directions),
         "run_beaten_on": _beaten(methods, directions),
         "skipped": dict(evaluation.skipped),
+        "skipped_baselines": skipped_baselines,
         "notice": notice,
     }
     if (run_dir / "ranking.json").is_file():  # the sheet again, the baselines beside the result
@@ -149,6 +162,7 @@ def render_comparison(record: dict, title: str = "the result against the baselin
         lines.append("a baseline beats this run on " + "; ".join(f"{k} ({', '.join(v)})" for k, v in beaten.items()))
     else:
         lines.append("this run beats every baseline on every value shown")
+    lines += [escape(f"skipped {name}: {reason}") for name, reason in record.get("skipped_baselines", {}).items()]
     if record.get("notice"):
         lines.append(record["notice"])
     table.caption = "\n".join(lines)
@@ -169,11 +183,12 @@ def markdown_table(record: dict) -> str:
             cells.append(f"**{text}**" if record["best"].get(key) == method["method"] else text)
         cells.append("—" if method.get("seconds") is None else f"{method['seconds']:.1f}")
         lines.append("| " + " | ".join(cells) + " |")
+    lines += [f"\nskipped {name}: {reason}" for name, reason in record.get("skipped_baselines", {}).items()]
     return "\n".join(lines) + "\n"
 
 
 def report_comparison(run_dir: Path, scene_path: Path, config, *, plugins, baselines: Sequence[str] = DEFAULT_BASELINES,
-                      console=None, seconds: float | None = None) -> dict | None:
+                      console=None, seconds: float | None = None, table_console=None) -> dict | None:
     """``realfill fill``'s last step: compare the run with the baselines, write ``comparison.json``, print the
     table. Nothing when the scene has no ground truth."""
     scene = load_scene(scene_path, max_references=config.max_references)
@@ -181,8 +196,10 @@ def report_comparison(run_dir: Path, scene_path: Path, config, *, plugins, basel
         return None
     notice = plugins.backbones.get(config.backbone.name).disclaimer
     record = compare_run(run_dir, scene, plugins=plugins, baselines=baselines, run_label=f"this run ({config.backbone.name})",
-                         run_seconds=None if seconds is None else round(seconds, 1), notice=notice)
+                         run_seconds=None if seconds is None else round(seconds, 1), notice=notice, config=config)
     if console is not None and record is not None:
-        console.print(render_comparison(record))
+        # the table is the run's result: on ``table_console`` (fill: stdout, so `> log` keeps it), method
+        # names whole at any width
+        print_table(table_console or console, render_comparison(record))
         console.print(f"comparison: {Path(run_dir) / COMPARISON_FILE}", soft_wrap=True)
     return record

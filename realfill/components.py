@@ -12,14 +12,22 @@ discriminated on ``name``. Unknown config keys are rejected (``extra="forbid"``)
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
+
+#: a seed any generator takes: numpy's and most libraries' are 32-bit, torch's 64-bit; the run adds at
+#: most ``sample.num_samples - 1`` to ``seed`` for torch, so no sum overflows (docs/method.md "Bounds")
+SEED_MAX = 2**32 - 1
+#: the type of every seed key (the run's and a component's own, e.g. a tiny backbone's weights)
+Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
+
 
 class ComponentConfig(BaseModel):
     """Base of every component config. Subclasses set ``name: Literal["their-name"] = "their-name"``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=False, protected_namespaces=())
+    # allow_inf_nan=False: every float key of every component is finite (inf and nan refused in one line)
+    model_config = ConfigDict(extra="forbid", frozen=False, protected_namespaces=(), allow_inf_nan=False)
     name: str
 
 
@@ -166,6 +174,9 @@ class Baseline(Component):
     comparison). Two kinds:
 
     - ``kind = "image"``: ``complete(scene)`` makes the fill directly (Telea, warping the references).
+    - ``kind = "model"``: ``complete(scene, context)`` makes it with the run's own backbone, untuned
+      (``in-context``); ``context`` is a :class:`realfill.baselines.BaselineContext` (``config``,
+      ``plugins``, ``out_dir``, ``model()``, ``ranker()``).
     - ``kind = "pipeline"``: the fill pipeline itself with ``overrides`` on the run config (e.g. the
       backbone without fine-tuning: ``("train.steps=0",)``); ``complete`` is not called.
     """
@@ -177,8 +188,11 @@ class Baseline(Component):
     #: for ``kind = "pipeline"``: ``key=value`` overrides on the run config
     overrides: ClassVar[tuple[str, ...]] = ()
 
-    def complete(self, scene) -> BaselineResult:
-        """``scene``: a :class:`realfill.scene.Scene` (references, target, mask; its ``gt`` must not be used)."""
+    def complete(self, scene, context=None) -> BaselineResult:
+        """``scene``: a :class:`realfill.scene.Scene` (references, target, mask; its ``gt`` must not be used);
+        ``context``: for ``kind = "model"`` only (image baselines may omit the parameter). Raises
+        :class:`realfill.errors.MissingWeightsError` when its weights are not on this machine: the comparison
+        and ``realfill ablate`` then report it as skipped, with that message, and go on."""
         raise NotImplementedError
 
 

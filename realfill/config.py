@@ -16,7 +16,7 @@ import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from realfill.atomic import atomic_write_text
-from realfill.components import BUILTIN_ROLES, ComponentConfig
+from realfill.components import BUILTIN_ROLES, ComponentConfig, Seed
 from realfill.errors import UserError
 from realfill.plugins import get_plugins
 
@@ -25,32 +25,47 @@ from realfill.plugins import get_plugins
 COMPONENT_FIELDS = {role.field: role.name for role in BUILTIN_ROLES if role.field is not None}
 
 
+#: the most samples a run holds (they are all in memory, at the target's size, before samples/ is written)
+MAX_SAMPLES = 4096
+#: training and sampling sides, whatever the backbone; validate_config then ties them to its native side
+MAX_SIDE = 8192
+#: train.resolution at most this many times the backbone's native side (4x its pixels and memory); an
+#: explicit sample.resolution twice that (inference holds no gradients)
+TRAIN_SIDE_FACTOR, SAMPLE_SIDE_FACTOR = 2, 4
+#: training steps (and step intervals): 10 million is beyond any run (the paper trains 2,000)
+MAX_STEPS = 10_000_000
+
+
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    # allow_inf_nan=False: every float key is finite (inf and nan are refused in one line)
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)
 
 
 class TrainConfig(Section):
     """Fine-tuning (DESIGN.md: the paper's recipe is the default)."""
 
-    steps: int = Field(2000, ge=0)
-    batch_size: int = Field(16, ge=1)
+    steps: int = Field(2000, ge=0, le=MAX_STEPS)
+    batch_size: int = Field(16, ge=1, le=1024)
     # the side of the square training crops; None: the backbone's native resolution (SD2 512, SDXL 1024)
-    resolution: int | None = Field(None, ge=8)
-    lr_unet: float = Field(2e-4, gt=0)
-    lr_text_encoder: float = Field(4e-5, gt=0)
+    resolution: int | None = Field(None, ge=8, le=MAX_SIDE)
+    # learning rates and weight decay at most 1: AdamW moves a weight by about lr a step (and decays it by
+    # lr * weight_decay of itself), so above 1 the first step blows the weights up to inf/nan
+    lr_unet: float = Field(2e-4, gt=0, le=1)
+    lr_text_encoder: float = Field(4e-5, gt=0, le=1)
     lr_schedule: Literal["constant", "cosine", "linear"] = "constant"
-    warmup_steps: int = Field(0, ge=0)
-    weight_decay: float = Field(1e-2, ge=0)
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    adam_epsilon: float = 1e-8
+    warmup_steps: int = Field(0, ge=0, le=MAX_STEPS)
+    weight_decay: float = Field(1e-2, ge=0, le=1)
+    adam_beta1: float = Field(0.9, ge=0, lt=1)  # torch's AdamW refuses others
+    adam_beta2: float = Field(0.999, ge=0, lt=1)
+    # at least 1e-30: AdamW divides by sqrt(v) + eps in float32, where a subnormal eps is 0 and 0/0 is nan
+    adam_epsilon: float = Field(1e-8, ge=1e-30, le=1)
     max_grad_norm: float = Field(1.0, gt=0)
     prompt: str = "a photo of sks"
     prompt_dropout: float = Field(0.1, ge=0, le=1)
     full_mask_prob: float = Field(0.1, ge=0, le=1)
     crop_scale_min: float = Field(0.5, gt=0, le=1)
-    checkpoint_every: int = Field(500, ge=0)
-    log_every: int = Field(10, ge=1)
+    checkpoint_every: int = Field(500, ge=0, le=MAX_STEPS)
+    log_every: int = Field(10, ge=1, le=MAX_STEPS)
     # autocast; "auto": for float32 weights bf16 where the device computes it natively (a CUDA GPU of compute
     # capability 8+, a CPU with AVX512-BF16 or AMX), else full float32; for float16 / bfloat16 weights
     # (backbone.dtype) the autocast of that dtype, the only one they train under (fp16 with loss scaling).
@@ -67,7 +82,7 @@ class TrainConfig(Section):
     # "auto": SDPA, but with train.compile on a CPU, attention over at most 64 x 64 query-key pairs per head
     # takes the plain matmuls, which inductor fuses (SmallMathAttnProcessor, docs/benchmarks.md)
     attention: Literal["auto", "sdpa", "default"] = "auto"
-    threads: int | None = Field(None, ge=1)
+    threads: int | None = Field(None, ge=1, le=4096)
     # torch.compile the denoiser, the text encoders that train and the VAE encoder: minutes to compile,
     # then faster steps (docs/benchmarks.md)
     compile: bool = False
@@ -84,33 +99,35 @@ class SampleConfig(Section):
     # "auto": the backbone's own sampler (DDPM for the SD family, as the paper; flow-matching Euler for FLUX),
     # kept as "auto" in the resolved config: the model's make_scheduler decides
     scheduler: Literal["ddpm", "ddim", "dpm", "euler", "auto"] = "auto"
-    steps: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
+    # at most 1000: no sampler takes more steps than the 1000 training timesteps
+    steps: Annotated[int, Field(ge=1, le=1000)] | Literal["auto"] = "auto"
     # classifier-free guidance for the SD family (1.0: none); for a guidance-distilled model (FLUX) the
     # embedded guidance (FLUX Fill's default: 30)
-    guidance_scale: Annotated[float, Field(ge=0)] | Literal["auto"] = "auto"
-    num_samples: int = Field(64, ge=1)
+    # at most 100: far above any published setting (SD 7.5, FLUX Fill 30); 1e300 overflows to black pixels
+    guidance_scale: Annotated[float, Field(ge=0, le=100)] | Literal["auto"] = "auto"
+    num_samples: int = Field(64, ge=1, le=MAX_SAMPLES)
     # samples drawn at once (each is seeded on its own: the batch changes speed, not samples); "auto": on a
     # CUDA GPU as many as its free memory holds, by the memory the first sample took; elsewhere 8
-    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = 8
+    batch_size: Annotated[int, Field(ge=1, le=MAX_SAMPLES)] | Literal["auto"] = 8
     prompt: str | None = None  # None: the training prompt
     #: the longer side to sample at; None: the training scale, i.e. the target's short side maps to
     #: train.resolution as in training's full-size crops (a model trained from scratch knows only that scale)
-    resolution: int | None = Field(None, ge=8)
-    mask_dilate: int = Field(8, ge=0)  # pixels, at the target's size, grown before compositing
-    feather: int = Field(8, ge=0)  # pixels of the blend band
+    resolution: int | None = Field(None, ge=8, le=MAX_SIDE)
+    mask_dilate: int = Field(8, ge=0, le=MAX_SIDE)  # pixels, at the target's size, grown before compositing
+    feather: int = Field(8, ge=0, le=MAX_SIDE)  # pixels of the blend band
 
 
 class SelectConfig(Section):
     """Seed selection: how many ranked samples to keep (the paper keeps the top 25-75%)."""
 
-    keep: int | None = Field(None, ge=1)
+    keep: int | None = Field(None, ge=1, le=MAX_SAMPLES)
     keep_fraction: float = Field(0.25, gt=0, le=1)
 
 
 class RunConfigBase(Section):
-    seed: int = 0
+    seed: Seed = 0  # 0 to 2**32 - 1 (components.SEED_MAX); sample i draws from seed + i
     device: str = "auto"
-    max_references: int = Field(5, ge=1)
+    max_references: int = Field(5, ge=1, le=1000)
     train: TrainConfig = TrainConfig()
     sample: SampleConfig = SampleConfig()
     select: SelectConfig = SelectConfig()
@@ -296,7 +313,13 @@ def validate_config(data: dict, source: str, plugins=None) -> RunConfigBase:
         config = model.model_validate(data)
     except ValidationError as exc:
         raise UserError(format_validation_error(exc, model, source)) from None
-    resolve_backbone_defaults(config, plugins.backbones.get(config.backbone.name))
+    backbone = plugins.backbones.get(config.backbone.name)
+    resolve_backbone_defaults(config, backbone)
+    check_sides(config, backbone.native_resolution, source)
+    timesteps = getattr(config.backbone, "num_train_timesteps", None)  # a backbone trained from scratch
+    if timesteps is not None and config.sample.steps > timesteps:
+        raise UserError(f"{source}: config key 'sample.steps': {config.sample.steps} is more than the "
+                        f"{timesteps} backbone.num_train_timesteps the samplers can step through")
     return config
 
 
@@ -318,6 +341,18 @@ def base_data(*, preset: str | None = None, config_file: Path | None = None) -> 
     if config_file is not None:
         return read_toml(config_file), str(config_file_of(config_file))
     return load_preset(preset or "paper"), f"preset '{preset or 'paper'}'"
+
+
+def check_sides(config: RunConfigBase, native: int, source: str) -> None:
+    """The rule for resolutions (docs/method.md "Bounds"): ``train.resolution`` at most
+    :data:`TRAIN_SIDE_FACTOR` x the backbone's native side (4x the pixels, and the memory, its weights
+    were trained at), an explicit ``sample.resolution`` at most :data:`SAMPLE_SIDE_FACTOR` x (sampling holds
+    no gradients; a wide target samples its long side above the training side); both at most MAX_SIDE."""
+    for key, value, factor in (("train.resolution", config.train.resolution, TRAIN_SIDE_FACTOR),
+                               ("sample.resolution", config.sample.resolution, SAMPLE_SIDE_FACTOR)):
+        if value is not None and value > factor * native:
+            raise UserError(f"{source}: config key '{key}': {value} is more than {factor}x the native {native} px "
+                            f"of backbone '{config.backbone.name}' (at most {min(factor * native, MAX_SIDE)})")
 
 
 def apply_flags(

@@ -56,6 +56,11 @@ def _implements_a_hook(module: Any) -> bool:
     return any(name.startswith("realfill_") and inspect.isroutine(obj) for name, obj in vars(module).items())
 
 
+#: what a plugin's import, registration or notification may raise and be reported and skipped for:
+#: everything but KeyboardInterrupt (a plugin's SystemExit must not end the command silently)
+PLUGIN_FAILURES = (Exception, SystemExit, GeneratorExit, BaseExceptionGroup)
+
+
 class RealfillPluginWarning(UserWarning):
     """A plugin failed to load or to register, and was skipped."""
 
@@ -100,6 +105,7 @@ class RealfillPlugins:
         self.blocked = set(blocked) | _blocked_from_env()
         #: the role table: the built-in roles, then those plugins add (``realfill_add_roles``)
         self.roles: tuple[Role, ...] = BUILTIN_ROLES
+        self._considered: set[str] = set()
         if autoload is None:
             autoload = not os.environ.get(DISABLE_AUTOLOAD_ENV)
         for module_name in BUILTIN_PLUGINS if builtins is None else builtins:
@@ -108,6 +114,9 @@ class RealfillPlugins:
             self._load_entry_points()
         self._add_plugin_roles()
         self._check_pending()
+        for name in sorted(self.blocked - self._considered):  # a typo must not pass for a blocked plugin
+            self._warn(f"--no-plugin {name} (or {BLOCK_ENV}): no plugin of that name was found, so nothing "
+                       "was blocked; `realfill plugins` lists their names")
 
     @property
     def config_roles(self) -> tuple[Role, ...]:
@@ -118,6 +127,7 @@ class RealfillPlugins:
 
     def _is_blocked(self, name: str) -> bool:
         short = name.removeprefix(BUILTIN_PREFIX)
+        self._considered.update((name, short))  # for the warning about blocked names no plugin has
         return name in self.blocked or short in self.blocked
 
     def _warn(self, message: str) -> None:
@@ -134,7 +144,7 @@ class RealfillPlugins:
                 return
             self._warn(f"built-in plugin '{module_name}' failed to import ({exc}); skipped")
             return
-        except Exception as exc:  # noqa: BLE001 - report any import failure by name
+        except PLUGIN_FAILURES as exc:  # noqa: BLE001 - report any import failure by name
             self._warn(f"built-in plugin '{module_name}' failed to import ({type(exc).__name__}: {exc}); skipped")
             return
         if not _implements_a_hook(module):  # a helper module of a plugin folder
@@ -151,7 +161,7 @@ class RealfillPlugins:
             version = dist.version if dist is not None else "unknown"
             try:
                 plugin = ep.load()
-            except Exception as exc:  # noqa: BLE001 - a broken plugin must not take the platform down
+            except PLUGIN_FAILURES as exc:  # noqa: BLE001 - a broken plugin must not take the platform down
                 self._warn(
                     f"plugin '{ep.name}' ({dist_name or 'unknown distribution'}) failed to import "
                     f"({type(exc).__name__}: {exc}); skipped"
@@ -159,7 +169,7 @@ class RealfillPlugins:
                 continue
             try:
                 self.register(plugin, name=ep.name, version=version, distribution=dist_name)
-            except Exception as exc:  # noqa: BLE001
+            except PLUGIN_FAILURES as exc:  # noqa: BLE001
                 self._warn(f"plugin '{ep.name}' could not be registered ({exc}); skipped")
 
     def register(self, plugin: Any, name: str, version: str = "unknown", distribution: str | None = None) -> None:
@@ -228,7 +238,7 @@ class RealfillPlugins:
                     impl.function(*[registry for _ in impl.argnames])
             except DuplicateComponentError as exc:
                 raise UserError(str(exc)) from None
-            except Exception as exc:  # noqa: BLE001
+            except PLUGIN_FAILURES as exc:  # noqa: BLE001
                 for added in set(registry.names()) - before:
                     registry._components.pop(added)
                     registry._plugin_of.pop(added)
@@ -271,7 +281,7 @@ class RealfillPlugins:
         for impl in hook.get_hookimpls():
             try:
                 impl.function(*[kwargs[arg] for arg in impl.argnames])
-            except Exception as exc:  # noqa: BLE001 - an observer must not break the run
+            except PLUGIN_FAILURES as exc:  # noqa: BLE001 - an observer must not break the run
                 self._warn(f"plugin '{impl.plugin_name}' raised in {hook_name} ({type(exc).__name__}: {exc})")
 
     def run_start(self, *, run_dir: Path, config: Any, scene: Any) -> None:

@@ -29,6 +29,7 @@ from realfill.contact_sheet import write_contact_sheets
 from realfill.device import Compute, resolve_compute
 from realfill.errors import UserError
 from realfill.evaluation import RUN_RECORD
+from realfill.fingerprint import FINGERPRINT_KEY, check_same_scene, config_difference, scene_fingerprint
 from realfill.layout import ADAPTER_DIR, TRAIN_LOG, training_finished
 from realfill.plugins import get_plugins
 from realfill.runfolder import LOCK_FILE, RunLock
@@ -174,7 +175,9 @@ def check_run_dir(run_dir: Path, config, resume: bool) -> None:
     if not saved.is_file():
         raise UserError(f"{saved}: missing, so {run_dir} is not a run folder to resume; choose another --out")
     if saved.read_text() != dump_config(config):
-        raise UserError(f"{saved}: differs from this run's config; resume with --config {saved} "
+        differs = config_difference(saved.read_text(), dump_config(config))
+        shown = "; ".join(differs[:3]) + (f"; and {len(differs) - 3} more" if len(differs) > 3 else "")
+        raise UserError(f"{saved}: differs from this run's config ({shown}); resume with --config {saved} "
                         "(and no other settings)")
 
 
@@ -185,6 +188,8 @@ def fill(scene_path: Path, config, run_dir: Path | None = None, *, plugins=None,
     scene = load_scene(scene_path, max_references=config.max_references)  # bad scenes fail here
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(scene_path, config)
     compute = check_device(config, plugins)  # a GPU preset on a CPU machine stops here, before any weights load
+    if resume:  # another scene's run folder is refused before its lock is even taken: nothing is touched
+        check_same_scene(run_dir, scene)
     with RunLock(run_dir, "fill", console=console):  # one writer; an unwritable --out fails here
         check_run_dir(run_dir, config, resume)
         model = prepare_run(scene, scene_path, config, run_dir, plugins=plugins, console=console, compute=compute,
@@ -223,8 +228,7 @@ def prepare_run(scene, scene_path: Path, config, run_dir: Path, *, plugins, cons
         model.make_scheduler(config.sample.scheduler)  # so does a sampler the backbone has not (ddpm on FLUX)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_config(config, run_dir / CONFIG_FILE)
-    if whole:
-        write_run_record(run_dir, scene_path, config, plugins)
+    write_run_record(run_dir, scene_path, config, plugins, scene)  # the scene --resume compares
     return model
 
 
@@ -248,10 +252,12 @@ def _fill_locked(scene, config, run_dir: Path, *, plugins, resume: bool, console
             plugins.run_end(run_dir=run_dir, result_path=run_dir / RESULT_FILE if error is None else None, error=error)
 
 
-def write_run_record(run_dir: Path, scene_path: Path, config, plugins) -> None:
+def write_run_record(run_dir: Path, scene_path: Path, config, plugins, scene=None) -> None:
     """``run.json``: the scene the run was made from (so ``realfill evaluate RUN`` finds its ground truth),
     the run's name and, for backbones that carry one, their disclaimer (e.g. scratch-pixel's)."""
     record = {"scene": str(Path(scene_path).resolve()), "run_name": run_name(config)}
+    if scene is not None:  # what --resume compares (realfill.fingerprint)
+        record[FINGERPRINT_KEY] = scene_fingerprint(scene)
     disclaimer = plugins.backbones.get(config.backbone.name).disclaimer
     if disclaimer:
         record["disclaimer"] = disclaimer

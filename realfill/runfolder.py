@@ -49,6 +49,26 @@ _WHY = {errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
         errno.ENOSPC: "no space left", errno.EDQUOT: "disk quota exceeded"}
 
 
+def _check_name_lengths(path: Path, existing: Path, flag: str) -> None:
+    """One line, not an ``OSError: File name too long`` traceback later, for a name past the file system's
+    limit (``NAME_MAX``, 255 bytes on most; ``PATH_MAX`` for the whole path)."""
+    def limit(name: str, default: int) -> int:
+        try:
+            return os.pathconf(existing if existing.is_dir() else existing.parent, name)
+        except (OSError, ValueError):
+            return default
+
+    name_max = limit("PC_NAME_MAX", 255)
+    for part in path.parts:
+        if len(os.fsencode(part)) > name_max:
+            raise UnwritablePlace(f"{flag} {path}: cannot write there (a name of {len(os.fsencode(part))} bytes, "
+                                  f"more than the {name_max} the file system allows); choose a shorter {flag}")
+    path_max = limit("PC_PATH_MAX", 4096)
+    if len(os.fsencode(os.path.abspath(path))) + 64 > path_max:  # room for the files inside
+        raise UnwritablePlace(f"{flag} {path}: cannot write there (the path is too long for the file system's "
+                              f"{path_max} bytes); choose a shorter {flag}")
+
+
 def check_writable(path: Path, *, flag: str = "--out") -> None:
     """Raise :class:`UnwritablePlace` unless a run can create ``path`` (a folder) and write inside it:
     the deepest part of it that exists must be a folder where a file can be created. A parent is probed
@@ -59,6 +79,7 @@ def check_writable(path: Path, *, flag: str = "--out") -> None:
     place = path
     while not os.path.lexists(place) and place != place.parent:
         place = place.parent
+    _check_name_lengths(path, place, flag)
     if not place.is_dir():
         what = "a broken link" if place.is_symlink() and not place.exists() else "not a folder"
         where = f"{place} is {what}" if place != path else f"it is {what}"
@@ -86,6 +107,10 @@ def check_writable(path: Path, *, flag: str = "--out") -> None:
 
 
 def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists. A lock file may hold anything: a pid no process can have (0, a
+    negative one, which would ask a whole process group, or one past 2**31) is no live process."""
+    if isinstance(pid, bool) or not 0 < pid < 2**31:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -108,7 +133,10 @@ def _holder(info: dict | None) -> str:
     if not info:
         return "another process"
     since = info.get("started")
-    since = f", since {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(since))}" if isinstance(since, (int, float)) else ""
+    try:  # a crafted lock file's time (1e300, nan) is left out, not a traceback
+        since = f", since {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(since))}" if isinstance(since, (int, float)) else ""
+    except (OverflowError, OSError, ValueError):
+        since = ""
     command = f"`realfill {info['command']}` " if info.get("command") else ""
     return f"{command}(pid {info.get('pid')} on {info.get('host')}{since})"
 
@@ -184,6 +212,7 @@ class RunLock:
             info = json.loads(raw)
         except ValueError:
             info = None
+        info = info if isinstance(info, dict) else None  # a list, a number: garbage, as unparsable bytes
         host = socket.gethostname()
         if isinstance(info, dict) and isinstance(info.get("pid"), int):
             if info.get("host") != host:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from realfill.diffusion import InpaintModel
+from realfill.errors import UserError
 
 
 def to_tensor_image(image: np.ndarray) -> torch.Tensor:
@@ -97,6 +98,16 @@ def _free_cuda_bytes(device: torch.device) -> int:
     return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
 
 
+def paste_back(images: torch.Tensor, target: np.ndarray, weights: np.ndarray) -> list[np.ndarray]:
+    """Generated ``[N, 3, h, w]`` images in ``[0, 1]`` -> uint8 at the target's size (bicubic), each
+    composited over ``target`` with ``weights`` (:func:`blend_weights`): the known pixels stay the target's."""
+    height, width = target.shape[:2]
+    if images.shape[-2:] != (height, width):
+        images = F.interpolate(images.float().cpu(), size=(height, width), mode="bicubic", align_corners=False)
+    arrays = (images.clamp(0, 1).permute(0, 2, 3, 1).float().cpu().numpy() * 255 + 0.5).astype(np.uint8)
+    return [composite(a, target, weights) for a in arrays]
+
+
 def sample_completions(
     model: InpaintModel,
     target: np.ndarray,
@@ -143,10 +154,10 @@ def sample_completions(
             batch_size = fitting_batch(per_sample, _free_cuda_bytes(device), num_samples - start - count)
             measure = False
         start += count
-        if images.shape[-2:] != (height, width):
-            images = F.interpolate(images.float().cpu(), size=(height, width), mode="bicubic", align_corners=False)
-        arrays = (images.clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
-        results.extend(composite(a, target, weights) for a in arrays)
+        if not torch.isfinite(images).all():  # would be black pixels, ranked, and "done"
+            raise UserError("sampling made nan/inf pixels: the fine-tuned weights diverged; lower train.lr_unet, "
+                            "train.lr_text_encoder or the adapter's scale (adapter.alpha)")
+        results.extend(paste_back(images, target, weights))
         if on_batch is not None:
             on_batch(len(results), num_samples)
     return results

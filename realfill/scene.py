@@ -1,7 +1,7 @@
 """Scenes in the RealBench layout: ``ref/*``, ``target/target.png``, ``target/mask.png``, ``target/gt.png``.
 
-Images load as HxWx3 uint8 RGB whatever their file holds (PNG or JPEG; RGB, RGBA, grayscale, 16-bit;
-EXIF orientation applied). Every problem is a :class:`UserError` naming the file.
+Images load as HxWx3 uint8 RGB whatever their file holds (any format Pillow reads, whatever the file's name
+says; RGB, RGBA, grayscale, 16-bit; EXIF orientation applied). Every problem is a :class:`UserError` naming the file.
 """
 
 from __future__ import annotations
@@ -56,6 +56,8 @@ def _to_uint8(array: np.ndarray) -> np.ndarray:
 def _open(path: Path) -> Image.Image:
     if path.is_symlink() and not path.exists():
         raise UserError(f"{path}: a broken link (to {os.readlink(path)}); fix or remove it")
+    if path.is_dir():
+        raise UserError(f"{path}: a folder, not an image file")
     if not path.is_file():
         raise UserError(f"{path}: no such file")
     try:
@@ -105,13 +107,49 @@ def list_images(folder: Path) -> list[Path]:
                   if (p.is_file() or (p.is_symlink() and not p.exists())) and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
+def _image_suffixes() -> set[str]:
+    """Every file-name suffix Pillow knows an image format by (.png, .jpg, .tif, .webp, .bmp, ...)."""
+    from PIL import Image
+
+    return set(Image.registered_extensions())
+
+
+def reference_files(ref_dir: Path) -> tuple[list[Path], list[str]]:
+    """The references under ``ref_dir`` and a note for each entry that is not one, so nothing is dropped
+    without a word: every file Pillow reads is a reference whatever its name (a TIFF, a JPEG named .png); an
+    entry *named* like an image that is not a readable one (a folder x.png, a broken link, a damaged file)
+    is an error, since the run would go on without a reference the user meant; anything else (notes.txt,
+    .DS_Store) is named in a note and the run goes on: it was never a reference."""
+    suffixes = _image_suffixes()
+    paths, notes = [], []
+    for entry in sorted(ref_dir.iterdir()):
+        named_as_image = entry.suffix.lower() in suffixes
+        if entry.is_file():
+            try:
+                with Image.open(entry):
+                    pass
+                paths.append(entry)
+                continue
+            except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+                if named_as_image:
+                    paths.append(entry)  # reading it fails with its name and why
+                    continue
+        elif named_as_image or (entry.is_symlink() and not entry.exists()):
+            paths.append(entry)  # a folder or a broken link named as an image: reading it names it
+            continue
+        what = "a folder" if entry.is_dir() else "not an image Pillow reads"
+        notes.append(f"{entry}: {what}, so not a reference; ignored")
+    return paths, notes
+
+
 def load_scene(path: str | Path, max_references: int = 5) -> Scene:
     root = Path(path)
     if not root.is_dir():
         raise UserError(f"{root}: no such scene folder (expected ref/ and target/ inside)")
     ref_dir = root / "ref"
-    if not ref_dir.is_dir() or not (ref_paths := list_images(ref_dir)):
-        raise UserError(f"{ref_dir}: no reference images (.png/.jpg); a scene needs 1-{max_references}")
+    ref_paths, ref_notes = reference_files(ref_dir) if ref_dir.is_dir() else ([], [])
+    if not ref_paths:
+        raise UserError(f"{ref_dir}: no reference images (any format Pillow reads); a scene needs 1-{max_references}")
     if len(ref_paths) > max_references:
         raise UserError(
             f"{ref_dir}: {len(ref_paths)} references, more than max_references={max_references}; "
@@ -121,7 +159,7 @@ def load_scene(path: str | Path, max_references: int = 5) -> Scene:
     mask_path = root / "target" / "mask.png"
     target = read_rgb(target_path)
     mask, note = read_mask(mask_path)
-    notes = [note] if note else []
+    notes = ref_notes + ([note] if note else [])
     if mask.shape != target.shape[:2]:
         raise UserError(
             f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but the target is "

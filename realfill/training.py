@@ -318,10 +318,12 @@ def fine_tune(
                 progress.update(task, completed=step)  # the loss is read (the host waits for it) when logged
                 continue
             loss = float(step_loss)
-            if not math.isfinite(loss):  # a non-finite loss makes every later one so: found at the next read
-                raise RuntimeError(f"training diverged by step {step} (loss {loss}, weights "
-                                   f"{DTYPE_NAMES.get(model.dtype, model.dtype)}, mixed precision "
-                                   f"{trainer.mixed_precision}); lower train.lr_unet, or train in float32")
+            # a non-finite loss makes every later one so: found at the next read; settings the user can change:
+            # one line, not a traceback
+            if not math.isfinite(loss):
+                raise UserError(f"training diverged by step {step} (loss {loss}, weights "
+                                f"{DTYPE_NAMES.get(model.dtype, model.dtype)}, mixed precision "
+                                f"{trainer.mixed_precision}); lower train.lr_unet, or train in float32")
             progress.update(task, completed=step, loss=f"{loss:.4f}")
             if logs:
                 rates = trainer.learning_rates()

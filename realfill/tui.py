@@ -77,6 +77,8 @@ class PlainReporter:
         self.finished += 1
         metrics = " ".join(f"{m}={_value(row, m)}" for m in SHOWN_METRICS if m in row.get("metrics", {}))
         state = "skipped (finished earlier)" if skipped else row["status"]
+        if row["status"] == "skipped":  # an image baseline without its weights: say why
+            state = f"skipped: {row.get('error')}"
         self._line(f"[{self.finished}/{self.total}] {escape(row['scene'])} {escape(row['configuration'])}: {state} {metrics}")
 
     def finish(self, outcome) -> None:
@@ -91,7 +93,9 @@ class PlainReporter:
 
 def summary_line(outcome) -> str:
     ran, skipped = outcome.ran, outcome.skipped
-    return (f"finished: {len(outcome.rows)} runs, {len(outcome.failed)} failed; ran {ran['train']} train, "
+    unavailable = sum(r["status"] == "skipped" for r in outcome.rows)
+    return (f"finished: {len(outcome.rows)} runs, {len(outcome.failed)} failed"
+            f"{f', {unavailable} skipped (no local weights)' if unavailable else ''}; ran {ran['train']} train, "
             f"{ran['sample']} sample, {ran['run']} rank stages; skipped {skipped['run']} finished runs, "
             f"{skipped['train']} train and {skipped['sample']} sample stages")
 
@@ -130,7 +134,7 @@ class LiveReporter(PlainReporter):
                        "rank s"):
             table.add_column(column, justify="right" if column not in ("scene", "configuration", "status") else "left")
         for row, skipped in self.rows:
-            status = "skipped" if skipped else ("ok" if row["status"] == "ok" else "[red]failed[/]")
+            status = "skipped" if skipped or row["status"] == "skipped" else ("ok" if row["status"] == "ok" else "[red]failed[/]")
             cells = [escape(row["scene"]), escape(row["configuration"]), status, *[_value(row, m) for m in names]]
             cells += [f"{row[k]:.1f}" if isinstance(row.get(k), (int, float)) else "—" for k in ("train_s", "sample_s", "rank_s")]
             table.add_row(*cells)
@@ -173,7 +177,9 @@ class LiveReporter(PlainReporter):
             task = self.stage_tasks.pop(stage_id, None)
             if task is not None:
                 self.stages.remove_task(task)
-            if record.get("status") != "ok":
+            if record.get("status") == "skipped":
+                self.messages.append(f"skipped {escape(title)}: {escape(str(record.get('error')))}")
+            elif record.get("status") != "ok":
                 self.messages.append(f"[red]failed[/] {escape(title)} \\[{kind}]: {escape(str(record.get('error')))}")
             self._refresh()
 

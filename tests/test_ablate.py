@@ -215,7 +215,7 @@ def test_bad_sweep_files_are_one_line_errors(sweep, fragment, tmp_path, scenes, 
 @pytest.mark.parametrize(
     "args,fragment",
     [
-        (["--baseline", "lama"], "--baseline lama: unknown baseline; known baselines: backbone-untuned, geometric, multi-homography, telea"),
+        (["--baseline", "lama"], "--baseline lama: unknown baseline; known baselines: backbone-untuned, flux-kontext, flux2-klein, geometric, in-context, multi-homography, qwen-edit-plus, telea, tiny-flux-kontext, tiny-flux2-klein"),
         (["--matcher", "sift", "--matcher", "sift"], "--matcher: a value is given twice"),
         (["--address", "127.0.0.1:1"], "--address is for --executor ray"),
         (["--metric", "psnrr"], "unknown metric 'psnrr'"),

@@ -87,7 +87,7 @@ def test_run_image_baseline_writes_a_run_folder_evaluate_reads(example_scene, tm
 def test_unknown_baseline_lists_the_known_ones(example_scene, tmp_path):
     from realfill.errors import UserError
 
-    with pytest.raises(UserError, match="known baselines: backbone-untuned, geometric, multi-homography, telea"):
+    with pytest.raises(UserError, match="known baselines: backbone-untuned, flux-kontext, flux2-klein, geometric, in-context, multi-homography, qwen-edit-plus, telea, tiny-flux-kontext, tiny-flux2-klein"):
         run_image_baseline("lama", load_scene(example_scene), tmp_path)
     with pytest.raises(UserError, match="not an image operation"):
         run_image_baseline("backbone-untuned", load_scene(example_scene), tmp_path)
@@ -98,7 +98,7 @@ def test_an_unknown_baseline_on_the_command_line_is_one_line_exit_2(command, exa
     code = main([*command[:1], str(example_scene), *command[1:], "--baseline", "lama", "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1, err
-    assert "--baseline lama" in err and "backbone-untuned, geometric, multi-homography, telea" in err
+    assert "--baseline lama" in err and "backbone-untuned, flux-kontext, flux2-klein, geometric, in-context, multi-homography, qwen-edit-plus, telea, tiny-flux-kontext, tiny-flux2-klein" in err
     assert not (tmp_path / "out").exists()
 
 
@@ -124,8 +124,11 @@ def test_untuned_backbone_is_the_same_run_with_zero_training_steps(plugins):
 
 def test_every_builtin_baseline_is_registered(plugins):
     registry = plugins.baselines
-    assert set(registry.names()) == {"telea", "geometric", "multi-homography", "backbone-untuned"}
+    assert set(registry.names()) == {"telea", "geometric", "multi-homography", "backbone-untuned", "in-context",
+                                     "flux-kontext", "tiny-flux-kontext", "flux2-klein", "tiny-flux2-klein",
+                                     "qwen-edit-plus"}
     assert [n for n in registry.names() if registry.get(n).kind == "pipeline"] == ["backbone-untuned"]
+    assert [n for n in registry.names() if registry.get(n).kind == "model"] == ["in-context"]
     assert registry.get("backbone-untuned").overrides == ("train.steps=0",)
     assert not registry.get("telea").uses_references and registry.get("geometric").uses_references
 

@@ -1,6 +1,11 @@
 """The last bad inputs, each one line naming what to fix: ``--config RUN_FOLDER``, references and targets
 that exist but cannot be read, a wrong-size ``--result``, a matcher in capitals, ``--keep`` above the
-samples, a mask drawn with 0/1; and the adapter file's bytes, the same in two identical seeded runs."""
+samples, a mask drawn with 0/1; and the adapter file's bytes, the same in two identical seeded runs.
+
+Issue 22's cases (the list: docs/method.md "Bad input: what is tested"): a resume with another scene or
+other settings, out-of-bound values (every key: tests/test_config_properties.py), a plugin raising
+SystemExit, crafted lock files, a too-long --out, references that are not images, --no-plugin typos, a
+sample preset mismatch, a wrong-size candidate, tables at 80 columns."""
 
 from __future__ import annotations
 
@@ -116,3 +121,220 @@ def test_a_mask_drawn_with_zero_and_one_says_white_is_255(scene, tmp_path, capsy
     Image.fromarray(mask.astype(np.uint8)).save(scene / "target" / "mask.png")
     code = main(["fill", str(scene), *QUICK, "--out", str(tmp_path / "run")])
     _one_line(capsys, code, "nothing to fill", "brightest value is 1", "white = 255")
+
+
+# -- issue 22: a resume never mixes two scenes; every value is bounded -------------------------------
+
+
+def _snapshot(folder):
+    """Every file under ``folder`` with its bytes (and every folder), to prove a refusal touched nothing."""
+    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None) for p in sorted(folder.rglob("*"))}
+
+
+def test_a_resume_with_another_scene_is_refused_and_touches_nothing(scene, tmp_path, capsys, monkeypatch):
+    """Case 1: the scene is compared by content (references, target, mask), so a moved scene still resumes,
+    and the settings by key: each mismatch is one line naming what differs, exit 2, the folder untouched.
+    The first fill is case 9's `fill > log` too: its comparison table is on stdout (not a terminal, 80
+    columns) with every method's full name."""
+    monkeypatch.setenv("COLUMNS", "80")
+    run = tmp_path / "R"
+    assert main(["fill", str(scene), *QUICK, "--out", str(run)]) == 0
+    log = capsys.readouterr().out
+    for method in ("this run (tiny-sd2)", "telea", "geometric", "multi-homography"):
+        assert f"│ {method} " in log, log
+    assert log.splitlines()[-1] == str(run)
+    before = _snapshot(run)
+    other = tmp_path / "B"  # the same scene with another mask
+    shutil.copytree(scene, other)
+    mask = np.asarray(Image.open(other / "target" / "mask.png").convert("L")).copy()
+    mask[: mask.shape[0] // 8] = 255
+    Image.fromarray(mask).save(other / "target" / "mask.png")
+    code = main(["fill", str(other), *QUICK, "--no-compare", "--out", str(run), "--resume"])
+    _one_line(capsys, code, str(run), "another scene", "mask", str(scene.resolve()))
+    assert _snapshot(run) == before
+    Image.open(scene / "ref" / "left_b.png").rotate(90).save(other / "ref" / "left_b.png")
+    code = main(["train", str(other), *QUICK, "--out", str(run), "--resume"])
+    _one_line(capsys, code, "reference", "mask")
+    code = main(["fill", str(scene), *QUICK, "--steps", "2", "--no-compare", "--out", str(run), "--resume"])
+    _one_line(capsys, code, "differs from this run's config", "train.steps: 1 then, 2 now")
+    assert _snapshot(run) == before
+    moved = tmp_path / "moved"  # the same pixels elsewhere: the same scene
+    scene.rename(moved)
+    assert main(["fill", str(moved), *QUICK, "--no-compare", "--out", str(run), "--resume"]) == 0
+    assert "training already finished" in capsys.readouterr().err
+    assert (run / "result.png").read_bytes() == before["result.png"]
+
+
+@pytest.mark.parametrize("flags, key", [
+    (["--set", "sample.guidance_scale=inf"], "sample.guidance_scale"),
+    (["--set", "sample.guidance_scale=nan"], "sample.guidance_scale"),
+    (["--set", "train.lr_unet=-inf"], "train.lr_unet"),
+    (["--set", "ranker.ratio=nan"], "ranker.ratio"),  # a component's float too
+    (["--seed", "18446744073709551615"], "seed"),
+    (["--seed", str(2**64)], "seed"),
+    (["--seed", "-1"], "seed"),
+    (["--set", "backbone.seed=4294967296"], "backbone.seed"),
+    (["--set", "train.resolution=100000"], "train.resolution"),
+    (["--set", "train.resolution=129"], "train.resolution"),  # tiny-sd2: at most 2x its native 64 px
+    (["--set", "sample.resolution=257"], "sample.resolution"),
+    (["--set", "train.adam_beta1=1.0"], "train.adam_beta1"),
+    (["--set", "sample.steps=1001"], "sample.steps"),
+    (["--samples", "0"], "sample.num_samples"),
+])
+def test_an_out_of_bounds_value_is_refused_before_any_file(example_scene, tmp_path, capsys, flags, key):
+    """Cases 2-4: one line naming the key, exit 2, no run folder (docs/method.md "Bounds" states the rules)."""
+    out = tmp_path / "run"
+    code = main(["fill", str(example_scene), "--preset", "smoke", *flags, "--out", str(out)])
+    _one_line(capsys, code, f"'{key}'")
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_a_plugin_raising_systemexit_is_one_warning_and_the_command_goes_on(fake_entry_points, capsys):
+    """Case 6: SystemExit at import or in a registration hook (anything but KeyboardInterrupt) is one
+    warning naming the plugin; the command runs without it (it used to end with the plugin's exit code)."""
+    from tests.conftest import DummyEntryPoint
+
+    fake_entry_points(DummyEntryPoint("exits-at-import", "exits_at_import"),
+                      DummyEntryPoint("exits-registering", "exits_registering"))
+    assert main(["config", "--preset", "smoke"]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 2, warnings
+    assert "'exits-at-import'" in warnings[0] and "SystemExit: 3" in warnings[0]
+    assert "'exits-registering'" in warnings[1] and "bye from a registration hook" in warnings[1]
+
+
+@pytest.mark.parametrize("content, taken_over", [
+    ({"pid": 2**70, "started": 1e300}, True),  # OverflowError in os.kill and in gmtime, once
+    ({"pid": -1, "started": -1e300}, True),  # os.kill(-1, 0) asks every process: "alive" forever
+    ({"pid": 0}, True),
+    ({"pid": True}, True),
+    ({"pid": "123", "started": "yesterday"}, True),
+    ("[1, 2, 3]", True),
+    ("\x00\xff not json at all", True),
+    ({"pid": 1, "host": "another-host", "started": 1e300}, False),
+])
+def test_a_crafted_lock_file_is_taken_over_or_refused_in_one_line(tmp_path, content, taken_over):
+    """Case 7: whatever a lock file holds, the lock is taken over (with a one-line note) or refused in one line."""
+    import io
+    import json
+    import socket
+
+    from rich.console import Console
+
+    from realfill.runfolder import LOCK_FILE, RunFolderBusy, RunLock
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    if isinstance(content, dict):
+        content = json.dumps({"host": socket.gethostname(), **content})
+    (folder / LOCK_FILE).write_text(content)
+    note = io.StringIO()
+    lock = RunLock(folder, "fill", console=Console(file=note, width=80))
+    if taken_over:
+        lock.acquire()
+        lock.release()
+        assert len(note.getvalue().strip().splitlines()) == 1 and "took over the lock" in note.getvalue()
+    else:
+        with pytest.raises(RunFolderBusy) as refused:
+            lock.acquire()
+        assert "another host" in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_reading_a_scene_drops_no_file_without_a_word(scene, tmp_path, capsys):
+    """Case 8: any format Pillow reads is a reference whatever its name; an entry named like an image that is
+    not one is an error naming it; anything else under ref/ is named in a note and the run goes on."""
+    from realfill.scene import load_scene
+
+    left = Image.open(scene / "ref" / "left_b.png")
+    left.save(scene / "ref" / "x.tiff")
+    left.convert("RGB").save(scene / "ref" / "y.png", format="JPEG")  # a JPEG named .png
+    (scene / "ref" / "notes.txt").write_text("taken on a sunny day\n")
+    loaded = load_scene(scene)
+    assert [p.name for p in loaded.reference_paths] == ["left_a.png", "left_b.png", "left_c.png", "x.tiff", "y.png"]
+    assert len(loaded.references) == 5
+    assert [n for n in loaded.notes if "notes.txt" in n] == [f"{scene / 'ref' / 'notes.txt'}: not an image Pillow "
+                                                            "reads, so not a reference; ignored"]
+    (scene / "ref" / "y.png").unlink()  # five references at most
+    (scene / "ref" / "z.png").mkdir()
+    out = tmp_path / "run"
+    _one_line(capsys, main(["fill", str(scene), *QUICK, "--out", str(out)]), str(scene / "ref" / "z.png"), "a folder")
+    (scene / "ref" / "z.png").rmdir()
+    mask = scene / "target" / "mask.png"
+    mask.unlink()
+    mask.mkdir()
+    _one_line(capsys, main(["fill", str(scene), *QUICK, "--out", str(out)]), str(mask), "a folder, not an image")
+    assert not out.exists()
+
+
+def test_an_out_name_too_long_is_one_line(example_scene, tmp_path, capsys):
+    """Case 5: a 300-character --out name was a `File name too long` traceback from the lock."""
+    out = tmp_path / ("a" * 300)
+    _one_line(capsys, main(["fill", str(example_scene), "--preset", "smoke", "--out", str(out)]), "more than the 255")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_no_plugin_with_a_name_no_plugin_has_is_a_warning(capsys):
+    """Case 9: a typo in --no-plugin must not pass for a blocked plugin; warned (not refused: the same
+    names come from REALFILL_NO_PLUGINS, set once for machines that do not all have every plugin)."""
+    assert main(["--no-plugin", "nosuch", "--no-plugin", "rankers.sift", "config", "--preset", "cpu"]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "--no-plugin nosuch" in warnings[0] and "no plugin of that name" in warnings[0]
+
+
+def test_sample_with_another_preset_names_the_mismatch(example_scene, tmp_path, capsys):
+    """Case 9: `sample --preset cpu` on a smoke run said "train first"; it names what differs."""
+    run = tmp_path / "run"
+    run.mkdir()
+    assert main(["config", "--preset", "smoke"]) == 0
+    (run / "config.toml").write_text(capsys.readouterr().out.split("\n", 1)[1])
+    code = main(["sample", str(example_scene), "--run", str(run), "--preset", "cpu", "--out", str(tmp_path / "s")])
+    _one_line(capsys, code, "--preset cpu", "backbone.name: 'tiny-sd2' then, 'scratch-pixel' now")
+    assert not (tmp_path / "s").exists()
+
+
+def test_rank_names_a_wrong_size_candidate_with_its_folder(example_scene, tmp_path, capsys):
+    """Case 9: the mixed-size error named `a.png` alone."""
+    folder = tmp_path / "candidates"
+    folder.mkdir()
+    target = Image.open(example_scene / "target" / "target.png")
+    target.save(folder / "a.png")
+    target.resize((40, 30)).save(folder / "b.png")
+    _one_line(capsys, main(["rank", str(example_scene), "--samples", str(folder)]), f"{folder / 'b.png'}: candidate is 40x30")
+
+
+@pytest.mark.parametrize("terminal", [False, True])
+def test_the_comparison_table_keeps_every_method_name_at_80_columns(terminal, monkeypatch):
+    """Case 9: in a log (not a terminal) or an 80-column terminal, Rich squeezed the table and cut the
+    method names ("(scratch-p…", "multi-homo…"); a log gets the table at its own width, a narrow terminal
+    the Markdown table."""
+    import io
+
+    from rich.console import Console
+
+    from realfill.comparison import render_comparison
+    from realfill.console import print_table
+
+    monkeypatch.setenv("COLUMNS", "80")
+    keys = ["psnr_masked", "ssim_masked", "vif_masked", "sharpness_masked"]
+    names = ["this run (scratch-pixel)", "telea", "geometric", "multi-homography"]
+    record = {"shown": keys, "higher_is_better": dict.fromkeys(keys, True), "best": {"psnr_masked": names[3]},
+              "methods": [{"method": n, "values": dict.fromkeys(keys, 0.5), "seconds": 1.0} for n in names],
+              "run_beaten_on": {"psnr_masked": [names[3]]}}
+    text = io.StringIO()
+    console = Console(file=text, force_terminal=terminal, color_system=None)
+    assert console.width == 80
+    print_table(console, render_comparison(record))
+    for name in names:
+        assert name in text.getvalue(), text.getvalue()
+    if terminal:
+        assert all(len(line) <= 80 for line in text.getvalue().splitlines() if not line.startswith("|"))
+
+
+def test_sample_steps_above_a_scratch_backbones_timesteps_is_refused(example_scene, tmp_path, capsys):
+    """Found while bounding sample.steps: the samplers refuse more steps than the training timesteps,
+    which scratch-pixel lets a config set (it died after fine-tuning)."""
+    out = tmp_path / "run"
+    code = main(["fill", str(example_scene), "--preset", "cpu", "--set", "backbone.num_train_timesteps=4",
+                 "--set", "sample.steps=5", "--out", str(out)])
+    _one_line(capsys, code, "'sample.steps'", "backbone.num_train_timesteps")
+    assert not out.exists()

@@ -24,8 +24,8 @@ class Full(Adapter):
         name: Literal["full"] = "full"
         train_text_encoder: bool = False
         # learning rates for a full fine-tune; None = train.lr_unet / train.lr_text_encoder
-        lr_unet: float | None = Field(None, gt=0)
-        lr_text_encoder: float | None = Field(None, gt=0)
+        lr_unet: float | None = Field(None, gt=0, le=1)  # at most 1, as train.lr_unet
+        lr_text_encoder: float | None = Field(None, gt=0, le=1)
 
     def _modules(self, model):
         return model.trainable_modules(include_text_encoders=self.config.train_text_encoder)

@@ -27,8 +27,10 @@ class Lora(Adapter):
 
     class Config(ComponentConfig):
         name: Literal["lora"] = "lora"
-        rank: int = Field(8, ge=1)
-        alpha: float = Field(16, gt=0)
+        # rank at most 4096, above the width of any projection here (FLUX's 3072); the scale alpha / rank at
+        # most 4096 (alpha 1e308 is inf in float32, and 0 * inf, the untrained adapter's output, a nan)
+        rank: int = Field(8, ge=1, le=4096)
+        alpha: float = Field(16, gt=0, le=4096)
         dropout: float = Field(0.1, ge=0, lt=1)
         # the denoiser's target modules; None: the backbone's (InpaintModel.denoiser_lora_targets)
         unet_targets: list[str] | None = None

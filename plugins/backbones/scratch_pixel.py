@@ -9,13 +9,13 @@ on one scene for a few minutes, predicting the noise leaves the hole full of col
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 from pydantic import Field, model_validator
 
 from realfill.attention import attention_processor
-from realfill.components import Backbone, ComponentConfig
+from realfill.components import Backbone, ComponentConfig, Seed
 from realfill.diffusion import InpaintModel
 from realfill.hookspecs import hookimpl
 
@@ -31,8 +31,8 @@ DISCLAIMER = (
 
 class ScratchPixelConfig(ComponentConfig):
     name: Literal["scratch-pixel"] = "scratch-pixel"
-    seed: int = 0  # the random initial weights' seed
-    block_out_channels: tuple[int, ...] = (32, 64, 64)  # one entry per resolution level
+    seed: Seed = 0  # the random initial weights' seed
+    block_out_channels: tuple[Annotated[int, Field(ge=1, le=4096)], ...] = (32, 64, 64)  # one entry per level
     layers_per_block: int = Field(1, ge=1)
     attention_levels: int = Field(0, ge=0)  # self-attention in this many of the lowest-resolution levels
     norm_num_groups: int = Field(8, ge=1)

@@ -13,7 +13,7 @@ from typing import Literal
 
 import torch
 
-from realfill.components import ComponentConfig
+from realfill.components import ComponentConfig, Seed
 from realfill.diffusion import TORCH_DTYPES
 from realfill.hookspecs import hookimpl
 from realfill_plugins.backbones.sd_family import DiffusersInpaintModel, SDBackbone, SDXLInpaintModel
@@ -136,7 +136,7 @@ class TinySD2(SDBackbone):
 
     class Config(ComponentConfig):
         name: Literal["tiny-sd2"] = "tiny-sd2"
-        seed: int = 0  # the weights' seed
+        seed: Seed = 0  # the weights' seed
         # the weights' dtype, as the real backbones' key: the half-precision paths run on a CPU too
         dtype: Literal["float32", "float16", "bfloat16"] = "float32"
 
@@ -153,7 +153,7 @@ class TinySDXL(SDBackbone):
 
     class Config(ComponentConfig):
         name: Literal["tiny-sdxl"] = "tiny-sdxl"
-        seed: int = 0
+        seed: Seed = 0
         dtype: Literal["float32", "float16", "bfloat16"] = "float32"
 
     def load(self, device="cpu", dtype=None):

@@ -15,6 +15,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
+from realfill.components import Seed
 from realfill.diffusion import TORCH_DTYPES
 from realfill.hookspecs import hookimpl
 from realfill_plugins.backbones.flux_family import FlowMatchingSettings, FluxBackbone
@@ -38,18 +39,22 @@ def tiny_t5_tokenizer(max_length: int = T5_TOKENS):
     return T5TokenizerFast(vocab=pieces, extra_ids=0, model_max_length=max_length)
 
 
-def build_tiny_flux(seed: int = 0):
-    """A FluxFillPipeline with tiny FLUX-Fill-shaped parts, weights drawn from ``seed``."""
+def tiny_flux_parts(seed: int = 0, *, in_channels: int | None = None) -> dict:
+    """Tiny FLUX-shaped pipeline parts (scheduler, VAE, CLIP and T5 with their tokenizers, transformer),
+    weights drawn from ``seed``. ``in_channels``: the transformer's packed input; default FLUX.1 Fill's
+    (noisy latents, masked-image latents and the packed mask); FLUX.1 Kontext's takes the noisy latents only."""
     # diffusers and transformers on use: the CLI's start-up imports this module without them
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxFillPipeline, FluxTransformer2DModel
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
     from transformers import CLIPTextModel, T5Config, T5EncoderModel
 
     tokenizer, tokenizer_2 = tiny_tokenizer(), tiny_t5_tokenizer()
     latent_channels, factor = 16, 8
+    if in_channels is None:
+        in_channels = 4 * (2 * latent_channels + factor * factor)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         transformer = FluxTransformer2DModel(
-            patch_size=1, in_channels=4 * (2 * latent_channels + factor * factor), out_channels=4 * latent_channels,
+            patch_size=1, in_channels=in_channels, out_channels=4 * latent_channels,
             num_layers=1, num_single_layers=1, attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
             pooled_projection_dim=32, guidance_embeds=True, axes_dims_rope=(4, 4, 8),
         )
@@ -65,11 +70,16 @@ def build_tiny_flux(seed: int = 0):
             relative_attention_num_buckets=8, feed_forward_proj="gated-gelu", pad_token_id=0, eos_token_id=1,
             decoder_start_token_id=0,
         ))
-    return FluxFillPipeline(
-        scheduler=FlowMatchEulerDiscreteScheduler(**FLUX_SCHEDULE), vae=vae.eval(), text_encoder=text_encoder.eval(),
-        tokenizer=tokenizer, text_encoder_2=text_encoder_2.eval(), tokenizer_2=tokenizer_2,
-        transformer=transformer.eval(),
-    )
+    return dict(scheduler=FlowMatchEulerDiscreteScheduler(**FLUX_SCHEDULE), vae=vae.eval(),
+                text_encoder=text_encoder.eval(), tokenizer=tokenizer, text_encoder_2=text_encoder_2.eval(),
+                tokenizer_2=tokenizer_2, transformer=transformer.eval())
+
+
+def build_tiny_flux(seed: int = 0):
+    """A FluxFillPipeline with tiny FLUX-Fill-shaped parts, weights drawn from ``seed``."""
+    from diffusers import FluxFillPipeline  # on use, as above
+
+    return FluxFillPipeline(**tiny_flux_parts(seed))
 
 
 class TinyFlux(FluxBackbone):
@@ -79,7 +89,7 @@ class TinyFlux(FluxBackbone):
 
     class Config(FlowMatchingSettings):
         name: Literal["tiny-flux"] = "tiny-flux"
-        seed: int = 0  # the weights' seed
+        seed: Seed = 0  # the weights' seed
         max_sequence_length: int = Field(T5_TOKENS, ge=1, le=T5_TOKENS)
         # the weights' dtype, as flux-fill's key (whose default is bfloat16): half precision runs on a CPU too
         dtype: Literal["float32", "float16", "bfloat16"] = "float32"

@@ -19,7 +19,10 @@ Layout under ``OUT``::
 
 Resuming: a stage or run with its ``done.json``/``row.json`` is finished and skipped; a folder without one
 (a killed run) is cleared and redone; a failed run is recorded in ``error.json`` and retried next time.
-Image baselines (``telea``, ``geometric``) are runs with a single ``baseline`` stage.
+Image baselines (``telea``, ``geometric``) are runs with a single ``baseline`` stage; so are model baselines
+(``in-context``), which sample the run's backbone untuned in that stage (a GPU on Ray where the run's is).
+Besides ``report.md``, ``realbench.md``/``realbench.json`` hold the RealFill paper's table (its six metrics,
+each with its direction and region, and the paper's numbers quoted beside them).
 """
 
 from realfill.ablation.engine import AblationOutcome, run_ablation
@@ -41,6 +44,7 @@ from realfill.ablation.plan import (
     Plan,
     RunSpec,
     build_plan,
+    expand_scene_folders,
     override_string,
     product_configurations,
     read_sweep,
@@ -49,7 +53,7 @@ from realfill.ablation.reports import KEY_METRICS, bar_chart, metric_names, repo
 
 __all__ = [
     "AXIS_FLAGS", "DONE", "ERROR", "KEY_METRICS", "ROW", "AblationOutcome", "Configuration", "LocalExecutor", "Plan",
-    "RayExecutor", "RunSpec", "bar_chart", "build_plan", "measured", "metric_names", "override_string", "parse_ray_resources",
+    "RayExecutor", "RunSpec", "bar_chart", "build_plan", "expand_scene_folders", "measured", "metric_names", "override_string", "parse_ray_resources",
     "product_configurations", "read_sweep", "report_markdown", "run_ablation", "run_final_stage",
     "run_sample_stage", "run_train_stage", "summarize", "write_results",
 ]

@@ -138,6 +138,7 @@ def run_ablation(
                 f"# image baseline: {spec.configuration.baseline}\n"}
         if spec.config is not None:
             task["config"] = spec.config.model_dump(mode="json")
+        if spec.sample_key is not None:
             task["sample_dir"] = str(plan.stage_dir("sample", spec))
         specs[task["id"]] = spec
         tasks.append(task)
@@ -146,7 +147,7 @@ def run_ablation(
 
     ordered = [rows[s.run_key] for s in plan.runs if s.run_key in rows]
     write_results(plan, ordered)
-    outcome = AblationOutcome(ordered, ran, skipped, [r for r in ordered if r["status"] != "ok"])
+    outcome = AblationOutcome(ordered, ran, skipped, [r for r in ordered if r["status"] not in ("ok", "skipped")])
     reporter.finish(outcome)
     return outcome
 

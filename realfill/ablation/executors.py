@@ -17,10 +17,10 @@ import torch
 from realfill import run as run_module
 from realfill.ablation.plan import DONE, _fresh, _write_json
 from realfill.atomic import OutOfSpace, atomic_write_text
-from realfill.baselines import run_image_baseline
+from realfill.baselines import run_baseline
 from realfill.config import validate_config
 from realfill.contact_sheet import write_contact_sheets
-from realfill.errors import UserError
+from realfill.errors import MissingWeightsError, UserError
 from realfill.evaluation import RUN_RECORD, build_metrics, evaluate_run
 import realfill.plugins as plugins_module
 from realfill.scene import load_scene, read_rgb
@@ -99,6 +99,11 @@ class _StepObserver:
         self.progress(step, self.total)
 
 
+class StageSkipped(Exception):
+    """A stage that cannot run on this machine (an image baseline without its weights): the run is reported
+    as skipped, with this reason, and the ablation does not fail."""
+
+
 def _stage(task: dict, body: Callable[[dict, Any], dict], progress: Callable | None = None) -> dict:
     """Run a stage body with timing, memory and error capture; mark it done only when it succeeded."""
     directory = Path(task["dir"])
@@ -111,6 +116,9 @@ def _stage(task: dict, body: Callable[[dict, Any], dict], progress: Callable | N
         _write_json(directory / DONE, record)
     except OutOfSpace:
         raise  # a full disk fails every run after this one too: stop, say so once
+    except StageSkipped as exc:  # not done (a later resume tries again), not failed either
+        record["status"] = "skipped"
+        record["error"] = str(exc)
     except Exception as exc:  # noqa: BLE001 - recorded; the other runs go on
         record["status"] = "failed"
         record["error"] = f"{type(exc).__name__}: {exc}"
@@ -160,8 +168,12 @@ def _rank_body(task, plugins, progress):
 
 
 def _baseline_body(task, plugins, progress):
-    scene = load_scene(task["scene"])
-    path = run_image_baseline(task["baseline"], scene, Path(task["dir"]), plugins=plugins)
+    config = validate_config(task["config"], "ablation config", plugins) if task.get("config") else None
+    scene = load_scene(task["scene"], **({"max_references": config.max_references} if config else {}))
+    try:
+        path = run_baseline(task["baseline"], scene, Path(task["dir"]), plugins=plugins, config=config)
+    except MissingWeightsError as exc:  # not on this machine: the report says skipped and why
+        raise StageSkipped(str(exc)) from None
     write_contact_sheets(Path(task["dir"]), scene.references, scene.masked_target(), [], scene.gt,
                          baselines=[(f"baseline {task['baseline']}", read_rgb(path))])
     return {}
@@ -233,7 +245,7 @@ def _probe(address: str, timeout: float = 5.0) -> None:
 
 
 #: the stage kinds a Ray task runs, by the name ``--ray-resources`` uses: ``rank`` is a run's last stage
-#: (ranking and evaluation, or an image baseline), which needs no GPU
+#: (ranking and evaluation, or a baseline), which needs no GPU unless it is a model baseline (``in-context``)
 RAY_STAGES = {"train": "train", "sample": "sample", "run": "rank"}
 RAY_RESOURCE_KEYS = ("num_cpus", "num_gpus", "memory")
 
@@ -273,7 +285,8 @@ class RayExecutor:
     """Each stage is a Ray task on the cluster at ``address`` (default: a new local one).
 
     Training and sampling ask for one GPU where the run's device is a GPU (``device = "cuda..."``), or is
-    ``auto`` on a cluster that has GPUs; ranking and evaluation (and image baselines) ask for a CPU only.
+    ``auto`` on a cluster that has GPUs, and so does a model baseline's run (``in-context`` samples the
+    backbone); ranking and evaluation (and image baselines) ask for a CPU only.
     Every stage asks for one CPU. ``resources`` (``--ray-resources``) overrides any of it per stage. Ray
     schedules by these declared counts and sets each task's ``CUDA_VISIBLE_DEVICES`` to the GPUs it got."""
 
@@ -310,7 +323,7 @@ class RayExecutor:
         """What ``task`` asks Ray for (see the class docstring)."""
         stage = RAY_STAGES.get(task["kind"], "rank")
         wanted: dict[str, float] = {"num_cpus": 1}
-        if stage in ("train", "sample"):
+        if stage in ("train", "sample") or (task.get("baseline") and task.get("config")):
             device = str((task.get("config") or {}).get("device", "auto"))
             if device.startswith("cuda") or (device == "auto" and self.cluster_gpus() > 0):
                 wanted["num_gpus"] = 1

@@ -31,11 +31,14 @@ AXIS_FLAGS = {"backbone": "backbone.name", "adapter": "adapter.name", "masking":
 
 @dataclass
 class Configuration:
-    """One column of the ablation: overrides on the base config, or an image baseline."""
+    """One column of the ablation: overrides on the base config, or a baseline run of its own (an image
+    baseline; or, with ``needs_config``, a model baseline such as ``in-context`` that samples the
+    configuration's backbone untuned)."""
 
     label: str
     overrides: list[str] = field(default_factory=list)
-    baseline: str | None = None  # "telea" | "geometric": no training, no sampling
+    baseline: str | None = None  # "telea" | "geometric" | "in-context": no training, no sampling stage
+    needs_config: bool = False  # a model baseline: the run config (base + overrides) is resolved for it
 
     def as_dict(self) -> dict:
         return {"label": self.label, "overrides": list(self.overrides), "baseline": self.baseline}
@@ -135,6 +138,9 @@ class RunSpec:
     def components(self) -> dict[str, str]:
         if self.config is None:
             return {"method": self.configuration.baseline}
+        if self.configuration.baseline is not None:  # a model baseline: the backbone it sampled, the ranker it chose with
+            return {"method": self.configuration.baseline, "backbone": self.config.backbone.name,
+                    "ranker": self.config.ranker.name}
         method = "backbone-untuned" if self.config.train.steps == 0 else "realfill"
         return {"method": method, **{f: getattr(self.config, f).name for f in COMPONENT_FIELDS}}
 
@@ -186,7 +192,16 @@ def build_plan(
     for scene, scene_name in zip(scenes, scene_names, strict=True):
         scene = Path(scene).resolve()
         for configuration in configurations:
-            if configuration.baseline is not None:
+            if configuration.baseline is not None and configuration.needs_config:
+                config = resolve_config(
+                    preset=preset, config_file=config_file, overrides=[*overrides, *configuration.overrides], plugins=plugins
+                )
+                data = config.model_dump(mode="json")
+                run_key = _key({"scene": str(scene), "baseline": configuration.baseline,
+                                **{k: data[k] for k in ("seed", "device", "max_references", "backbone", "sample",
+                                                        "ranker", "select")}})
+                train_key = sample_key = None
+            elif configuration.baseline is not None:
                 run_key = _key({"scene": str(scene), "baseline": configuration.baseline})
                 config = train_key = sample_key = None
             else:
@@ -206,6 +221,16 @@ def build_plan(
     base = {"preset": preset, "config": str(config_file) if config_file else None, "set": list(overrides)}
     return Plan(Path(out), runs, base)
 
+
+
+def expand_scene_folders(paths: Iterable[Path]) -> list[Path]:
+    """Each path as given, except a folder of scenes (no ``target/`` of its own, subfolders with one, as
+    ``RealBench/``), which stands for its scenes in order (numeric names by number: 0, 1, ..., 10)."""
+    scenes: list[Path] = []
+    for path in map(Path, paths):
+        inner = [p for p in path.iterdir() if (p / "target").is_dir()] if path.is_dir() and not (path / "target").is_dir() else []
+        scenes += sorted(inner, key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name)) or [path]
+    return scenes
 
 
 # -- the folder's files ------------------------------------------------------------------------------

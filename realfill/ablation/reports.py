@@ -96,6 +96,9 @@ def write_results(plan: Plan, rows: list[dict]) -> None:
     if chart:
         save_image(out / "chart.png", bar_chart(summary, [m for m in names if m in KEY_METRICS[:7]][:4] or names[:1]))
     atomic_write_text(out / "report.md", report_markdown(plan, rows, summary, chart is not None))
+    table = realbench_table(rows, summary)
+    _write_json(out / REALBENCH_JSON, table)
+    atomic_write_text(out / REALBENCH_MD, realbench_markdown(table))
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -143,11 +146,110 @@ def report_markdown(plan: Plan, rows: list[dict], summary: list[dict], chart: bo
     lines += ["", "## Runs", "", "| scene | configuration | status | train s | sample s | rank s | peak MiB | contact sheet |",
               "|---|---|---|---|---|---|---|---|"]
     for row in rows:
-        status = row["status"] if row["status"] == "ok" else f"failed: {(row.get('error') or '')[:120]}"
+        status = row["status"] if row["status"] == "ok" else f"{row['status']}: {(row.get('error') or '')[:120]}"
         sheet = f"{row['run_dir']}/contact_sheet.png"
         link = f"![{row['scene']} {row['configuration']}]({sheet})" if (plan.out / sheet).is_file() else "—"
         lines.append(f"| {row['scene']} | {row['configuration']} | {status} | {_fmt(row.get('train_s'), 1)} | "
                      f"{_fmt(row.get('sample_s'), 1)} | {_fmt(row.get('rank_s'), 1)} | {_fmt(row.get('peak_rss_mb'), 0)} | {link} |")
+    return "\n".join(lines) + "\n"
+
+
+# -- the RealBench table (the RealFill paper's Table 1) ---------------------------------------------------
+
+REALBENCH_MD = "realbench.md"
+REALBENCH_JSON = "realbench.json"
+#: the paper's columns: (heading, our value, higher is better, the region it is computed on here)
+REALBENCH_COLUMNS = (
+    ("PSNR", "psnr_masked", True, "inside the mask"),
+    ("SSIM", "ssim_masked", True, "inside the mask"),
+    ("LPIPS", "lpips", False, "whole image"),
+    ("DreamSim", "dreamsim", False, "whole image"),
+    ("DINO", "dino", True, "whole image"),
+    ("CLIP", "clip", True, "whole image"),
+)
+REALBENCH_SOURCE = ("Tang et al., RealFill, SIGGRAPH 2024 (arXiv 2309.16668), Table 1: RealBench, 33 scenes, "
+                    "quoted from /work/shared/DESIGN.md; the baselines' DreamSim/DINO/CLIP are not quoted there")
+#: the paper's own numbers, as quoted (None: not quoted)
+REALBENCH_PAPER = (
+    ("RealFill", (14.78, 0.424, 0.431, 0.077, 0.948, 0.962)),
+    ("SD Inpaint", (10.63, 0.282, 0.605, None, None, None)),
+    ("Paint-by-Example", (10.13, 0.244, 0.642, None, None, None)),
+    ("TransFill", (13.28, 0.404, 0.542, None, None, None)),
+)
+REALBENCH_PROTOCOL = (
+    "Each value is the mean over the scenes a method completed. The paper computes its low-level metrics "
+    "inside the mask only (its Table 1 groups PSNR, SSIM and LPIPS as low-level; DreamSim, DINO and CLIP are "
+    "computed on the whole image). Here PSNR "
+    "and SSIM are inside the mask (`psnr_masked`, `ssim_masked`: the MSE and the SSIM map averaged over the "
+    "masked pixels) and LPIPS is over the whole image (the `lpips` metric has no masked value), so the LPIPS "
+    "column is not the paper's protocol and reads lower (better) than a masked one would: the known pixels "
+    "match the ground truth. Every method is scored at the target's size against `target/gt.png`.")
+
+
+def realbench_table(rows: list[dict], summary: list[dict]) -> dict:
+    """The paper's table over this ablation: one row per configuration (its method, the mean of each of the
+    six values over the scenes, n), the paper's rows quoted, and the metrics skipped with their reasons."""
+    methods = []
+    method_of = {r["configuration"]: r.get("method") for r in rows}
+    for entry in summary:
+        values, counts = {}, {}
+        for heading_, key, _, _ in REALBENCH_COLUMNS:
+            stats = entry["metrics"].get(key)
+            values[heading_] = None if stats is None else stats["mean"]
+            counts[heading_] = 0 if stats is None else stats["n"]
+        methods.append({"configuration": entry["configuration"], "method": method_of.get(entry["configuration"]),
+                        "scenes": entry["ok"], "runs": entry["runs"], "values": values, "n": counts})
+    skipped = {k: v for r in rows for k, v in r.get("skipped_metrics", {}).items()
+               if k in {key for _, key, _, _ in REALBENCH_COLUMNS}}
+    return {
+        "columns": [{"heading": h, "value": key, "higher_is_better": up, "region": region}
+                    for h, key, up, region in REALBENCH_COLUMNS],
+        "scenes": sorted({r["scene"] for r in rows}),
+        "methods": methods,
+        "paper": {"source": REALBENCH_SOURCE,
+                  "rows": [{"method": name, "values": dict(zip((c[0] for c in REALBENCH_COLUMNS), numbers, strict=True))}
+                           for name, numbers in REALBENCH_PAPER]},
+        "skipped": skipped,
+        "protocol": REALBENCH_PROTOCOL,
+    }
+
+
+def _cell(heading_: str, value: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.2f}" if heading_ == "PSNR" else f"{value:.3f}"
+
+
+def realbench_markdown(table: dict) -> str:
+    """``realbench.md``: the table as the paper lays it out, the best of this ablation's rows in bold."""
+    columns = table["columns"]
+    best = {}
+    for c in columns:
+        scored = [(m["values"][c["heading"]], m["configuration"]) for m in table["methods"]
+                  if m["values"][c["heading"]] is not None]
+        if scored:
+            best[c["heading"]] = (max if c["higher_is_better"] else min)(scored)[1]
+    head = ["method", *(f"{c['heading']} {'↑' if c['higher_is_better'] else '↓'}" for c in columns), "scenes"]
+    lines = ["# The RealBench table", "",
+             f"{len(table['scenes'])} scenes: {', '.join(table['scenes'])}.", "",
+             "Columns (↑ higher is better, ↓ lower is better; where each is computed): "
+             + ", ".join(f"{c['heading']} {'↑' if c['higher_is_better'] else '↓'} ({c['region']})" for c in columns) + ".",
+             "", table["protocol"], "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for m in table["methods"]:
+        label = m["configuration"] if m["method"] in (None, m["configuration"]) else f"{m['configuration']} ({m['method']})"
+        cells = [label]
+        for c in columns:
+            text = _cell(c["heading"], m["values"][c["heading"]])
+            cells.append(f"**{text}**" if best.get(c["heading"]) == m["configuration"] and len(table["methods"]) > 1 else text)
+        cells.append(f"{m['scenes']}/{m['runs']}")
+        lines.append("| " + " | ".join(cells) + " |")
+    for row in table["paper"]["rows"]:
+        cells = [f"*paper: {row['method']}*", *(_cell(c["heading"], row["values"][c["heading"]]) for c in columns), "33"]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"Paper rows (italic): {table['paper']['source']}."]
+    if table["skipped"]:
+        lines += ["", "Skipped: " + "; ".join(f"{k} ({v})" for k, v in sorted(table["skipped"].items()))]
     return "\n".join(lines) + "\n"
 
 

@@ -27,7 +27,8 @@ def axes_of(args: argparse.Namespace) -> dict[str, str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("scenes", nargs="+", type=Path, metavar="SCENE", help="scene folders (RealBench layout)")
+    parser.add_argument("scenes", nargs="+", type=Path, metavar="SCENE",
+                        help="scene folders (RealBench layout), or a folder of them (e.g. RealBench/: its scenes)")
     base = parser.add_argument_group("base config (every run)")
     base.add_argument("--preset", help="a named preset: paper (default), smoke, cpu, ...")
     base.add_argument("--config", type=Path, help="a config.toml to start from")
@@ -45,9 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="the configurations from a file: [axes] (a product) or [[run]] (a list)")
     axes.add_argument("--baseline", action="append", default=[], metavar="NAME",
                       help="add a baseline beside every table (repeatable): telea, geometric, multi-homography, "
-                      "backbone-untuned, or one a plugin registers (realfill plugins)")
+                      "backbone-untuned, in-context, or one a plugin registers (realfill plugins)")
     axes.add_argument("--baselines-only", action="store_true",
-                      help="run only the image baselines (e.g. telea, geometric): no fine-tuning, no backbone needed")
+                      help="run only the baselines that are not the fill pipeline (telea, geometric: no backbone needed; "
+                      "in-context: the backbone, untuned): no fine-tuning")
     run = parser.add_argument_group("running")
     run.add_argument("--out", type=Path, default=Path("runs/ablation"), help="the ablation folder (default runs/ablation)")
     run.add_argument("--executor", choices=("local", "ray"), default="local")
@@ -72,6 +74,7 @@ def configurations_from_args(args, plugins):
     check_baselines(args.baseline, plugins)
     registry = plugins.baselines
     image_baselines = [name for name in args.baseline if registry.get(name).kind == "image"]
+    model_baselines = [name for name in args.baseline if registry.get(name).kind == "model"]
 
     all_axes = axes_of(args)
     axes = {key: getattr(args, dest) for dest, key in all_axes.items() if getattr(args, dest)}
@@ -95,17 +98,21 @@ def configurations_from_args(args, plugins):
     if base["preset"] and base["config"]:
         raise UserError("--config and --preset exclude each other: a saved config already holds its preset")
     if args.baselines_only:
-        if not image_baselines or axes or args.sweep or len(image_baselines) != len(args.baseline):
-            raise UserError("--baselines-only: give only image baselines (--baseline telea, --baseline geometric), "
-                            "and no axes or sweep")
-        return base, [Configuration(name, baseline=name) for name in image_baselines]
+        own = [name for name in args.baseline if name in image_baselines or name in model_baselines]
+        if not own or axes or args.sweep or len(own) != len(args.baseline):
+            raise UserError("--baselines-only: give only image baselines (--baseline telea, --baseline geometric) "
+                            "or model baselines (--baseline in-context), and no axes or sweep")
+        return base, [Configuration(name, baseline=name, needs_config=name in model_baselines) for name in own]
     extra = []
     for name in args.baseline:  # a pipeline baseline: the same runs with its overrides
         if name in image_baselines:
             continue
         for c in configurations:
             label = name if len(configurations) == 1 else f"{c.label},{name.removeprefix('backbone-')}"
-            extra.append(Configuration(label, [*c.overrides, *registry.get(name).overrides]))
+            if name in model_baselines:  # the run's backbone, untuned: the configuration's settings, its own run
+                extra.append(Configuration(label, list(c.overrides), baseline=name, needs_config=True))
+            else:
+                extra.append(Configuration(label, [*c.overrides, *registry.get(name).overrides]))
     extra += [Configuration(name, baseline=name) for name in image_baselines]
     return base, configurations + extra
 
@@ -133,7 +140,8 @@ def out_path(args: argparse.Namespace) -> Path | None:
 
 def run(args: argparse.Namespace, ctx) -> int:
     # start-up time: the parser imports every command module; these import torch
-    from realfill.ablation import LocalExecutor, RayExecutor, build_plan, parse_ray_resources, run_ablation
+    from realfill.ablation import (LocalExecutor, RayExecutor, build_plan, expand_scene_folders, parse_ray_resources,
+                                   run_ablation)
     from realfill.evaluation import parse_metric_weights
     from realfill.tui import make_reporter
 
@@ -148,7 +156,7 @@ def run(args: argparse.Namespace, ctx) -> int:
     resources = parse_ray_resources(args.ray_resources)
     with RunLock(args.out, "ablate", console=ctx.console,
                  resume_hint="free space, then run the same command again (finished stages are kept)"):
-        plan = build_plan(args.scenes, configurations, args.out, preset=base["preset"], config_file=base["config"],
+        plan = build_plan(expand_scene_folders(args.scenes), configurations, args.out, preset=base["preset"], config_file=base["config"],
                           overrides=base["set"], plugins=ctx.plugins)
         _quiet_libraries()  # their per-load progress bars and notices would break the live display
         executor = (RayExecutor(args.address, args.ray_cpus, args.ray_gpus, resources) if args.executor == "ray"

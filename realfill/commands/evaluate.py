@@ -8,6 +8,7 @@ from pathlib import Path
 
 from rich.table import Table
 
+from realfill.console import print_table
 from realfill.errors import UserError
 from realfill.scene import load_scene
 
@@ -62,5 +63,5 @@ def run(args: argparse.Namespace, ctx) -> int:
     if args.json:
         print(json.dumps(record, indent=2))
     else:
-        ctx.out.print(render(record))
+        print_table(ctx.out, render(record))
     return 0

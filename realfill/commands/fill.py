@@ -19,8 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="continue the run in --out from its last checkpoint (same config)")
     compare = parser.add_argument_group("comparison (scenes with target/gt.png)")
     compare.add_argument("--baseline", action="append", default=[], metavar="NAME",
-                         help="compare the result with this image baseline (repeatable; default: telea, geometric, "
-                         "multi-homography)")
+                         help="compare the result with this baseline (repeatable; default: telea, geometric, "
+                         "multi-homography; in-context samples the run's backbone untuned)")
     compare.add_argument("--no-compare", action="store_true",
                          help="skip the comparison with the baselines (comparison.json)")
 
@@ -42,7 +42,7 @@ def run(args: argparse.Namespace, ctx) -> int:
     run_dir = fill(args.scene, config, args.out, plugins=ctx.plugins, resume=args.resume, console=ctx.console)
     if not args.no_compare:
         report_comparison(run_dir, args.scene, config, plugins=ctx.plugins, baselines=baselines, console=ctx.console,
-                          seconds=time.perf_counter() - start)
+                          seconds=time.perf_counter() - start, table_console=ctx.out)
     ctx.console.print(f"[green]done:[/] {run_dir / RESULT_FILE}", soft_wrap=True)
     ctx.out.print(str(run_dir))
     return 0

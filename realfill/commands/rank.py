@@ -18,6 +18,7 @@ from rich.table import Table
 
 from realfill.atomic import save_image
 from realfill.config import SelectConfig, apply_flags, base_data, format_validation_error, parse_override
+from realfill.console import print_table
 from realfill.errors import UserError
 from realfill.runfolder import RunLock
 from realfill.scene import list_images, load_scene, read_rgb
@@ -198,6 +199,9 @@ def run(args: argparse.Namespace, ctx) -> int:
     lock = (RunLock(writes_to, "rank", console=ctx.console, resume_hint="free space, then run the same command again")
             if writes_to is not None else contextlib.nullcontext())
     with lock:
+        from realfill.seed_selection import check_candidate_sizes
+
+        check_candidate_sizes(scene, candidates, [str(p) for p in paths])  # the file with its folder, up front
         if note := keep_note(config.select.keep, len(paths)):
             ctx.console.print(f"[yellow]note:[/] {note}", soft_wrap=True)
         ctx.console.print(f"ranking {len(paths)} candidates of {scene.name} with {ranker.name} "
@@ -209,5 +213,5 @@ def run(args: argparse.Namespace, ctx) -> int:
                  "matches": e["details"]["matches"], "inliers": e["details"]["inliers"]} for e in ranking]
         print(json.dumps(rows, indent=1))
     else:
-        ctx.out.print(_render(ranking, f"{scene.name}: {len(ranking)} candidates ranked by {ranker.name}"))
+        print_table(ctx.out, _render(ranking, f"{scene.name}: {len(ranking)} candidates ranked by {ranker.name}"))
     return 0

@@ -35,6 +35,7 @@ def run(args: argparse.Namespace, ctx) -> int:
     if args.config is None and args.preset is None:
         args.config = args.run / CONFIG_FILE
     config = config_from_args(args, ctx)
+    check_trained_with(args.run / CONFIG_FILE, config, args)
     scene = load_scene(args.scene, max_references=config.max_references)
     out = args.out if args.out is not None else args.run
     with RunLock(out, "sample", console=ctx.console, resume_hint="free space, then run the same command again"):
@@ -45,3 +46,21 @@ def run(args: argparse.Namespace, ctx) -> int:
     ctx.console.print(f"[green]{len(paths)} samples:[/] {out / SAMPLES_DIR}", soft_wrap=True)
     ctx.out.print(str(out / SAMPLES_DIR))
     return 0
+
+
+def check_trained_with(saved: Path, config, args: argparse.Namespace) -> None:
+    """The adapter in ``--run`` was trained on the backbone and adapter of its own config.toml: another
+    ``--preset`` or ``--config`` that changes them is one line naming the mismatch (not "train first")."""
+    from realfill.config import dump_config
+    from realfill.fingerprint import config_difference
+
+    if not saved.is_file():
+        return
+    differs = [d for d in config_difference(saved.read_text(), dump_config(config))
+               if d.startswith(("backbone.", "adapter."))]
+    differs.sort(key=lambda d: not d.split(":")[0].endswith(".name"))  # a component's name first
+    if differs:
+        given = f"--preset {args.preset}" if args.preset is not None else f"--config {args.config}"
+        raise UserError(f"{saved}: the run was trained with other settings than {given} gives "
+                        f"({'; '.join(differs[:3])}); sample it with its own config (no --preset/--config), "
+                        "or train with these settings first")

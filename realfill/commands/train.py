@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from realfill.cli import add_config_arguments, config_from_args
+from realfill.fingerprint import check_same_scene
 from realfill.runfolder import RunLock
 from realfill.scene import load_scene
 
@@ -26,10 +27,13 @@ def out_path(args: argparse.Namespace) -> Path | None:
 def run(args: argparse.Namespace, ctx) -> int:
     # start-up time: the parser imports every command module; these import torch
     from realfill.run import check_device, check_run_dir, default_run_dir, prepare_run, train_stage
+
     config = config_from_args(args, ctx)
     scene = load_scene(args.scene, max_references=config.max_references)
     out = args.out if args.out is not None else default_run_dir(args.scene, config)
     compute = check_device(config, ctx.plugins)
+    if args.resume:  # another scene's folder is refused before its lock is taken
+        check_same_scene(out, scene)
     with RunLock(out, "train", console=ctx.console):
         check_run_dir(out, config, args.resume)
         model = prepare_run(scene, args.scene, config, out, plugins=ctx.plugins, console=ctx.console, compute=compute,

@@ -1,0 +1,94 @@
+"""What a resumed run folder must have been made from: the same scene, by content, and the same settings.
+
+A scene's fingerprint is a digest of each image's decoded pixels (the references in order, the target, the
+mask), so a moved or renamed scene folder still resumes and a re-saved PNG with the same pixels is the same
+scene; the ground truth is left out (it decides no byte of the run, only the comparison made afresh after
+it). ``run.json`` carries it (:func:`realfill.run.write_run_record`); ``--resume`` compares it before the run
+folder's lock is taken, so a mismatch touches nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from realfill.errors import UserError
+
+FINGERPRINT_KEY = "scene_fingerprint"
+
+
+def image_digest(array: np.ndarray) -> str:
+    """sha256 of an image's shape, dtype and pixels (the first 16 hex digits)."""
+    digest = hashlib.sha256(f"{array.shape}{array.dtype}".encode())
+    digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def scene_fingerprint(scene) -> dict:
+    return {"references": [image_digest(r) for r in scene.references], "target": image_digest(scene.target),
+            "mask": image_digest(scene.mask)}
+
+
+def scene_difference(saved: dict, now: dict) -> list[str]:
+    """The parts of the scene that differ, in words (empty: the same scene)."""
+    parts = []
+    refs_then, refs_now = saved.get("references"), now["references"]
+    if refs_then != refs_now:
+        if not isinstance(refs_then, list) or len(refs_then) != len(refs_now):
+            count = len(refs_then) if isinstance(refs_then, list) else "?"
+            parts.append(f"references ({count} then, {len(refs_now)} now)")
+        else:
+            changed = [str(i + 1) for i, (a, b) in enumerate(zip(refs_then, refs_now)) if a != b]
+            parts.append(f"reference{'s' if len(changed) > 1 else ''} {', '.join(changed)}")
+    parts += [key for key in ("target", "mask") if saved.get(key) != now[key]]
+    return parts
+
+
+def check_same_scene(run_dir: Path, scene, record_name: str = "run.json") -> None:
+    """Refuse to resume ``run_dir`` with a scene other than the one it was made from (one line naming the
+    parts that differ). A folder without a record, or a record from before fingerprints, is let through:
+    there is nothing to compare (the config check still applies)."""
+    path = Path(run_dir) / record_name
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    saved = record.get(FINGERPRINT_KEY) if isinstance(record, dict) else None
+    if not isinstance(saved, dict):
+        return
+    differs = scene_difference(saved, scene_fingerprint(scene))
+    if differs:
+        verb = "differ" if len(differs) > 1 or differs[0].startswith("references") else "differs"
+        raise UserError(f"{run_dir}: made from another scene ({record.get('scene', '?')}): its "
+                        f"{', '.join(differs)} {verb} from {scene.root}'s; resume it with that scene, or choose "
+                        "another --out")
+
+
+def _flat(data: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def config_difference(saved_text: str, now_text: str) -> list[str]:
+    """The dotted keys whose values differ between two dumped configs (``key: then -> now``)."""
+    import tomllib
+
+    try:
+        then = _flat(tomllib.loads(saved_text))
+    except (tomllib.TOMLDecodeError, ValueError):
+        return ["(the saved config.toml is not valid TOML)"]
+    now = _flat(tomllib.loads(now_text))
+    return [f"{key}: {then.get(key, 'unset')!r} then, {now.get(key, 'unset')!r} now"
+            for key in sorted(set(then) | set(now)) if then.get(key) != now.get(key)]
+
+
+__all__ = ["FINGERPRINT_KEY", "check_same_scene", "config_difference", "image_digest", "scene_fingerprint",
+           "scene_difference"]
