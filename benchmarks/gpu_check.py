@@ -47,10 +47,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = ["tests/test_precision.py", "tests/test_lora_diffusers.py", "tests/test_flux_cuda.py"]
 #: the GPU presets, each measured at its own settings
-PRESETS = ("paper", "paper-sdxl", "paper-flux")
+PRESETS = ("paper", "paper-sdxl", "paper-flux", "paper-flux-24gb")
 #: seconds each stage may take at most on the GPU (each also stops at the budget's end)
-STAGE_CAPS = {"tests": 150, "matmul": 30, "paper": 60, "paper-sdxl": 80, "paper-flux": 110, "bisect": 150,
-              "localize": 45}
+STAGE_CAPS = {"tests": 150, "matmul": 30, "paper": 60, "paper-sdxl": 80, "paper-flux": 110, "paper-flux-24gb": 110,
+              "bisect": 150, "localize": 45}
 #: dense bf16 tensor-core peaks, TFLOP/s, from NVIDIA's datasheets (the sparsity figures halved): H100 and
 #: H200 SXM "1,979 teraFLOPS" BF16 with sparsity (H100 / H200 Tensor Core GPU datasheets), H100 PCIe 1,513,
 #: A100 "312 TFLOPS" BF16 (A100 datasheet), L40S 733, L4 242, A10 250 with sparsity. Matched on the name
@@ -127,7 +127,8 @@ def preset_case(preset: str, dry_run: bool) -> dict:
             "batch": config.train.batch_size, "sample_batch": config.sample.batch_size,
             "train_steps_per_scene": config.train.steps, "samples_per_scene": config.sample.num_samples,
             "sampling_steps": config.sample.steps, "lora_rank": config.adapter.rank, "lora_alpha": config.adapter.alpha,
-            "train_text_encoder": config.adapter.train_text_encoder}
+            "train_text_encoder": config.adapter.train_text_encoder,
+            "quantize": getattr(config.backbone, "quantize", "none")}
     if dry_run:  # the tiny twin, small: the mechanics of the measurement, not its figures
         case.update(kind=f"tiny-{kind}", resolution=64, batch=2, sample_batch=2)
     return case
@@ -195,6 +196,8 @@ def _real_size_args(case: dict, device: str, kind: str | None = None) -> list[st
             "--rank", str(case["lora_rank"]), "--alpha", str(case["lora_alpha"])]
     if not case["train_text_encoder"]:
         args.append("--no-text-encoder")
+    if case.get("quantize", "none") != "none":
+        args += ["--quantize", case["quantize"]]
     if device == "cpu":
         args += ["--threads", "1"]  # tiny tensors: one thread is fastest on a shared machine
     return args
@@ -211,6 +214,8 @@ def measure(case: dict, device: str, timeout: float | None, peaks: dict) -> dict
     # three steps each (the first warms up); the dry run: two
     args = _real_size_args(case, device) + ["--train-steps", "3" if device != "cpu" else "2", "--reference",
                                             "--flops", "--profile"]
+    if case["kind"].endswith("sd2"):  # the public RealFill recipe trains SD2 in float32 weights under autocast
+        args += ["--reference-dtype", "float32"]
     if case["checkpointing"]:
         args.append("--checkpointing")
     code, stdout, stderr, seconds = _run(args, timeout)
@@ -234,6 +239,7 @@ def measure(case: dict, device: str, timeout: float | None, peaks: dict) -> dict
               "speedup_vs_recipe": round(reference_step / train_step, 2),
               "sample_step_s": figures["sample_step_s"], "vae_encode_decode_s": figures["sample_vae_encode_decode_s"],
               "losses": figures["loss"], "reference_losses": figures["reference_loss"],
+              "reference_dtype": figures.get("reference_dtype"),
               "train_step_flops": figures["train_step_flops"], "sample_step_flops": figures["sample_step_flops"],
               "lora_trainable_params": figures["lora_trainable_params"], "build_s": figures["build_s"],
               "cuda_train_max_allocated_mib": figures.get("cuda_max_allocated_mib"),

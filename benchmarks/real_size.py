@@ -93,13 +93,17 @@ def materialize(module: torch.nn.Module, dtype: torch.dtype, seed: int = 0, devi
 
 
 def build_model(kind: str, dtype: torch.dtype, seed: int = 0, device: torch.device | str = "cpu",
-                layers: dict | None = None):
+                layers: dict | None = None, quantize: str = "none"):
+    """``quantize`` (FLUX: ``backbone.quantize``) is applied to the denoiser after it is built, as a run's load
+    does (real size: materialized in ``dtype`` on ``device``, then quantized in place there)."""
     if kind.startswith("tiny-"):  # the tiny twins (scripts/gpu-check.sh --cpu-dry-run): the backbone's own load
         from realfill.plugins import RealfillPlugins
 
         backbones = RealfillPlugins(autoload=False).backbones
         names = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
-        return backbones.create(backbones.get(kind).Config(dtype=names[dtype])).load(device=torch.device(device))
+        extra = {"quantize": quantize} if quantize != "none" else {}
+        config = backbones.get(kind).Config(dtype=names[dtype], **extra)
+        return backbones.create(config).load(device=torch.device(device))
     architecture = _architecture()
     model = architecture.build_meta_flux(**layers) if kind == "flux" and layers else architecture.build_meta_model(kind)
     for name in ("tokenizer", "tokenizer_2"):  # the published tokenizers pad to 77 tokens
@@ -110,6 +114,12 @@ def build_model(kind: str, dtype: torch.dtype, seed: int = 0, device: torch.devi
     for group, module in modules.items():
         materialize(module, dtype, seed, device, prefix=f"{group}.")
     model.device, model.dtype = torch.device(device), dtype
+    if quantize != "none":
+        from realfill_plugins.backbones.flux_family import quantize_transformer
+
+        quantize_transformer(model.denoiser, quantize, device)
+        if torch.device(device).type == "cuda":
+            torch.cuda.empty_cache()  # the bf16 weights the int8 ones replaced
     return model
 
 
@@ -365,7 +375,7 @@ def measure(kind: str, resolution: int, dtype: str, checkpointing: bool, batch: 
             train_steps: int, device: str = "cpu", layers: dict | None = None, lora: dict | None = None,
             mixed_precision: str | None = None, activations: bool = False, attention: str | None = None,
             reference: bool = False, flops: bool = False, profile: bool = False, skip_sampling: bool = False,
-            do_localize: bool = False) -> dict:
+            do_localize: bool = False, quantize: str = "none", reference_dtype: str | None = None) -> dict:
     """Build the model (on ``device``, in seconds there), then time one sampling step and ``train_steps``
     training steps of our Trainer; optionally the recipe's per-step work on a fresh model of the same seed
     (``reference``), each step's FLOPs (``flops``), a profiler table of one step (``profile``), all under
@@ -376,14 +386,14 @@ def measure(kind: str, resolution: int, dtype: str, checkpointing: bool, batch: 
     out: dict = {"kind": kind, "resolution": resolution, "dtype": dtype, "gradient_checkpointing": checkpointing,
                  "batch": batch, "sample_batch": sample_batch, "threads": torch.get_num_threads(), "device": device,
                  "mixed_precision": mixed_precision, "lora": lora or {}, "layers": layers or "real",
-                 "attention": attention or "auto"}
+                 "attention": attention or "auto", "quantize": quantize}
     device = torch.device(device)
     from realfill.device import enable_tf32
 
     enable_tf32(device)  # as a run does for training and sampling (train.allow_tf32)
     _stage("build")
     start = time.perf_counter()
-    model = build_model(kind, torch_dtype, device=device, layers=layers)
+    model = build_model(kind, torch_dtype, device=device, layers=layers, quantize=quantize)
     out["build_s"] = round(_now(device) - start, 1)
     print(f"real-size: built {kind} in {out['build_s']} s", file=sys.stderr, flush=True)
     out["rss_after_build_mib"] = round(_rss_mib())
@@ -456,7 +466,10 @@ def measure(kind: str, resolution: int, dtype: str, checkpointing: bool, batch: 
             _stage("reference")
             del trainer, model
             _release(device)
-            model = build_model(kind, torch_dtype, device=device, layers=layers)
+            # the recipe's own weights (SD2's public recipe: float32 under the same autocast)
+            out["reference_dtype"] = reference_dtype or dtype
+            model = build_model(kind, DTYPES[reference_dtype or dtype], device=device, layers=layers,
+                                quantize=quantize)
             recipe = make_trainer("reference", model, kind, resolution, batch, checkpointing, mixed_precision, lora,
                                   attention or "auto")
             steps, losses = _timed(_seeded(recipe), train_steps, device)
@@ -517,6 +530,10 @@ def main(argv=None) -> int:
                         help="train.mixed_precision (default: the weights' own: no for float32, bf16, fp16)")
     parser.add_argument("--rank", type=int, default=None, help="LoRA rank (default: the adapter's, 8)")
     parser.add_argument("--alpha", type=float, default=None)
+    parser.add_argument("--reference-dtype", choices=list(DTYPES), default=None,
+                        help="the recipe's weights with --reference (default: --dtype)")
+    parser.add_argument("--quantize", choices=["none", "int8-weight-only"], default="none",
+                        help="flux: the frozen transformer's linear weights (backbone.quantize)")
     parser.add_argument("--no-text-encoder", action="store_true", help="LoRA on the denoiser only")
     parser.add_argument("--double-layers", type=int, default=None, help="flux: double-stream blocks (real: 19)")
     parser.add_argument("--single-layers", type=int, default=None, help="flux: single-stream blocks (real: 38)")
@@ -546,13 +563,15 @@ def main(argv=None) -> int:
     if args.no_text_encoder:
         lora["train_text_encoder"] = False
     common = dict(resolution=args.resolution, dtype=args.dtype, batch=args.batch, sample_batch=args.sample_batch,
-                  device=args.device, layers=layers or None, lora=lora, mixed_precision=args.mixed_precision)
+                  device=args.device, layers=layers or None, lora=lora, mixed_precision=args.mixed_precision,
+                  quantize=args.quantize)
     if args.bisect:
         return bisect(args.kind, json.loads(args.bisect), stage=args.bisect_stage, **common)
     result = measure(args.kind, checkpointing=args.checkpointing,
                      train_steps=0 if args.activations else args.train_steps, activations=args.activations,
                      attention=args.attention, reference=args.reference, flops=args.flops, profile=args.profile,
-                     skip_sampling=args.skip_sampling, do_localize=args.localize, **common)
+                     skip_sampling=args.skip_sampling, do_localize=args.localize,
+                     reference_dtype=args.reference_dtype, **common)
     if args.localize:
         print("LOCALIZE " + json.dumps(result["localize"]))
         return 0

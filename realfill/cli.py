@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import pkgutil
 import sys
 import warnings
@@ -165,8 +166,17 @@ def _parse(argv: list[str]) -> tuple[argparse.Namespace, object | None]:
     return build_parser(plugins.roles).parse_args(argv), plugins
 
 
+#: loggers that speak when the optional torchao (the `quant` extra) is installed: transformers imports it at
+#: every model load, and it logs that its CUDA-only kernels are missing from a CPU build, torch that it
+#: registers enums, diffusers that torchao's newer tensor classes are not the ones it lists. None of it is
+#: the user's to act on; errors still print.
+QUIET_LOGGERS = ("torchao", "torch.utils._pytree", "diffusers.quantizers.torchao.torchao_quantizer")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
     try:
         args, plugins = _parse(argv)
     except UserError as exc:

@@ -76,6 +76,9 @@ class TrainConfig(Section):
     # --allow_tf32; no effect on a CPU
     allow_tf32: bool = True
     gradient_checkpointing: bool = False
+    # the convolutions' weights (SD UNet, VAEs) in channels-last memory order, which cuDNN's fastest
+    # kernels take; "auto": on a CUDA GPU, off on a CPU (same arithmetic, other summation order)
+    channels_last: bool | Literal["auto"] = "auto"
     # "sdpa": PyTorch's SDPA, its own choice of backend; "default": diffusers' plain processor where there is
     # one; "flash", "efficient", "cudnn", "math": every SDPA call of every model pinned to that backend, in
     # training and sampling. "auto" (realfill.attention.choose_attention): on a Hopper GPU under torch >= 2.11
@@ -111,7 +114,9 @@ class SampleConfig(Section):
     # at most 100: far above any published setting (SD 7.5, FLUX Fill 30); 1e300 overflows to black pixels
     guidance_scale: Annotated[float, Field(ge=0, le=100)] | Literal["auto"] = "auto"
     num_samples: int = Field(64, ge=1, le=MAX_SAMPLES)
-    batch_size: int = Field(8, ge=1, le=MAX_SAMPLES)
+    # samples drawn at once (each is seeded on its own: the batch changes speed, not samples); "auto": on a
+    # CUDA GPU as many as its free memory holds, by the memory the first sample took; elsewhere 8
+    batch_size: Annotated[int, Field(ge=1, le=MAX_SAMPLES)] | Literal["auto"] = 8
     prompt: str | None = None  # None: the training prompt
     #: the longer side to sample at; None: the training scale, i.e. the target's short side maps to
     #: train.resolution as in training's full-size crops (a model trained from scratch knows only that scale)

@@ -103,6 +103,17 @@ def resolve_precision(requested: str | None, weight_dtype: torch.dtype, device: 
     return requested
 
 
+def to_device(tensor: torch.Tensor, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``tensor.to(device, dtype)`` without a host synchronisation: a copy from ordinary (pageable) host
+    memory to a CUDA GPU waits for everything queued before it, so a training step's few small copies
+    (noise, timesteps, masks) would stall the host once each; from pinned memory, ``non_blocking``, the
+    copy is queued like a kernel. The dtype cast then runs on the GPU (the same values). Elsewhere: ``.to``."""
+    if device.type != "cuda" or tensor.device.type != "cpu":
+        return tensor.to(device, dtype)
+    tensor = tensor.pin_memory().to(device, non_blocking=True)
+    return tensor if dtype is None else tensor.to(dtype)
+
+
 def enable_tf32(device: torch.device, allow: bool = True) -> bool:
     """TF32 for CUDA matmuls and cuDNN convolutions (Ampere and newer use it; older GPUs ignore the flags),
     as the public RealFill recipe's ``--allow_tf32``. Returns whether it set them (never on a CPU)."""

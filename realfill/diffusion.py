@@ -190,6 +190,12 @@ class InpaintModel:
                     getattr(module, method)()
                     break
 
+    def to_channels_last(self) -> None:
+        """Every 4-D weight (the convolutions of a UNet and a VAE) in channels-last memory order; the values
+        are the same, and modules without convolutions (text encoders, a transformer) are untouched."""
+        for module in [*self.trainable_modules().values(), *self.frozen_modules()]:
+            module.to(memory_format=torch.channels_last)
+
     def set_attention(self, kind: str) -> None:
         """``sdpa`` (PyTorch's scaled_dot_product_attention), ``default`` (the plain processor) or
         ``small-math`` (:class:`realfill.attention.SmallMathAttnProcessor`): ``realfill.attention``'s

@@ -81,6 +81,24 @@ def _resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
     return small > 1e-6
 
 
+#: ``sample.batch_size = "auto"`` off a CUDA GPU: the default batch
+CPU_SAMPLE_BATCH = 8
+#: the share of a GPU's free memory ``auto`` plans to fill (the rest: fragmentation, kernels' workspaces)
+AUTO_MEMORY_SHARE = 0.8
+
+
+def fitting_batch(per_sample: int, free: int, remaining: int) -> int:
+    """How many samples of ``per_sample`` bytes fit in ``AUTO_MEMORY_SHARE`` of ``free`` bytes, 1 to
+    ``remaining``."""
+    return max(1, min(remaining, int(free * AUTO_MEMORY_SHARE) // max(per_sample, 1)))
+
+
+def _free_cuda_bytes(device: torch.device) -> int:
+    """What the device has free, counting what torch's allocator holds unused as free."""
+    free, _ = torch.cuda.mem_get_info(device)
+    return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+
+
 def paste_back(images: torch.Tensor, target: np.ndarray, weights: np.ndarray) -> list[np.ndarray]:
     """Generated ``[N, 3, h, w]`` images in ``[0, 1]`` -> uint8 at the target's size (bicubic), each
     composited over ``target`` with ``weights`` (:func:`blend_weights`): the known pixels stay the target's."""
@@ -102,7 +120,7 @@ def sample_completions(
     steps: int = 200,
     guidance_scale: float = 1.0,
     num_samples: int = 64,
-    batch_size: int = 8,
+    batch_size: int | str = 8,
     mask_dilate: int = 8,
     feather: int = 8,
     seed: int = 0,
@@ -118,13 +136,28 @@ def sample_completions(
     small_mask = to_tensor_mask(_resize_mask(mask, h, w))
     weights = blend_weights(mask, mask_dilate, feather)
     sampler = model.make_scheduler(scheduler)
+    device = torch.device(model.device)
+    # "auto" on a GPU: the first sample alone, its peak memory measured, then batches that fit what is free
+    measure = batch_size == "auto" and device.type == "cuda"
+    if batch_size == "auto":
+        batch_size = 1 if measure else CPU_SAMPLE_BATCH
     results: list[np.ndarray] = []
-    for start in range(0, num_samples, batch_size):
+    start = 0
+    while start < num_samples:
         count = min(batch_size, num_samples - start)
         generators = [torch.Generator("cpu").manual_seed(seed + start + i) for i in range(count)]
+        if measure:
+            torch.cuda.synchronize(device)
+            before = torch.cuda.memory_allocated(device)
+            torch.cuda.reset_peak_memory_stats(device)
         with (attention or Attention()).pinned():
             images = model.generate(image, small_mask, prompt, generators=generators, scheduler=sampler,
                                     steps=steps, guidance_scale=guidance_scale)
+        if measure:
+            per_sample = torch.cuda.max_memory_allocated(device) - before
+            batch_size = fitting_batch(per_sample, _free_cuda_bytes(device), num_samples - start - count)
+            measure = False
+        start += count
         if not torch.isfinite(images).all():  # would be black pixels, ranked, and "done"
             raise UserError("sampling made nan/inf pixels: the fine-tuned weights diverged; lower train.lr_unet, "
                             "train.lr_text_encoder or the adapter's scale (adapter.alpha)")

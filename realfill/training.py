@@ -33,7 +33,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from realfill.atomic import AtomicLog, atomic_dir, atomic_write_text
 from realfill.checkpoints import load_checkpoint, save_checkpoint, truncate_log
 from realfill.compiling import compile_model, uncompile
-from realfill.device import (DTYPE_NAMES, Compute, enable_tf32, resolve_attention, resolve_precision,
+from realfill.device import (DTYPE_NAMES, Compute, enable_tf32, resolve_attention, resolve_precision, to_device,
                              tune_cpu_allocator)
 from realfill.diffusion import DENOISER_GROUP, InpaintModel, loss_weights, select_conditioning  # noqa: F401
 from realfill.errors import UserError
@@ -93,6 +93,9 @@ class Trainer:
             enable_tf32(self.device, train.allow_tf32)
         if train.gradient_checkpointing:
             model.enable_gradient_checkpointing()
+        self.channels_last = self.device.type == "cuda" if train.channels_last == "auto" else train.channels_last
+        if self.channels_last:
+            model.to_channels_last()
         # train.attention as the command resolved it (realfill.device.Compute), or resolved here; the step
         # runs inside its SDPA pin (forward, backward and checkpointing's recompute)
         self.attention = (compute.attention if compute is not None else
@@ -130,20 +133,22 @@ class Trainer:
 
     def conditioning(self, drop_prompt: torch.Tensor):
         table = self._cond_cache if self._cond_cache is not None else self.model.encode_prompts([self.train.prompt, ""])
-        return select_conditioning(table, drop_prompt.long().to(self.device))
+        return select_conditioning(table, to_device(drop_prompt.long(), self.device))
 
     def loss(self, batch: Batch) -> torch.Tensor:
         """The weighted MSE of ``batch`` (draws VAE samples, noise and timesteps, in that order)."""
         model, g, device = self.model, self.generator, self.device
-        images = batch.images.to(device, model.dtype)
-        masks = batch.masks.to(device, model.dtype)
-        with torch.no_grad():
+        # every host-to-GPU copy queued without waiting (realfill.device.to_device)
+        images = to_device(batch.images, device, model.dtype)
+        masks = to_device(batch.masks, device, model.dtype)
+        with torch.no_grad(), self._autocast(encode=True):
             latents, masked_latents = model.encode_image_pair(images, images * (masks < 0.5), generator=g)
-        noise = torch.randn(latents.shape, generator=g, dtype=torch.float32).to(device, latents.dtype)
-        timesteps = model.sample_training_timesteps(latents.shape[0], g).to(device)
+        noise = to_device(torch.randn(latents.shape, generator=g, dtype=torch.float32), device, latents.dtype)
+        timesteps = to_device(model.sample_training_timesteps(latents.shape[0], g), device)
         with self._autocast():
             cond = self.conditioning(batch.drop_prompt)
-        return self._denoising_loss(latents, masked_latents, masks, batch.unknown.to(device), noise, timesteps, cond)
+        return self._denoising_loss(latents, masked_latents, masks, to_device(batch.unknown, device), noise,
+                                    timesteps, cond)
 
     def _denoising_loss(self, latents, masked_latents, masks, unknown, noise, timesteps, cond) -> torch.Tensor:
         """The step's work after its random draws: noise the latents, predict, weigh the error. No random
@@ -160,15 +165,26 @@ class Trainer:
             error = error * factor
         return error.sum() / (weights.sum() * error.shape[1]).clamp(min=1.0)
 
-    def _autocast(self):
-        """Mixed precision as ``train.mixed_precision`` resolved (a no-op in float32)."""
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
+    def _autocast(self, encode: bool = False):
+        """Mixed precision as ``train.mixed_precision`` resolved (a no-op in float32). The VAE's encode
+        (``encode``) runs under bf16 autocast only: bf16 keeps float32's range, while a VAE kept in float32
+        beside float16 weights (SDXL's) is kept so because it overflows in float16."""
+        enabled = self.autocast_dtype is not None and (not encode or self.autocast_dtype == torch.bfloat16)
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=enabled)
 
     def train_step(self) -> float:
-        with self.attention.pinned():
-            return self._train_step()
+        """One step; its loss as a Python float (which waits for the device: :meth:`step_once` does not)."""
+        return float(self.step_once())
 
-    def _train_step(self) -> float:
+    def step_once(self) -> torch.Tensor:
+        """One step, inside the SDPA pin of ``train.attention`` (forward, backward and checkpointing's
+        recompute); its loss as a detached tensor on the device. Nothing in it waits for a GPU (no ``.item()``,
+        the clipped gradients' norm not read; fp16's loss scaler is the exception, which must look for infs),
+        so the host queues the next step's work while this one runs."""
+        with self.attention.pinned():
+            return self._step()
+
+    def _step(self) -> torch.Tensor:
         self._set_train_mode(True)
         batch = self.draw_batch()
         loss = self.loss(batch)
@@ -185,7 +201,7 @@ class Trainer:
             self.optimizer.step()
         self.lr_scheduler.step()
         self.step += 1
-        return float(loss.detach())
+        return loss.detach()
 
     def _set_train_mode(self, on: bool) -> None:
         """Modules with trained parameters in train mode (LoRA dropout on), the rest in eval mode. Called
@@ -311,14 +327,22 @@ def fine_tune(
     with progress, AtomicLog(log_path) as log:  # every line lands whole: the log is replaced, not appended
         task = progress.add_task("train", total=train.steps, completed=trainer.step, loss="-")
         while trainer.step < train.steps:
-            loss = trainer.train_step()
+            step_loss = trainer.step_once()
             step = trainer.step
-            if not math.isfinite(loss):  # settings the user can change: one line, not a traceback
-                raise UserError(f"training diverged at step {step} (loss {loss}, weights "
-                                   f"{DTYPE_NAMES.get(model.dtype, model.dtype)}, mixed precision "
-                                   f"{trainer.mixed_precision}); lower train.lr_unet, or train in float32")
+            logs = step % train.log_every == 0 or step == train.steps
+            checkpoints = bool(train.checkpoint_every) and step % train.checkpoint_every == 0 and step < train.steps
+            if not (logs or checkpoints or on_step is not None):
+                progress.update(task, completed=step)  # the loss is read (the host waits for it) when logged
+                continue
+            loss = float(step_loss)
+            # a non-finite loss makes every later one so: found at the next read; settings the user can change:
+            # one line, not a traceback
+            if not math.isfinite(loss):
+                raise UserError(f"training diverged by step {step} (loss {loss}, weights "
+                                f"{DTYPE_NAMES.get(model.dtype, model.dtype)}, mixed precision "
+                                f"{trainer.mixed_precision}); lower train.lr_unet, or train in float32")
             progress.update(task, completed=step, loss=f"{loss:.4f}")
-            if step % train.log_every == 0 or step == train.steps:
+            if logs:
                 rates = trainer.learning_rates()
                 seconds = time.perf_counter() - start
                 log.write(json.dumps({"step": step, "loss": loss, "lr": rates, "seconds": round(seconds, 3)}) + "\n")
@@ -327,7 +351,7 @@ def fine_tune(
                     plugins.train_step_end(step=step, loss=loss, learning_rates=rates, seconds=seconds)
             if on_step is not None:
                 on_step(step, loss)
-            if train.checkpoint_every and step % train.checkpoint_every == 0 and step < train.steps:
+            if checkpoints:
                 save_checkpoint(trainer, run_dir)
     trainer.finish()
     with atomic_dir(run_dir / ADAPTER_DIR) as building:

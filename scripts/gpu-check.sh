@@ -18,7 +18,8 @@ ROOT=$PWD
 WHEELS=.gpu-wheels
 # what the GPU image lacks, or has at versions the suite did not pass with; versions from constraints.txt
 CARRIED=(diffusers transformers tokenizers peft huggingface_hub hf-xet httpx2 httpcore2 pydantic pydantic_core
-         annotated-types typing-inspection tomli_w kornia kornia_rs importlib_metadata lazy-importer truststore typer)
+         annotated-types typing-inspection tomli_w kornia kornia_rs importlib_metadata lazy-importer truststore typer
+         torchao)  # torchao: paper-flux-24gb's int8 transformer (backbone.quantize)
 
 if [[ "${1:-}" == "--prepare" ]]; then
     mkdir -p "$WHEELS"

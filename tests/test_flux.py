@@ -414,3 +414,76 @@ def test_a_ddpm_sampler_on_flux_is_refused_before_anything_is_written(example_sc
                     "sample.scheduler=ddpm", "--out", str(tmp_path / "run"))
     assert_one_line_error(proc, "sample.scheduler: 'ddpm'", "flow-matching", "'auto' or 'euler'")
     assert not (tmp_path / "run").exists()
+
+
+# -- backbone.quantize: the frozen transformer in int8 (torchao), LoRA beside it -----------------------
+
+
+def test_int8_weight_only_transformer_trains_saves_reloads_and_samples(plugins, scene, tmp_path):
+    """``backbone.quantize = "int8-weight-only"`` (the paper-flux-24gb preset): every linear weight of the
+    transformer is int8 (torchao), the LoRA beside it float32 (peft's TorchaoLoraLinear) and it trains (finite
+    loss, LoRA weights move, the int8 base does not); the adapter saves, loads onto a fresh quantized model
+    and samples the same; the int8 model's loss is the float32 model's to int8's precision."""
+    pytest.importorskip("torchao", reason="the `quant` extra (torchao) is not installed")
+    from realfill.run import load_trained
+    from realfill.sampling import sample_completions
+
+    config = _config(plugins, "train.steps=3", "train.lr_unet=5e-3", "backbone.quantize=int8-weight-only",
+                     "adapter.train_text_encoder=false")
+    model = plugins.backbones.create(config.backbone).load()
+    linears = [m for m in model.denoiser.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears and all(m.weight.qdata.dtype == torch.int8 for m in linears)
+    assert model.dtype == torch.float32  # the weights compute in the dtype they had
+
+    # the same batch, the same draws: the int8 transformer's loss is the float32 one's to int8's precision
+    plain = _trainer(plugins, _config(plugins, "adapter.train_text_encoder=false"), scene)
+    quant = _trainer(plugins, config, scene)
+    batch = plain.draw_batch()
+    quant.draw_batch()
+    torch.testing.assert_close(quant.loss(batch), plain.loss(batch), rtol=0.05, atol=0)
+
+    base = {name: m.weight.qdata.clone() for name, m in model.denoiser.named_modules() if isinstance(m, torch.nn.Linear)}
+    fine_tune(model, plugins.adapters.create(config.adapter), plugins.masking.create(config.masking), scene, config,
+              tmp_path, plugins=plugins)
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert losses and all(np.isfinite(losses))
+    lora = [m for m in model.denoiser.modules() if type(m).__name__ == "TorchaoLoraLinear"]
+    assert lora and all(m.lora_B["default"].weight.dtype == torch.float32 for m in lora)
+    assert any(m.lora_B["default"].weight.abs().sum() > 0 for m in lora)  # B starts at zero: training moved it
+    for name, m in model.denoiser.named_modules():
+        if name.endswith("base_layer") and isinstance(m, torch.nn.Linear):
+            assert torch.equal(m.weight.qdata, base[name.removesuffix(".base_layer")])  # frozen
+    keys = list(load_file(tmp_path / "adapter" / "pytorch_lora_weights.safetensors"))
+    assert keys and all(k.startswith("transformer.") for k in keys)
+
+    trained = load_trained(config, tmp_path, plugins=plugins)  # a fresh quantized model with the saved adapter
+    assert all(m.base_layer.weight.qdata.dtype == torch.int8 for m in trained.denoiser.modules()
+               if type(m).__name__ == "TorchaoLoraLinear")
+    kwargs = dict(prompt="a photo of sks", resolution=32, scheduler="auto", steps=2, num_samples=1, seed=0,
+                  guidance_scale=30.0)
+    ours = sample_completions(model, scene.target, scene.mask, **kwargs)[0]
+    reloaded = sample_completions(trained, scene.target, scene.mask, **kwargs)[0]
+    np.testing.assert_allclose(ours.astype(int), reloaded.astype(int), atol=1)
+
+
+def test_an_unknown_quantization_is_one_line(plugins):
+    with pytest.raises(UserError, match="backbone.quantize"):
+        _config(plugins, "backbone.quantize=nf4")
+
+
+def test_paper_flux_24gb_preset_is_paper_flux_with_an_int8_transformer(plugins):
+    """The 24 GB preset is paper-flux's recipe with the transformer in int8, and docs/architecture.md's count
+    of its int8 bytes holds for the real architecture (its linear layers on the meta device)."""
+    from benchmarks.architecture import build_meta_flux
+    from realfill.config import dump_config
+
+    lean, full = (resolve_config(preset=p, plugins=plugins) for p in ("paper-flux-24gb", "paper-flux"))
+    assert lean.backbone.quantize == "int8-weight-only" and full.backbone.quantize == "none"
+    assert (lean.train.mixed_precision, lean.train.gradient_checkpointing) == ("bf16", True)
+    assert lean.adapter == full.adapter and lean.train == full.train and lean.masking == full.masking
+    assert 'quantize = "int8-weight-only"' in dump_config(lean)
+    linears = [m for m in build_meta_flux().denoiser.modules() if isinstance(m, torch.nn.Linear)]
+    weights, rows = sum(m.weight.numel() for m in linears), sum(m.weight.shape[0] for m in linears)
+    assert (weights, rows) == (11_899_305_984, 3_065_920)
+    # int8 weights, a float32 scale and a bf16 bias per row, the 19,456 other parameters in bf16
+    assert round((weights + rows * (4 + 2) + 19_456 * 2) / 2**30, 2) == 11.10

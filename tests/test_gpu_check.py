@@ -41,9 +41,13 @@ def test_the_cpu_dry_run_runs_every_stage_and_writes_its_report(tmp_path):
     assert report["dry_run"] is True and "bisect" not in report
     assert report["tests"]["passed"] >= 4 and report["tests"]["failed"] == 0 and report["tests"]["skipped"] == 0
     assert report["matmul"]["tflops"] > 0 and report["peaks_tflops"]["measured"] == report["matmul"]["tflops"]
-    assert set(report["stages"]) >= {"tests", "matmul", "paper", "paper-sdxl", "paper-flux"}
+    assert set(report["stages"]) >= {"tests", "matmul", "paper", "paper-sdxl", "paper-flux", "paper-flux-24gb"}
     rows = {row["preset"]: row for row in report["real_size"]}
-    assert set(rows) == {"paper", "paper-sdxl", "paper-flux"}
+    assert set(rows) == {"paper", "paper-sdxl", "paper-flux", "paper-flux-24gb"}
+    assert rows["paper-flux-24gb"]["quantize"] == "int8-weight-only" and rows["paper-flux"]["quantize"] == "none"
+    # paper stores bf16 weights; the recipe it is measured against keeps SD2's in float32
+    assert (rows["paper"]["dtype"], rows["paper"]["reference_dtype"]) == ("bfloat16", "float32")
+    assert rows["paper-flux"]["reference_dtype"] == rows["paper-flux"]["dtype"]
     assert rows["paper-sdxl"]["checkpointing"] and rows["paper-sdxl"]["dtype"] == "bfloat16"
     assert rows["paper-flux"]["kind"] == "tiny-flux" and rows["paper-flux"]["lora_rank"] == 64
     for row in rows.values():
@@ -62,7 +66,8 @@ def test_the_cpu_dry_run_runs_every_stage_and_writes_its_report(tmp_path):
             assert [k["self_ms"] for k in kernels] == sorted((k["self_ms"] for k in kernels), reverse=True)
             assert "Self CPU" in row[key]["table"]
     table = (tmp_path / "gpu-check.md").read_text()
-    for preset, kind in (("paper", "tiny-sd2"), ("paper-sdxl", "tiny-sdxl"), ("paper-flux", "tiny-flux")):
+    for preset, kind in (("paper", "tiny-sd2"), ("paper-sdxl", "tiny-sdxl"), ("paper-flux", "tiny-flux"),
+                         ("paper-flux-24gb", "tiny-flux")):
         assert f"| `{preset}` | {kind} |" in table
         assert f"### `{preset}`: the ten costliest kernels" in table
     assert "train step: ours / recipe (ratio)" in table and "% of peak" in table and "Bisect" not in table

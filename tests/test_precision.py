@@ -8,6 +8,7 @@ The same matrix runs on CUDA where torch sees a GPU (``-m cuda``; ``scripts/gpu-
 from __future__ import annotations
 
 import json
+import tomllib
 
 import numpy as np
 import pytest
@@ -274,3 +275,55 @@ def test_a_cache_filled_under_the_withdrawn_stabilityai_id_is_found(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert int(out.stdout.split()[-1]) == sum(p.numel() for p in build_tiny_sd2().unet.parameters())
+
+
+def test_config_shows_the_frozen_weights_dtype_and_the_autocast(capsys):
+    """``paper`` stores its frozen weights in bf16 (LoRA float32, bf16 autocast); ``realfill config`` says how
+    each preset stores and computes its weights in one comment line, and the TOML holds the keys."""
+    expected = {
+        "paper": "frozen bfloat16 (backbone.dtype), trained float32; autocast bf16",
+        "paper-sdxl": "frozen bfloat16 (backbone.dtype), trained float32; autocast bf16",
+        "paper-flux-24gb": "frozen bfloat16 (backbone.dtype), the transformer's linear weights int8-weight-only "
+                           "(backbone.quantize), trained float32; autocast bf16",
+        "smoke": "frozen float32 (backbone.dtype), trained float32; autocast none",
+    }
+    for preset, words in expected.items():
+        assert main(["config", "--preset", preset]) == 0
+        out = capsys.readouterr().out
+        assert out.splitlines()[1] == f"# weights: {words} (train.mixed_precision)", preset
+    assert main(["config", "--preset", "paper"]) == 0
+    data = tomllib.loads(capsys.readouterr().out)
+    assert data["backbone"]["dtype"] == "bfloat16" and data["train"]["mixed_precision"] == "bf16"
+
+
+@pytest.mark.parametrize("device", test_devices())
+@pytest.mark.parametrize("backbone", ["tiny-sd2", "tiny-flux"])
+def test_a_training_step_never_makes_the_host_wait_for_the_gpu(plugins, example_scene, device, backbone):
+    """On CUDA, a step after the first (which fills the model's caches) under torch's sync debug mode: no
+    operation in it waits for the GPU (no loss.item(), no pageable host-to-GPU copy, no norm read), in bf16
+    autocast as the GPU presets train; on the CPU the same step, the same loss as ``train_step`` gives."""
+    from realfill.training import Trainer
+
+    config = resolve_config(preset="smoke", components={"backbone": backbone}, plugins=plugins,
+                            overrides=["train.resolution=32", "train.batch_size=2", "train.mixed_precision=bf16",
+                                       "adapter.train_text_encoder=false"])
+    scene = load_scene(example_scene)
+
+    def trainer():
+        model = plugins.backbones.create(config.backbone).load(device=torch.device(device))
+        return Trainer(model, plugins.adapters.create(config.adapter), plugins.masking.create(config.masking),
+                       scene, config.train, seed=0)
+
+    lazy = trainer()
+    lazy.step_once()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+    try:
+        loss = lazy.step_once()
+    finally:
+        if device.startswith("cuda"):
+            torch.cuda.set_sync_debug_mode("default")
+    eager = trainer()  # after: a Trainer seeds the global RNG (LoRA dropout) as it is made
+    expected = [eager.train_step() for _ in range(2)][1]
+    assert float(loss) == pytest.approx(expected, rel=1e-6)

@@ -10,13 +10,16 @@ from skimage import data
 
 from realfill.diffusion import denoise_loop
 from realfill.sampling import (
+    CPU_SAMPLE_BATCH,
     blend_weights,
     composite,
+    fitting_batch,
     sample_completions,
     sampling_size,
     to_tensor_image,
     to_tensor_mask,
 )
+from realfill.testing import test_devices
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -97,3 +100,35 @@ def test_default_sampling_scale_is_the_training_scale():
     assert training_scale_resolution(250, 370, 64) == 95
     assert sampling_size(250, 370, training_scale_resolution(250, 370, 64), 4) == (64, 96)
     assert training_scale_resolution(300, 300, 48) == 48
+
+
+def test_an_auto_batch_fits_the_free_memory_and_stays_within_the_samples_left():
+    """``sample.batch_size = "auto"`` on a GPU: as many samples as 80% of the free bytes hold, at least one,
+    at most those left to draw; off a GPU, the default batch."""
+    assert fitting_batch(per_sample=2 * 2**30, free=40 * 2**30, remaining=63) == 16
+    assert fitting_batch(per_sample=2 * 2**30, free=40 * 2**30, remaining=5) == 5
+    assert fitting_batch(per_sample=50 * 2**30, free=40 * 2**30, remaining=63) == 1
+    assert CPU_SAMPLE_BATCH == 8
+
+
+@pytest.mark.parametrize("device", test_devices())
+def test_auto_sampling_batches_draw_the_same_samples(plugins, photo, device):
+    """``batch_size="auto"``: on the CPU batches of 8 (the same bytes as 8), on a GPU the first sample alone
+    and then the batches its measured memory allows; either way a fixed batch's samples (each is seeded on
+    its own)."""
+    image, mask = photo
+    model = plugins.backbones.create(plugins.backbones.get("tiny-sd2").Config()).load(device=torch.device(device))
+    batches = []
+    kwargs = dict(prompt="a photo of sks", resolution=32, steps=2, num_samples=10, mask_dilate=2, feather=2, seed=3)
+    auto = sample_completions(model, image, mask, batch_size="auto",
+                              on_batch=lambda done, total: batches.append(done), **kwargs)
+    fixed = sample_completions(model, image, mask, batch_size=3, **kwargs)
+    assert len(auto) == 10  # a batch's size may move a pixel by one level (float summation order), no more
+    assert all(np.abs(x.astype(int) - y).max() <= 1 for x, y in zip(auto, fixed))
+    eight = sample_completions(model, image, mask, batch_size=CPU_SAMPLE_BATCH, **kwargs)
+    if device == "cpu":  # auto is the default batch here: the same bytes
+        assert all(np.array_equal(x, y) for x, y in zip(auto, eight))
+    if device == "cpu":
+        assert batches == [8, 10]
+    else:  # the measuring sample, then at least one batch of several (a tiny model on a GPU)
+        assert batches[0] == 1 and batches[1] > 2

@@ -348,3 +348,61 @@ def test_frozen_text_encoders_leave_the_device_once_the_prompts_are_encoded(plug
     # (with FLUX's CLIP trained, T5 stays too: its output is cached at the first step, not before)
     training = build("adapter.train_text_encoder=true", "train.offload_text_encoders=true", home="meta")
     assert {p.device.type for e in training.model.text_encoder_modules() for p in e.parameters()} == {"cpu"}
+
+
+@pytest.mark.parametrize("backbone", ["tiny-sd2", "tiny-flux"])
+def test_the_step_leaves_its_loss_on_the_device_and_the_log_reads_it_at_log_steps(plugins, scene, tmp_path, backbone):
+    """``step_once`` returns the loss as a detached tensor (reading it would make the host wait for a GPU);
+    ``fine_tune`` reads it only at log and checkpoint steps, and logs the losses ``train_step`` gives."""
+    config = _config(plugins, "train.steps=5", "train.log_every=2", "train.checkpoint_every=0", backbone=backbone)
+    eager = _trainer(plugins, config, scene)
+    losses = [eager.train_step() for _ in range(5)]
+    lazy = _trainer(plugins, config, scene)
+    first = lazy.step_once()
+    assert isinstance(first, torch.Tensor) and first.ndim == 0 and not first.requires_grad
+    assert float(first) == losses[0]
+    model = plugins.backbones.create(config.backbone).load()
+    fine_tune(model, plugins.adapters.create(config.adapter), plugins.masking.create(config.masking), scene, config,
+              tmp_path, plugins=plugins)
+    log = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["loss"]) for r in log] == [(2, losses[1]), (4, losses[3]), (5, losses[4])]
+
+
+@pytest.mark.parametrize("backbone", ["tiny-sd2", "tiny-flux"])
+def test_the_vae_encodes_under_bf16_autocast_and_the_loss_stays_float32s(plugins, scene, backbone):
+    """float32 weights under ``mixed_precision = "bf16"``: the VAE's convolutions run in bf16 (autocast),
+    and the step's loss is the float32 one to bf16's precision; without autocast they stay float32."""
+    dtypes = []
+
+    def loss_and_vae_dtype(precision):
+        config = _config(plugins, f"train.mixed_precision={precision}", backbone=backbone)
+        trainer = _trainer(plugins, config, scene)
+        conv = next(m for m in trainer.model.vae.encoder.modules() if isinstance(m, torch.nn.Conv2d))
+        handle = conv.register_forward_hook(lambda m, i, out: dtypes.append(out.dtype))
+        trainer._set_train_mode(True)
+        loss = trainer.loss(trainer.draw_batch())
+        handle.remove()
+        return float(loss), dtypes.pop()
+
+    full, full_dtype = loss_and_vae_dtype("no")
+    half, half_dtype = loss_and_vae_dtype("bf16")
+    assert (full_dtype, half_dtype) == (torch.float32, torch.bfloat16)
+    assert half == pytest.approx(full, rel=3e-2)
+
+
+def test_channels_last_is_on_for_cuda_only_and_keeps_the_loss(plugins, scene):
+    """``train.channels_last``: ``auto`` leaves a CPU run's weights as they are (its bytes stay); on, the UNet's
+    and the VAE's convolution weights are channels-last and the loss is the same to float tolerance."""
+    def run(setting):
+        trainer = _trainer(plugins, _config(plugins, f"train.channels_last={setting}"), scene)
+        trainer._set_train_mode(True)
+        return trainer, float(trainer.loss(trainer.draw_batch()))
+
+    auto, auto_loss = run('"auto"')
+    on, on_loss = run("true")
+    assert not auto.channels_last and on.channels_last
+    for trainer, expected in ((auto, False), (on, True)):
+        for module in (trainer.model.denoiser, trainer.model.vae):
+            weight = next(m.weight for m in module.modules() if isinstance(m, torch.nn.Conv2d))
+            assert weight.is_contiguous(memory_format=torch.channels_last) == expected
+    assert on_loss == pytest.approx(auto_loss, rel=1e-5, abs=1e-7)

@@ -6,6 +6,7 @@ diffusers pipeline reads ``adapter/`` with ``load_lora_weights`` and samples exa
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Literal
 
@@ -63,7 +64,10 @@ class Lora(Adapter):
         for key, module in self._modules(model).items():
             targets = self._denoiser_targets(model) if key == DENOISER_GROUP else self.config.text_encoder_targets
             try:
-                module.add_adapter(self._lora_config(targets))
+                with warnings.catch_warnings():
+                    # a quantized base (backbone.quantize): peft warns that merge() would fail; we never merge
+                    warnings.filterwarnings("ignore", message="TorchaoLoraLinear was instantiated without")
+                    module.add_adapter(self._lora_config(targets))
             except ValueError as exc:
                 raise UserError(f"adapter.{'unet' if key == DENOISER_GROUP else 'text_encoder'}_targets: {exc}") from None
             params = [p for p in module.parameters() if p.requires_grad]

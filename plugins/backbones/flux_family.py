@@ -19,6 +19,8 @@ the same methods the trainer and sampler call for every backbone:
 
 from __future__ import annotations
 
+import logging
+import warnings
 from typing import Any, Literal
 
 import torch
@@ -34,10 +36,44 @@ from realfill.errors import UserError
 #: the single-stream blocks' to_q/k/v too) and of the text stream (add_q/k/v_proj, to_add_out)
 FLUX_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out")
 WEIGHTING_SCHEMES = ("logit_normal", "mode", "sigma_sqrt", "cosmap", "none")
+#: ``backbone.quantize``: the frozen transformer's linear weights as stored (none: the backbone's dtype)
+QUANTIZATIONS = ("none", "int8-weight-only")
+QUANT_EXTRA = "pip install 'realfill[quant]' (torchao>=0.12)"
+
+
+def quantize_transformer(transformer: nn.Module, kind: str, device: Any = None) -> nn.Module:
+    """The transformer's ``nn.Linear`` weights quantized in place (``int8-weight-only``: torchao's
+    ``Int8WeightOnlyConfig``, int8 weights with a scale per output row, computed in the weights' former
+    dtype), each moved to ``device`` first, one layer at a time, so a 12B bf16 transformer (22 GiB) reaches a
+    24 GB GPU as int8 (11 GiB) without ever being there whole. Before any adapter: peft wraps a quantized
+    linear as ``TorchaoLoraLinear`` (the LoRA in float32 beside the frozen int8 base), which trains, saves
+    and loads as any LoRA. ``none`` changes nothing."""
+    if kind == "none":
+        return transformer
+    if kind not in QUANTIZATIONS:
+        raise UserError(f"backbone.quantize: '{kind}'; one of {', '.join(QUANTIZATIONS)}")
+    quiet = logging.getLogger("torchao")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # its CUDA-only kernels announce, at import, that a CPU build lacks them
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from torchao.quantization import Int8WeightOnlyConfig, quantize_
+    except ImportError:
+        raise UserError(f"backbone.quantize='{kind}' needs torchao, which is not installed: {QUANT_EXTRA}") from None
+    finally:
+        quiet.setLevel(level)
+    quantize_(transformer, Int8WeightOnlyConfig(), device=device)
+    return transformer
 
 
 class FlowMatchingSettings(ComponentConfig):
-    """The rectified-flow training settings of a FLUX backbone (defaults: diffusers' FLUX scripts)."""
+    """The rectified-flow training settings of a FLUX backbone (defaults: diffusers' FLUX scripts), and how
+    its frozen transformer is stored."""
+
+    # the frozen transformer's linear weights: "none" (in backbone.dtype) or "int8-weight-only" (torchao,
+    # the `quant` extra: half of bf16's bytes, the LoRA beside it in float32; the paper-flux-24gb preset)
+    quantize: Literal["none", "int8-weight-only"] = "none"
 
     # how timesteps are drawn and errors weighted (compute_density_for_timestep_sampling /
     # compute_loss_weighting_for_sd3): logit_normal (default), mode, sigma_sqrt, cosmap, none (uniform)
@@ -55,6 +91,12 @@ class FluxBackbone(Backbone):
 
     #: FLUX.1 Fill's own sampling: flow-matching Euler (the model's default_scheduler), 50 steps, guidance 30
     sampling = SamplingDefaults(steps=50, guidance_scale=30.0)
+
+    def quantize(self, model: FluxInpaintModel, device: Any = None) -> FluxInpaintModel:
+        """``backbone.quantize`` applied to the loaded model's transformer (after any dtype cast: a quantized
+        weight keeps the dtype it had), its layers moved to ``device`` as they are quantized."""
+        quantize_transformer(model.denoiser, self.config.quantize, device)
+        return model
 
     def wrap(self, pipeline) -> FluxInpaintModel:
         """``pipeline`` as an InpaintModel with this backbone's training settings."""
@@ -96,6 +138,8 @@ class FluxInpaintModel(InpaintModel):
         self.dtype = pipeline.transformer.dtype
         self._tokens: dict[tuple, Any] = {}
         self._t5_cache: dict[tuple, torch.Tensor] = {}
+        self._ids: dict[tuple, torch.Tensor] = {}
+        self._schedules: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def frozen_modules(self) -> list[nn.Module]:
         return [self.vae, self.t5]
@@ -191,6 +235,21 @@ class FluxInpaintModel(InpaintModel):
         f = self.latent_factor
         return self.pipeline._unpack_latents(tokens, h * f, w * f, f)
 
+    def _image_ids(self, h: int, w: int, device, dtype) -> torch.Tensor:
+        """The pipeline's ``_prepare_latent_image_ids`` for an ``h x w`` token grid, kept per grid, device and
+        dtype: it builds them on the CPU, and copying them to a GPU at every step made the host wait."""
+        key = (h, w, str(device), dtype)
+        if key not in self._ids:
+            self._ids[key] = self.pipeline._prepare_latent_image_ids(1, h, w, device, dtype)
+        return self._ids[key]
+
+    def _schedule(self, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training schedule's timesteps and sigmas on ``device`` (copied once, not at every step)."""
+        key = str(device)
+        if key not in self._schedules:
+            self._schedules[key] = (self.noise_scheduler.timesteps.to(device), self.noise_scheduler.sigmas.to(device))
+        return self._schedules[key]
+
     def denoise(self, noisy, timesteps, mask, masked_latents, cond):
         """The transformer's velocity for unpacked ``noisy`` latents at ``timesteps`` (scheduler timesteps,
         sigma x 1000), given :meth:`latent_mask`'s mask and the masked-image latents: the hidden states are
@@ -201,7 +260,7 @@ class FluxInpaintModel(InpaintModel):
         hidden = torch.cat([self.pack(noisy), condition], dim=2)
         embeds = cond["encoder_hidden_states"]
         text_ids = torch.zeros(embeds.shape[1], 3, device=noisy.device, dtype=self.pipeline.text_encoder.dtype)
-        image_ids = self.pipeline._prepare_latent_image_ids(b, h // 2, w // 2, noisy.device, embeds.dtype)
+        image_ids = self._image_ids(h // 2, w // 2, noisy.device, embeds.dtype)
         guidance = None
         if self.denoiser.config.guidance_embeds:
             guidance = torch.full([b], self.guidance, device=noisy.device, dtype=torch.float32)
@@ -224,9 +283,9 @@ class FluxInpaintModel(InpaintModel):
 
     def sigmas(self, timesteps: torch.Tensor, ndim: int = 4, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """The training schedule's sigma of each timestep, ``[B, 1, ...]`` (the scripts' ``get_sigmas``)."""
-        schedule = self.noise_scheduler.timesteps.to(timesteps.device)
+        schedule, sigmas = self._schedule(timesteps.device)
         index = (schedule[None, :] == timesteps[:, None]).int().argmax(dim=1)
-        sigma = self.noise_scheduler.sigmas.to(timesteps.device)[index].to(dtype)
+        sigma = sigmas[index].to(dtype)
         return sigma.reshape(-1, *[1] * (ndim - 1))
 
     def add_noise(self, latents, noise, timesteps):

@@ -50,7 +50,8 @@ class FluxFill(FluxBackbone):
             FluxFillPipeline, what="backbone flux-fill", model=c.model, config=c.config, default_model=DEFAULT_MODEL,
             variant=c.variant, dtype=dtype or TORCH_DTYPES[c.dtype], how=GATED, single_file=load_transformer_file,
         )
-        return self.wrap(pipeline).to(device)
+        # quantized layer by layer onto the device (a 24 GB GPU never holds the bf16 transformer whole)
+        return self.quantize(self.wrap(pipeline), device).to(device)
 
 
 def load_transformer_file(pipeline_class, *, what, path, config, dtype, extra):

@@ -97,7 +97,8 @@ class TinyFlux(FluxBackbone):
     def load(self, device="cpu", dtype=None):
         dtype = dtype or TORCH_DTYPES[self.config.dtype]
         model = self.wrap(build_tiny_flux(self.config.seed))
-        return model.to(device, None if dtype == TORCH_DTYPES["float32"] else dtype)  # float32: as built, no cast
+        model.to(device, None if dtype == TORCH_DTYPES["float32"] else dtype)  # float32: as built, no cast
+        return self.quantize(model, device)
 
 
 @hookimpl
