@@ -90,22 +90,24 @@ def untuned_config(config):
     return config.model_copy(update={"train": config.train.model_copy(update={"steps": 0})})
 
 
-def make_baseline(name: str, plugins=None):
+def make_baseline(name: str, plugins=None, settings: dict | None = None):
+    """The baseline ``name`` with ``settings`` (the run config's ``baselines.NAME`` table) over its defaults."""
     registry = _plugins(plugins).baselines
     cls = registry.get(name)  # unknown names raise with the known ones
     if cls.kind not in RUNNABLE_KINDS:
         runnable = ", ".join(c.name for c in registry if c.kind in RUNNABLE_KINDS)
         raise UserError(f"baseline '{name}' is a run of the fill pipeline, not an image operation; "
                         f"baselines that complete on their own: {runnable}")
-    return cls(cls.Config())
+    return cls(cls.Config(**{**(settings or {}), "name": name}))
 
 
 def run_baseline(name: str, scene: Scene, out_dir: Path, plugins=None, config=None) -> Path:
     """Run an image or model baseline into ``out_dir`` (result.png, and run.json naming the scene, for
     ``realfill evaluate OUT_DIR``; a model baseline adds its samples and ``ranking.json``); returns the
-    result path. A model baseline needs the run's ``config``."""
+    result path. A model baseline needs the run's ``config``; its ``baselines.NAME`` table, where given,
+    sets the baseline's own keys."""
     plugins = _plugins(plugins)
-    baseline = make_baseline(name, plugins)
+    baseline = make_baseline(name, plugins, (config.baselines or {}).get(name) if config is not None else None)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if baseline.kind == "model":

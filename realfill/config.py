@@ -139,6 +139,9 @@ class RunConfigBase(Section):
     train: TrainConfig = TrainConfig()
     sample: SampleConfig = SampleConfig()
     select: SelectConfig = SelectConfig()
+    #: each baseline's own settings, by name (``--set baselines.flux-kontext.model=PATH``), validated against
+    #: that baseline's config in :func:`validate_config`; unset: every baseline's defaults
+    baselines: dict[str, dict[str, Any]] | None = None
 
 
 _model_cache: dict[tuple, type[RunConfigBase]] = {}
@@ -321,6 +324,7 @@ def validate_config(data: dict, source: str, plugins=None) -> RunConfigBase:
         config = model.model_validate(data)
     except ValidationError as exc:
         raise UserError(format_validation_error(exc, model, source)) from None
+    check_baseline_settings(config, plugins, source)
     backbone = plugins.backbones.get(config.backbone.name)
     resolve_backbone_defaults(config, backbone)
     check_sides(config, backbone.native_resolution, source)
@@ -329,6 +333,21 @@ def validate_config(data: dict, source: str, plugins=None) -> RunConfigBase:
         raise UserError(f"{source}: config key 'sample.steps': {config.sample.steps} is more than the "
                         f"{timesteps} backbone.num_train_timesteps the samplers can step through")
     return config
+
+
+def check_baseline_settings(config: RunConfigBase, plugins, source: str) -> None:
+    """``baselines.NAME.KEY``: NAME a registered baseline, its keys and values those of its config (one line
+    naming the first bad one)."""
+    registry = plugins.baselines
+    for name, settings in (config.baselines or {}).items():
+        if name not in registry:
+            raise UserError(f"{source}: config key 'baselines.{name}': {registry.unknown_message(name)}")
+        try:
+            registry.get(name).Config(**{**settings, "name": name})
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            key = ".".join(str(part) for part in err["loc"])
+            raise UserError(f"{source}: config key 'baselines.{name}.{key}': {err['msg']}") from None
 
 
 def resolve_backbone_defaults(config: RunConfigBase, backbone) -> None:

@@ -11,8 +11,11 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image
 
+from realfill.baselines import run_baseline
 from realfill.cli import main
+from realfill.config import resolve_config
 from realfill.errors import MissingWeightsError, UserError
 from realfill.sampling import blend_weights
 from realfill.scene import load_scene
@@ -138,3 +141,29 @@ def test_plugins_json_lists_the_editors_with_what_they_need(capsys):
         assert any(hub_id in need for need in baselines[real]["needs"]) and "training-free" in baselines[real]["summary"]
         if tiny is not None:
             assert baselines[tiny]["needs"] == [] and "tiny" in baselines[tiny]["summary"]
+
+
+def test_a_baselines_own_keys_are_set_per_run_and_checked_up_front(example_scene, tmp_path, plugins, capsys):
+    """``--set baselines.NAME.KEY=VALUE``: validated against that baseline's config before anything runs (an
+    unknown baseline, key or value is one line, exit 2), then applied where the baseline is made."""
+    for setting, fragment in [("baselines.nope.x=1", "'baselines.nope': unknown baseline 'nope'"),
+                              ("baselines.telea.bogus=1", "'baselines.telea.bogus': Extra inputs"),
+                              ("baselines.flux-kontext.steps=0", "'baselines.flux-kontext.steps'")]:
+        code = main(["config", "--preset", "smoke", "--set", setting])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and len(err.splitlines()) == 1 and fragment in err, err
+    scene = load_scene(example_scene)
+    results = {}
+    for radius in (1, 25):
+        config = resolve_config(preset="smoke", overrides=[f"baselines.telea.radius={radius}"], plugins=plugins)
+        assert config.baselines == {"telea": {"radius": radius}}
+        path = run_baseline("telea", scene, tmp_path / f"r{radius}", plugins=plugins, config=config)
+        results[radius] = np.asarray(Image.open(path))
+    assert not np.array_equal(results[1], results[25])  # the radius reached Telea
+    # a missing model folder given per run is named in the skip
+    code = main(["fill", str(example_scene), "--preset", "smoke", "--steps", "1", "--samples", "1", "--baseline",
+                 "flux-kontext", "--set", f"baselines.flux-kontext.model={tmp_path / 'no-kontext'}",
+                 "--out", str(tmp_path / "run")])
+    assert code == 0
+    record = json.loads((tmp_path / "run" / "comparison.json").read_text())
+    assert str(tmp_path / "no-kontext") in record["skipped_baselines"]["flux-kontext"]

@@ -42,9 +42,9 @@ from realfill_plugins.baselines.reference_editing import (
 DEFAULT_MODEL = "black-forest-labs/FLUX.2-klein-base-9B"
 GATED = (f"The FLUX.2 [klein] 9B models are gated on the hub (FLUX Non-Commercial License): accept it at "
          f"https://huggingface.co/{DEFAULT_MODEL} and log in (`hf auth login`), then `hf download {DEFAULT_MODEL}` "
-         "fills the local model cache where there is network (the 4B models are Apache-2.0: set the baseline's "
-         "model = black-forest-labs/FLUX.2-klein-base-4B); or copy a diffusers Flux2KleinInpaintPipeline folder "
-         "here and set the baseline's model = PATH")
+         "fills the local model cache where there is network (the 4B models are Apache-2.0: "
+         "--set baselines.flux2-klein.model=black-forest-labs/FLUX.2-klein-base-4B); or copy a diffusers Flux2KleinInpaintPipeline folder "
+         "here and pass it with --set baselines.flux2-klein.model=PATH")
 #: the tiny twin's Qwen-style chat template (the pipeline asks for enable_thinking=False; nothing to think here)
 CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
                  "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")

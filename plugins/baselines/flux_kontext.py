@@ -35,7 +35,7 @@ DEFAULT_MODEL = "black-forest-labs/FLUX.1-Kontext-dev"
 GATED = (f"FLUX.1 Kontext [dev] is gated on the hub (FLUX.1 [dev] Non-Commercial License): accept it at "
          f"https://huggingface.co/{DEFAULT_MODEL} and log in (`hf auth login`), then `hf download {DEFAULT_MODEL}` "
          "fills the local model cache where there is network; or copy a diffusers FluxKontextInpaintPipeline "
-         "folder here and set the baseline's model = PATH")
+         "folder here and pass it with --set baselines.flux-kontext.model=PATH")
 
 
 class FluxKontext(ReferenceEditor):

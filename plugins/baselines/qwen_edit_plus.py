@@ -38,8 +38,8 @@ from realfill_plugins.baselines.reference_editing import EditorSettings, Referen
 
 DEFAULT_MODEL = "Qwen/Qwen-Image-Edit-2509"
 HOW = (f"Qwen-Image-Edit-2509 is Apache-2.0 and not gated: `hf download {DEFAULT_MODEL}` fills the local model "
-       "cache where there is network (Qwen/Qwen-Image-Edit-2511 works the same way: set the baseline's model to "
-       "it); or copy a diffusers QwenImageEditPlusPipeline folder here and set the baseline's model = PATH")
+       "cache where there is network (Qwen/Qwen-Image-Edit-2511 works the same way: set --set baselines.qwen-edit-plus.model to "
+       "it); or copy a diffusers QwenImageEditPlusPipeline folder here and pass it with --set baselines.qwen-edit-plus.model=PATH")
 #: Picture 1 is the target with a grey hole, Pictures 2.. the references
 PROMPT = ("Picture 1 is a photo with a missing region shown in flat grey. Fill in the grey region so that "
           "Picture 1 shows the same scene as the other pictures, matching their content, lighting and perspective; "
