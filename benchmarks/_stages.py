@@ -18,7 +18,8 @@ if str(BENCH_DIR) not in sys.path:
 
 
 def run_config(backbone: str = "tiny-sd2", adapter: dict | None = None, **train):
-    from realfill.config import load_preset, run_config_model
+    from realfill.config import run_config_model
+    from realfill.config_files import load_preset
     from realfill.plugins import RealfillPlugins
 
     plugins = RealfillPlugins(autoload=False)

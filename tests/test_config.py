@@ -4,15 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from realfill.config import (
-    dump_config,
-    load_preset,
-    preset_names,
-    read_toml,
-    resolve_config,
-    run_name,
-    write_config,
-)
+from realfill.config import dump_config, resolve_config, run_name, write_config
+from realfill.config_files import load_preset, preset_names, read_toml
 from realfill.errors import UserError
 
 

@@ -38,7 +38,8 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from realfill.cli import main
-from realfill.config import COMPONENT_FIELDS, RunConfigBase
+from realfill.config import RunConfigBase
+from realfill.config_files import COMPONENT_FIELDS
 from realfill.plugins import RealfillPlugins
 
 PLUGINS = RealfillPlugins(autoload=False)

@@ -382,7 +382,7 @@ def test_real_size_flux_parameter_counts_match_the_docs():
     the paper-flux preset (rank 64 on both streams' attention projections; 8 projections of 3072 x 3072 in
     each of 19 double-stream blocks, 3 in each of 38 single-stream blocks)."""
     from benchmarks.architecture import lora_parameter_counts
-    from realfill.config import load_preset
+    from realfill.config_files import load_preset
 
     adapter = {k: v for k, v in load_preset("paper-flux")["adapter"].items() if k != "name"}
     counts = lora_parameter_counts("flux", **adapter)

@@ -16,7 +16,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from reference_loop import ReferenceTrainer, recipe_box_masks  # noqa: E402
 
-from realfill.config import load_preset, run_config_model  # noqa: E402
+from realfill.config import run_config_model  # noqa: E402
+from realfill.config_files import load_preset  # noqa: E402
 from realfill.scene import load_scene  # noqa: E402
 from realfill.training import Trainer  # noqa: E402
 

@@ -16,7 +16,8 @@ from typing import Any
 import tomli_w
 
 from realfill.atomic import atomic_write_text
-from realfill.config import COMPONENT_FIELDS, read_toml, resolve_config
+from realfill.config import resolve_config
+from realfill.config_files import COMPONENT_FIELDS, read_toml
 from realfill.errors import UserError
 
 DONE = "done.json"

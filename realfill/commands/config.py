@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from realfill.cli import add_config_arguments, config_from_args
-from realfill.config import dump_config, preset_names, run_name
+from realfill.config import dump_config, run_name
+from realfill.config_files import preset_names
 
 NAME = "config"
 HELP = "print the resolved config (preset + flags + --set) as TOML, or list presets"

@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from rich.table import Table
 
 from realfill.atomic import save_image
-from realfill.config import SelectConfig, apply_flags, base_data, format_validation_error, parse_override
+from realfill.config import SelectConfig, apply_flags, format_validation_error
+from realfill.config_files import base_data, parse_override
 from realfill.console import print_table
 from realfill.errors import UserError
 from realfill.runfolder import RunLock
