@@ -93,3 +93,14 @@ def base_data(*, preset: str | None = None, config_file: Path | None = None) -> 
     if config_file is not None:
         return read_toml(config_file), str(config_file_of(config_file))
     return load_preset(preset or "paper"), f"preset '{preset or 'paper'}'"
+
+
+def dotted_keys(table: dict, prefix: str = "") -> dict[str, Any]:
+    """A nested TOML table as ``{"train.steps": 10, ...}`` (the keys ``--set`` takes)."""
+    out = {}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            out.update(dotted_keys(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tomllib
 from pathlib import Path
 
 import numpy as np
 
+from realfill.config_files import dotted_keys
 from realfill.errors import UserError
 
 FINGERPRINT_KEY = "scene_fingerprint"
@@ -67,25 +69,14 @@ def check_same_scene(run_dir: Path, scene, record_name: str = "run.json") -> Non
                         "another --out")
 
 
-def _flat(data: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
 
 def config_difference(saved_text: str, now_text: str) -> list[str]:
     """The dotted keys whose values differ between two dumped configs (``key: then -> now``)."""
-    import tomllib
-
     try:
-        then = _flat(tomllib.loads(saved_text))
+        then = dotted_keys(tomllib.loads(saved_text))
     except (tomllib.TOMLDecodeError, ValueError):
         return ["(the saved config.toml is not valid TOML)"]
-    now = _flat(tomllib.loads(now_text))
+    now = dotted_keys(tomllib.loads(now_text))
     return [f"{key}: {then.get(key, 'unset')!r} then, {now.get(key, 'unset')!r} now"
             for key in sorted(set(then) | set(now)) if then.get(key) != now.get(key)]
 

@@ -17,7 +17,7 @@ import tomli_w
 
 from realfill.atomic import atomic_write_text
 from realfill.config import resolve_config
-from realfill.config_files import COMPONENT_FIELDS, read_toml
+from realfill.config_files import COMPONENT_FIELDS, dotted_keys, read_toml
 from realfill.errors import UserError
 
 DONE = "done.json"
@@ -82,7 +82,7 @@ def read_sweep(path: Path) -> tuple[dict, list[Configuration]]:
         raise UserError(f"{path}: 'set' must be a list of \"key=value\" strings")
     if "axes" in data:
         axes = {}
-        for key, values in _flatten(data["axes"]).items():
+        for key, values in dotted_keys(data["axes"]).items():
             values = values if isinstance(values, list) else [values]
             if not values:
                 raise UserError(f"{path}: axes.{key} is an empty list")
@@ -94,20 +94,11 @@ def read_sweep(path: Path) -> tuple[dict, list[Configuration]]:
             raise UserError(f"{path}: run #{index + 1} must be a table")
         run = dict(run)
         label = str(run.pop("label", "")) or None
-        flat = {AXIS_FLAGS.get(k, k): v for k, v in _flatten(run).items()}
+        flat = {AXIS_FLAGS.get(k, k): v for k, v in dotted_keys(run).items()}
         overrides = [override_string(k, v) for k, v in flat.items()]
         configurations.append(Configuration(label or ",".join(f"{_short(k)}={v}" for k, v in flat.items()) or f"run{index + 1}", overrides))
     return base, configurations
 
-
-def _flatten(table: dict, prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for key, value in table.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 # -- the plan ----------------------------------------------------------------------------------------
