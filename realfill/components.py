@@ -199,10 +199,28 @@ class Baseline(Component):
 # -- the role table ----------------------------------------------------------------------------------
 
 
+#: the stages a role's choice can affect, in pipeline order: a later stage's key holds the earlier one's, so
+#: two runs that differ only in a ``rank`` role share their training and sampling; ``report``: no stage at all
+#: (metrics, baselines, trackers)
+STAGES: tuple[str, ...] = ("train", "sample", "rank", "report")
+#: a role that does not say which stage it affects is taken to affect training: the safe choice (never merged)
+DEFAULT_STAGE = "train"
+
+
+def _plural_of(word: str) -> str:
+    """An English plural for a role that does not give its own: ``postprocess`` -> ``postprocesses``."""
+    if word.endswith(("s", "x", "z", "sh", "ch")):
+        return word + "es"
+    if word.endswith("y") and word[-2:-1] not in ("a", "e", "i", "o", "u"):
+        return word[:-1] + "ies"
+    return word + "s"
+
+
 @dataclass(frozen=True)
 class Role:
     """One component role, declared once. Everything else (the register hook's spec, the registry, the
-    run-config field, the command-line flags, the inventory) is derived from it."""
+    run-config field, the command-line flags, the ablation's stage keys and axes, the report's columns, the
+    inventory) is derived from it."""
 
     #: what the registry and messages call it: ``ranker``
     name: str
@@ -221,6 +239,16 @@ class Role:
     help: str = ""
     #: the component a run config that omits the field gets; None: the field is required (presets give it)
     default: str | None = None
+    #: which stage the chosen component affects (one of :data:`STAGES`); None: not declared, taken as
+    #: :data:`DEFAULT_STAGE` (see :attr:`affects`)
+    stage: str | None = None
+    #: what messages call several of them (``rankers``, ``masking strategies``); empty: an English plural of
+    #: ``name`` (``postprocess`` -> ``postprocesses``)
+    plural: str = ""
+
+    def __post_init__(self) -> None:
+        if self.stage is not None and self.stage not in STAGES:
+            raise ValueError(f"role '{self.name}': stage {self.stage!r} is not one of {', '.join(STAGES)}")
 
     @property
     def cli_flags(self) -> tuple[str, ...]:
@@ -228,21 +256,33 @@ class Role:
             return ()
         return self.flags or (f"--{self.field.replace('_', '-')}",)
 
+    @property
+    def affects(self) -> str:
+        """The stage the role's choice affects: the declared one, else training (never merged)."""
+        return self.stage or DEFAULT_STAGE
+
+    @property
+    def plural_name(self) -> str:
+        return self.plural or _plural_of(self.name)
+
 
 BUILTIN_ROLES: tuple[Role, ...] = (
     Role("backbone", Backbone, "realfill_register_backbones", "backbone components (inpainting diffusion models)",
-         field="backbone", help="backbone component name"),
+         field="backbone", help="backbone component name", stage="train", plural="backbones"),
     Role("adapter", Adapter, "realfill_register_adapters",
          "adapter components (which parameters train, and how they are saved)",
-         field="adapter", help="adapter component name"),
+         field="adapter", help="adapter component name", stage="train", plural="adapters"),
     Role("masking", MaskingStrategy, "realfill_register_masking",
-         "masking strategies (the training masks of a batch)", field="masking", help="masking strategy name"),
+         "masking strategies (the training masks of a batch)", field="masking", help="masking strategy name",
+         stage="train", plural="masking strategies"),
     Role("ranker", Ranker, "realfill_register_rankers", "rankers (seed selection by feature correspondences)",
-         field="ranker", flags=("--matcher", "--ranker"), help="ranker component name"),
-    Role("metric", Metric, "realfill_register_metrics", "evaluation metrics (result against ground truth)"),
+         field="ranker", flags=("--matcher", "--ranker"), help="ranker component name", stage="rank",
+         plural="rankers"),
+    Role("metric", Metric, "realfill_register_metrics", "evaluation metrics (result against ground truth)",
+         stage="report", plural="metrics"),
     Role("baseline", Baseline, "realfill_register_baselines",
          "baselines (completions made without RealFill, evaluated beside it; an image baseline implements "
-         "``complete(scene)``, a pipeline baseline sets ``overrides``)"),
+         "``complete(scene)``, a pipeline baseline sets ``overrides``)", stage="report", plural="baselines"),
 )
 
 #: the built-in roles' names, in table order

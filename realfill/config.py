@@ -6,6 +6,7 @@ run time, so a preset or a ``--set`` typo fails in one validation step with the 
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -169,6 +170,7 @@ def run_config_model(plugins=None) -> type[RunConfigBase]:
         fields = {f: _component_field(roles[f], c, plugins) for f, c in configs.items()}
         model = create_model("RunConfig", __base__=RunConfigBase, **fields)
         model.model_rebuild()
+        model.__realfill_roles__ = tuple(roles.values())  # the roles its component fields are (config_roles_of)
         _model_cache[key] = model
     return _model_cache[key]
 
@@ -338,17 +340,56 @@ def resolve_config(
     return validate_config(data, source, plugins)
 
 
-def dump_config(config: BaseModel) -> str:
-    return tomli_w.dumps(config.model_dump(mode="json", exclude_none=True))
+def config_roles_of(config: BaseModel) -> tuple:
+    """The roles (:class:`realfill.components.Role`) whose components ``config`` names, in table order."""
+    return getattr(type(config), "__realfill_roles__", ())
+
+
+def at_default(config: BaseModel, role) -> bool:
+    """Whether ``config``'s field of ``role`` is the role's default component with its default settings (what a
+    config that omits the field gets). A role without a default is never at it."""
+    if role.default is None or role.field is None:
+        return False
+    info = type(config).model_fields.get(role.field)
+    return info is not None and info.default_factory is not None and getattr(config, role.field) == info.default_factory()
+
+
+def defaulted_fields(config: BaseModel) -> set[str]:
+    """The role fields of ``config`` at their role's default: a role a plugin added, left as it is, is invisible
+    to run names, stage keys and a run folder made before the plugin was installed."""
+    return {role.field for role in config_roles_of(config) if at_default(config, role)}
+
+
+def dump_config(config: BaseModel, like: str | None = None) -> str:
+    """The config as TOML. With ``like`` (a run folder's saved config.toml), a role field at its default that
+    ``like`` does not hold is left out: a folder made before a role plugin was installed keeps its bytes."""
+    data = config.model_dump(mode="json", exclude_none=True)
+    if like is not None:
+        try:
+            saved = tomllib.loads(like)
+        except tomllib.TOMLDecodeError:
+            saved = {}
+        for field in defaulted_fields(config) - set(saved):
+            data.pop(field, None)
+    return tomli_w.dumps(data)
 
 
 def write_config(config: BaseModel, path: Path) -> None:
-    atomic_write_text(path, dump_config(config))
+    """Write ``config.toml``; over an existing one, a role field at its default that it lacks stays out."""
+    path = Path(path)
+    try:
+        like = path.read_text() if path.is_file() else None
+    except (OSError, UnicodeDecodeError):
+        like = None
+    atomic_write_text(path, dump_config(config, like))
 
 
 def run_name(config: RunConfigBase) -> str:
-    """A run named after its settings, e.g. ``tiny-sd2+lora+lama-boxes+sift-s30-r64-n4-seed0``."""
-    parts = "+".join(getattr(config, f).name for f in COMPONENT_FIELDS)
+    """A run named after its settings, e.g. ``tiny-sd2+lora+lama-boxes+sift-s30-r64-n4-seed0``; a role at its
+    default (a plugin's role left as it is) is left out, so installing a role plugin renames no run."""
+    skip = defaulted_fields(config)
+    fields = [role.field for role in config_roles_of(config) if role.field not in skip] or list(COMPONENT_FIELDS)
+    parts = "+".join(getattr(config, f).name for f in fields)
     return f"{parts}-s{config.train.steps}-r{config.train.resolution}-n{config.sample.num_samples}-seed{config.seed}"
 
 

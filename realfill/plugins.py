@@ -228,7 +228,7 @@ class RealfillPlugins:
 
     def _build_registry(self, table_role: Role) -> ComponentRegistry:
         role = table_role.name
-        registry = ComponentRegistry(role)
+        registry = ComponentRegistry(role, table_role.plural_name)
         hook = getattr(self.pm.hook, table_role.hook)
         # call plugin by plugin (registration order) so that a failure is attributed and contained
         for impl in hook.get_hookimpls():
@@ -243,8 +243,8 @@ class RealfillPlugins:
                     registry._components.pop(added)
                     registry._plugin_of.pop(added)
                 self._warn(
-                    f"plugin '{impl.plugin_name}' raised while registering {role}s "
-                    f"({type(exc).__name__}: {exc}); its {role}s are skipped"
+                    f"plugin '{impl.plugin_name}' raised while registering {table_role.plural_name} "
+                    f"({type(exc).__name__}: {exc}); its {table_role.plural_name} are skipped"
                 )
         return registry
 

@@ -16,8 +16,10 @@ from realfill.errors import DuplicateComponentError, UnknownComponentError
 class ComponentRegistry:
     """Components of one role. ``add`` records which plugin added each, for errors and listings."""
 
-    def __init__(self, role: str):
+    def __init__(self, role: str, plural: str | None = None):
         self.role = role
+        #: what messages call several (the role table's plural: ``masking strategies``)
+        self.plural = plural or f"{role}s"
         self._components: dict[str, type[Component]] = {}
         self._plugin_of: dict[str, str] = {}
         self._current_plugin: str | None = None
@@ -68,7 +70,7 @@ class ComponentRegistry:
         by_case = [known for known in self._components if known.lower() == name.lower()]  # SIFT -> sift
         close = by_case or difflib.get_close_matches(name.lower(), list(self._components), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
-        return f"unknown {self.role} '{name}'{hint}; known {self.role}s: {known}"
+        return f"unknown {self.role} '{name}'{hint}; known {self.plural}: {known}"
 
     def create(self, config) -> Component:
         """Instantiate the component a validated config names."""

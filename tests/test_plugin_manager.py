@@ -83,7 +83,7 @@ def test_plugin_failing_at_import_is_named_and_others_still_load(fake_entry_poin
 def test_plugin_raising_while_registering_is_skipped_whole(fake_entry_points):
     fake_entry_points(DummyEntryPoint("half", "raises_registering"), DummyEntryPoint("center", "center_box"))
     plugins = RealfillPlugins()
-    with pytest.warns(RealfillPluginWarning, match="plugin 'half' raised while registering maskings"):
+    with pytest.warns(RealfillPluginWarning, match="plugin 'half' raised while registering masking strategies"):
         registry = plugins.masking
     assert "half-registered" not in registry  # what it added before raising is rolled back
     assert "center-box" in registry
@@ -111,7 +111,7 @@ def test_unknown_name_lists_the_known_ones(fake_entry_points):
         plugins.masking.get("centre-box")
     message = str(info.value)
     assert "unknown masking 'centre-box'" in message and "did you mean 'center-box'" in message
-    assert "center-box" in message.split("known maskings:")[1]
+    assert "center-box" in message.split("known masking strategies:")[1]
 
 
 # -- one test per hook (tests/test_docs.py checks that every hook has one) ------------------------

@@ -4,9 +4,14 @@ A configuration is a list of config overrides on top of a base (a preset or a co
 is the cartesian product of the repeated flags (or a sweep file), times the scenes. Each run has three
 stages, and each stage is keyed by the settings it depends on, so it runs once however many runs need it:
 
-- ``train``  keyed by (scene, seed, device, max_references, backbone, adapter, masking, train.*)
-- ``sample`` keyed by (train key, sample.*)
-- ``rank``   keyed by (sample key, ranker, select.*), then the evaluation of its result
+- ``train``  keyed by (scene, seed, device, max_references, train.*, and every role whose stage is training:
+  backbone, adapter, masking, and any role that declares no stage)
+- ``sample`` keyed by (train key, sample.*, the roles of the sampling stage)
+- ``rank``   keyed by (sample key, select.*, ranker and the roles of the ranking or report stage), then the
+  evaluation of its result
+
+The inputs are :func:`realfill.ablation.plan.stage_inputs` (the role table's ``Role.affects`` places each role);
+``realfill ablate ... --plan`` prints them without running anything.
 
 Layout under ``OUT``::
 
@@ -43,8 +48,11 @@ from realfill.ablation.plan import (
     Configuration,
     Plan,
     RunSpec,
+    axis_flags,
     build_plan,
+    describe_plan,
     expand_scene_folders,
+    stage_inputs,
     override_string,
     product_configurations,
     read_sweep,
@@ -53,7 +61,7 @@ from realfill.ablation.reports import KEY_METRICS, bar_chart, metric_names, repo
 
 __all__ = [
     "AXIS_FLAGS", "DONE", "ERROR", "KEY_METRICS", "ROW", "AblationOutcome", "Configuration", "LocalExecutor", "Plan",
-    "RayExecutor", "RunSpec", "bar_chart", "build_plan", "expand_scene_folders", "measured", "metric_names", "override_string", "parse_ray_resources",
+    "RayExecutor", "RunSpec", "axis_flags", "bar_chart", "build_plan", "describe_plan", "stage_inputs", "expand_scene_folders", "measured", "metric_names", "override_string", "parse_ray_resources",
     "product_configurations", "read_sweep", "report_markdown", "run_ablation", "run_final_stage",
     "run_sample_stage", "run_train_stage", "summarize", "write_results",
 ]

@@ -16,16 +16,37 @@ from typing import Any
 import tomli_w
 
 from realfill.atomic import atomic_write_text
-from realfill.config import resolve_config
-from realfill.config_files import COMPONENT_FIELDS, dotted_keys, read_toml
+from realfill.components import BUILTIN_ROLES, Role
+from realfill.config import config_roles_of, defaulted_fields, resolve_config
+from realfill.config_files import dotted_keys, read_toml
 from realfill.errors import UserError
+from realfill.plugins import get_plugins
 
 DONE = "done.json"
 ROW = "row.json"
 ERROR = "error.json"
-#: the flags that make axes, and the run-config field each sets
-AXIS_FLAGS = {"backbone": "backbone.name", "adapter": "adapter.name", "masking": "masking.name", "ranker": "ranker.name"}
-#: metrics shown in summaries first (the paper's table), when present
+#: the run-config sections (beside the roles' fields) each stage's key holds, in pipeline order; a later
+#: stage's key also holds the earlier one's key. A role's field joins the stage its ``Role.affects`` names
+#: (``report`` roles join the run's key, beside ``rank``'s)
+STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
+    "train": ("seed", "device", "max_references", "train"),
+    "sample": ("sample",),
+    "rank": ("select",),
+}
+#: the stage whose key a role of each ``Role.affects`` joins
+KEY_OF_STAGE = {"train": "train", "sample": "sample", "rank": "rank", "report": "rank"}
+#: what a model baseline's run key holds (it trains nothing: the backbone it samples untuned, the ranker)
+MODEL_BASELINE_SECTIONS = ("seed", "device", "max_references", "backbone", "sample", "ranker", "select")
+
+
+def axis_flags(roles: Iterable[Role] = BUILTIN_ROLES) -> dict[str, str]:
+    """The axes a sweep file and ``realfill ablate`` take by a role's short name: ``{"ranker": "ranker.name"}``
+    for every role of the table with a run-config field (a plugin's included)."""
+    return {role.field: f"{role.field}.name" for role in roles if role.field is not None}
+
+
+#: the built-in roles' axes (``axis_flags(plugins.roles)`` for a plugin's too)
+AXIS_FLAGS = axis_flags()
 
 # -- configurations ----------------------------------------------------------------------------------
 
@@ -67,10 +88,12 @@ def _short(key: str) -> str:
     return key.removesuffix(".name")
 
 
-def read_sweep(path: Path) -> tuple[dict, list[Configuration]]:
+def read_sweep(path: Path, roles: Iterable[Role] = BUILTIN_ROLES) -> tuple[dict, list[Configuration]]:
     """A sweep file: optional ``preset``/``config``/``set`` for the base, then either ``[axes]`` (a
     cartesian product of dotted keys -> lists of values) or ``[[run]]`` tables (an explicit list; each
-    holds dotted keys -> values and an optional ``label``)."""
+    holds dotted keys -> values and an optional ``label``). A role's field (``ranker = [...]``) stands for
+    its ``.name``, for every role of ``roles``."""
+    short = axis_flags(roles)
     data = read_toml(path)
     unknown = set(data) - {"preset", "config", "set", "axes", "run"}
     if unknown:
@@ -86,7 +109,7 @@ def read_sweep(path: Path) -> tuple[dict, list[Configuration]]:
             values = values if isinstance(values, list) else [values]
             if not values:
                 raise UserError(f"{path}: axes.{key} is an empty list")
-            axes[AXIS_FLAGS.get(key, key)] = values
+            axes[short.get(key, key)] = values
         return base, product_configurations(axes)
     configurations = []
     for index, run in enumerate(data["run"]):
@@ -94,7 +117,7 @@ def read_sweep(path: Path) -> tuple[dict, list[Configuration]]:
             raise UserError(f"{path}: run #{index + 1} must be a table")
         run = dict(run)
         label = str(run.pop("label", "")) or None
-        flat = {AXIS_FLAGS.get(k, k): v for k, v in dotted_keys(run).items()}
+        flat = {short.get(k, k): v for k, v in dotted_keys(run).items()}
         overrides = [override_string(k, v) for k, v in flat.items()]
         configurations.append(Configuration(label or ",".join(f"{_short(k)}={v}" for k, v in flat.items()) or f"run{index + 1}", overrides))
     return base, configurations
@@ -102,6 +125,24 @@ def read_sweep(path: Path) -> tuple[dict, list[Configuration]]:
 
 
 # -- the plan ----------------------------------------------------------------------------------------
+
+
+def stage_inputs(scene: Path, config) -> dict[str, dict[str, Any]]:
+    """What each stage's key is made from, by stage (``train``, ``sample``, ``rank``): the scene and the
+    sections of :data:`STAGE_SECTIONS`, and each role's field in the stage its ``Role.affects`` names (a role
+    that declares none: training). A role at its default (a plugin's role left as it is) is left out, so
+    installing a role plugin changes no key. The sample key also holds the train key, the run key the sample
+    key (:func:`build_plan`). Extend a stage's inputs here."""
+    data = config.model_dump(mode="json")
+    inputs: dict[str, dict[str, Any]] = {stage: {} for stage in STAGE_SECTIONS}
+    inputs["train"]["scene"] = str(scene)
+    for stage, sections in STAGE_SECTIONS.items():
+        inputs[stage].update({k: data[k] for k in sections})
+    skip = defaulted_fields(config)
+    for role in config_roles_of(config):
+        if role.field not in skip:
+            inputs[KEY_OF_STAGE[role.affects]][role.field] = data[role.field]
+    return inputs
 
 
 def _key(payload: Any) -> str:
@@ -122,6 +163,8 @@ class RunSpec:
     sample_key: str | None
     run_key: str
     run_dir: Path
+    #: each stage's key inputs (``stage_inputs``; a baseline: ``{"run": ...}``), for ``realfill ablate --plan``
+    inputs: dict = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -134,7 +177,8 @@ class RunSpec:
             return {"method": self.configuration.baseline, "backbone": self.config.backbone.name,
                     "ranker": self.config.ranker.name}
         method = "backbone-untuned" if self.config.train.steps == 0 else "realfill"
-        return {"method": method, **{f: getattr(self.config, f).name for f in COMPONENT_FIELDS}}
+        return {"method": method, **{role.field: getattr(self.config, role.field).name
+                                     for role in config_roles_of(self.config)}}
 
 
 @dataclass
@@ -142,6 +186,8 @@ class Plan:
     out: Path
     runs: list[RunSpec]
     base: dict
+    #: the role table's roles with a run-config field (a plugin's included): the report's columns
+    roles: tuple[Role, ...] = tuple(role for role in BUILTIN_ROLES if role.field is not None)
 
     def stages(self, kind: str) -> dict[str, RunSpec]:
         """The distinct stages of a kind, keyed by stage key, with one run that needs each."""
@@ -167,6 +213,7 @@ def build_plan(
     overrides: Iterable[str] = (),
     plugins=None,
 ) -> Plan:
+    plugins = plugins if plugins is not None else get_plugins()
     if not scenes:
         raise UserError("realfill ablate: give at least one SCENE folder")
     if not configurations:
@@ -189,30 +236,71 @@ def build_plan(
                     preset=preset, config_file=config_file, overrides=[*overrides, *configuration.overrides], plugins=plugins
                 )
                 data = config.model_dump(mode="json")
-                run_key = _key({"scene": str(scene), "baseline": configuration.baseline,
-                                **{k: data[k] for k in ("seed", "device", "max_references", "backbone", "sample",
-                                                        "ranker", "select")}})
+                inputs = {"run": {"scene": str(scene), "baseline": configuration.baseline,
+                                  **{k: data[k] for k in MODEL_BASELINE_SECTIONS}}}
+                run_key = _key(inputs["run"])
                 train_key = sample_key = None
             elif configuration.baseline is not None:
-                run_key = _key({"scene": str(scene), "baseline": configuration.baseline})
+                inputs = {"run": {"scene": str(scene), "baseline": configuration.baseline}}
+                run_key = _key(inputs["run"])
                 config = train_key = sample_key = None
             else:
                 config = resolve_config(
                     preset=preset, config_file=config_file, overrides=[*overrides, *configuration.overrides], plugins=plugins
                 )
-                data = config.model_dump(mode="json")
-                train_key = _key({"scene": str(scene), **{k: data[k] for k in
-                                  ("seed", "device", "max_references", "backbone", "adapter", "masking", "train")}})
-                sample_key = _key({"train": train_key, "sample": data["sample"]})
-                run_key = _key({"sample": sample_key, "ranker": data["ranker"], "select": data["select"]})
+                inputs = stage_inputs(scene, config)
+                train_key = _key(inputs["train"])
+                sample_key = _key({"train": train_key, **inputs["sample"]})
+                run_key = _key({"sample": sample_key, **inputs["rank"]})
             if run_key in seen:  # two spellings of the same run: keep the first
                 continue
             seen.add(run_key)
             run_dir = out / "runs" / _slug(scene_name) / f"{_slug(configuration.label)}-{run_key[:8]}"
-            runs.append(RunSpec(scene, scene_name, configuration, config, train_key, sample_key, run_key, run_dir))
+            runs.append(RunSpec(scene, scene_name, configuration, config, train_key, sample_key, run_key, run_dir,
+                                inputs))
     base = {"preset": preset, "config": str(config_file) if config_file else None, "set": list(overrides)}
-    return Plan(Path(out), runs, base)
+    return Plan(Path(out), runs, base, plugins.config_roles)
 
+
+
+def describe_plan(plan: Plan) -> list[str]:
+    """``realfill ablate --plan``: each run, the stages it shares with which runs, and each distinct stage
+    key's inputs (one line of JSON each), without running or writing anything."""
+    number = {id(run): i + 1 for i, run in enumerate(plan.runs)}
+    by_key: dict[tuple[str, str], list[int]] = {}
+    for run in plan.runs:
+        for kind, key in (("train", run.train_key), ("sample", run.sample_key)):
+            if key is not None:
+                by_key.setdefault((kind, key), []).append(number[id(run)])
+    trainings = sum(kind == "train" for kind, _ in by_key)
+    samplings = len(by_key) - trainings
+    scenes = len({run.scene for run in plan.runs})
+    lines = [f"plan: {len(plan.runs)} run{'s' * (len(plan.runs) != 1)} on {scenes} scene{'s' * (scenes != 1)}: "
+             f"{trainings} training{'s' * (trainings != 1)}, {samplings} sampling{'s' * (samplings != 1)} "
+             f"(into {plan.out}; nothing run, nothing written)"]
+    for run in plan.runs:
+        i = number[id(run)]
+        lines.append(f"run {i}: {run.scene_name} · {run.label} -> {run.run_dir}")
+        for kind, key in (("train", run.train_key), ("sample", run.sample_key)):
+            if key is None:
+                continue
+            others = [str(j) for j in by_key[(kind, key)] if j != i]
+            shared = f"shared with run{'s' * (len(others) > 1)} {', '.join(others)}" if others else "its own"
+            lines.append(f"  {kind:<6} {key}  {shared}")
+        if run.configuration.baseline is not None:
+            lines.append(f"  baseline {run.configuration.baseline}: no training, no sampling")
+        lines.append(f"  run    {run.run_key}")
+    lines.append("stage keys' inputs (a key is a digest of these; the sample key holds the train key, the run key "
+                 "the sample key):")
+    done: set[tuple[str, str]] = set()
+    for run in plan.runs:
+        for kind, key, stage in (("train", run.train_key, "train"), ("sample", run.sample_key, "sample"),
+                                 ("run", run.run_key, "rank" if "rank" in run.inputs else "run")):
+            if key is None or (kind, key) in done:
+                continue
+            done.add((kind, key))
+            lines.append(f"  {kind} {key}: {json.dumps(run.inputs.get(stage, {}), sort_keys=True, default=str)}")
+    return lines
 
 
 def expand_scene_folders(paths: Iterable[Path]) -> list[Path]:

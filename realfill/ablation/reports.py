@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import math
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -14,6 +15,7 @@ from PIL import Image, ImageDraw
 
 from realfill.ablation.plan import Plan, _write_json
 from realfill.atomic import atomic_write_text, save_image
+from realfill.components import BUILTIN_ROLES, Role
 
 #: metrics shown in summaries first (the paper's table), when present
 KEY_METRICS = ("psnr_masked", "ssim_masked", "ms_ssim_masked", "sharpness_masked", "vif_masked", "lpips", "dreamsim", "dino", "clip", "psnr", "ssim", "ms_ssim")
@@ -68,8 +70,15 @@ def summarize(rows: list[dict]) -> list[dict]:
     return summary
 
 
-CSV_FIXED = ["scene", "configuration", "method", "backbone", "adapter", "masking", "ranker", "status", "error",
-             "train_s", "sample_s", "rank_s", "eval_s", "peak_rss_mb", "run_dir"]
+def csv_fixed(roles: Iterable[Role] = BUILTIN_ROLES) -> list[str]:
+    """results.csv's columns before the metrics: the run, one per role with a run-config field (the role
+    table's, a plugin's included), then its status and times."""
+    return ["scene", "configuration", "method", *(role.field for role in roles if role.field is not None), "status",
+            "error", "train_s", "sample_s", "rank_s", "eval_s", "peak_rss_mb", "run_dir"]
+
+
+#: the built-in roles' columns (``csv_fixed(plan.roles)`` holds a plugin's roles too)
+CSV_FIXED = csv_fixed()
 #: seed selection (``realfill.evaluation.selection_stats``), masked PSNR of the pick and of the samples
 CSV_SELECTION = ["pick_psnr_masked", "samples_mean_psnr_masked", "pick_beats_mean", "pick_place"]
 
@@ -84,10 +93,11 @@ def write_results(plan: Plan, rows: list[dict]) -> None:
     out = plan.out
     names = metric_names(rows)
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_FIXED + names + CSV_SELECTION, extrasaction="ignore")
+    fixed = csv_fixed(plan.roles)
+    writer = csv.DictWriter(buffer, fieldnames=fixed + names + CSV_SELECTION, extrasaction="ignore")
     writer.writeheader()
     for row in rows:
-        writer.writerow({**{k: row.get(k) for k in CSV_FIXED}, **{m: row["metrics"].get(m) for m in names},
+        writer.writerow({**{k: row.get(k) for k in fixed}, **{m: row["metrics"].get(m) for m in names},
                          **_selection_cells(row)})
     atomic_write_text(out / "results.csv", buffer.getvalue())
     summary = summarize(rows)

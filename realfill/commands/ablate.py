@@ -60,6 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="override what a stage asks Ray for (STAGE train, sample or rank; KEY num_cpus, "
                      "num_gpus or memory), e.g. train.num_gpus=1 (default: training and sampling one GPU where "
                      "the run's device is a GPU, every stage one CPU)")
+    run.add_argument("--plan", action="store_true",
+                     help="print the plan (each run, the stages it shares with which, the stage keys' inputs) and "
+                     "exit: nothing runs, no folder is made")
     run.add_argument("--no-tui", action="store_true", help="plain lines instead of the live terminal UI")
     run.add_argument("--metric", action="append", default=[], metavar="NAME", help="only these metrics (repeatable)")
     run.add_argument("--metric-weights", action="append", default=[], metavar="NAME=PATH",
@@ -82,7 +85,7 @@ def configurations_from_args(args, plugins):
     if args.sweep is not None:
         if axes:
             raise UserError(f"--sweep {args.sweep}: give the axes in the sweep file or as flags, not both")
-        sweep_base, configurations = read_sweep(args.sweep)
+        sweep_base, configurations = read_sweep(args.sweep, plugins.roles)
         if sweep_base.get("preset") and not args.preset and not args.config:
             base["preset"] = sweep_base["preset"]
         if sweep_base.get("config") and not args.preset and not args.config:
@@ -135,13 +138,13 @@ def _quiet_libraries() -> None:
 
 
 def out_path(args: argparse.Namespace) -> Path | None:
-    return args.out
+    return None if args.plan else args.out
 
 
 def run(args: argparse.Namespace, ctx) -> int:
     # start-up time: the parser imports every command module; these import torch
-    from realfill.ablation import (LocalExecutor, RayExecutor, build_plan, expand_scene_folders, parse_ray_resources,
-                                   run_ablation)
+    from realfill.ablation import (LocalExecutor, RayExecutor, build_plan, describe_plan, expand_scene_folders,
+                                   parse_ray_resources, run_ablation)
     from realfill.evaluation import parse_metric_weights
     from realfill.tui import make_reporter
 
@@ -154,6 +157,12 @@ def run(args: argparse.Namespace, ctx) -> int:
     if (args.ray_gpus is not None or args.ray_resources) and args.executor != "ray":
         raise UserError("--ray-gpus and --ray-resources are for --executor ray")
     resources = parse_ray_resources(args.ray_resources)
+    if args.plan:  # before the lock: it makes the folder
+        plan = build_plan(expand_scene_folders(args.scenes), configurations, args.out, preset=base["preset"],
+                          config_file=base["config"], overrides=base["set"], plugins=ctx.plugins)
+        for line in describe_plan(plan):
+            ctx.out.print(line, soft_wrap=True, markup=False, highlight=False)
+        return 0
     with RunLock(args.out, "ablate", console=ctx.console,
                  resume_hint="free space, then run the same command again (finished stages are kept)"):
         plan = build_plan(expand_scene_folders(args.scenes), configurations, args.out, preset=base["preset"], config_file=base["config"],

@@ -69,8 +69,9 @@ def run(args: argparse.Namespace, ctx) -> int:
             name = f"{plugin['name']} [dim]({plugin['distribution']})[/]"
         table.add_row(name, plugin["version"], adds or "[dim]observer[/]")
     ctx.out.print(table)
+    plurals = {role.name: role.plural_name for role in ctx.plugins.roles}
     for role, components in data["components"].items():
-        components_table = Table(title=f"{role}s", title_justify="left", show_header=True)
+        components_table = Table(title=plurals.get(role, role), title_justify="left", show_header=True)
         components_table.add_column("name")
         components_table.add_column("summary")
         components_table.add_column("needs")
