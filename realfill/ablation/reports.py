@@ -94,10 +94,12 @@ def write_results(plan: Plan, rows: list[dict]) -> None:
     names = metric_names(rows)
     buffer = io.StringIO()
     fixed = csv_fixed(plan.roles)
+    # a run made before a role's plugin was installed was made at the role's default (its row lacks the field)
+    defaults = {role.field: role.default for role in plan.roles}
     writer = csv.DictWriter(buffer, fieldnames=fixed + names + CSV_SELECTION, extrasaction="ignore")
     writer.writeheader()
     for row in rows:
-        writer.writerow({**{k: row.get(k) for k in fixed}, **{m: row["metrics"].get(m) for m in names},
+        writer.writerow({**{k: row.get(k, defaults.get(k)) for k in fixed}, **{m: row["metrics"].get(m) for m in names},
                          **_selection_cells(row)})
     atomic_write_text(out / "results.csv", buffer.getvalue())
     summary = summarize(rows)
