@@ -228,7 +228,7 @@ def test_bad_ablate_input_is_one_line_exit_2(args, fragment, scenes, tmp_path, c
 
 
 def test_unknown_ranker_is_a_user_error(scenes, tmp_path, plugins, capsys):
-    missing = [role for role in ("backbone", "adapter", "masking", "ranker") if not len(plugins.registry(role))]
+    missing = [role.name for role in plugins.config_roles if not len(plugins.registry(role.name))]
     if missing:
         pytest.skip(f"no {', '.join(missing)} component is registered yet, so no run config validates")
     assert ablate(scenes[0], "--preset", "smoke", "--matcher", "sift", "--matcher", "nope", "--out", tmp_path / "o") == 2
@@ -396,3 +396,18 @@ def test_a_new_ranker_reuses_the_finished_fine_tune_and_samples(scenes, tmp_path
     assert second.ran == {"train": 0, "sample": 0, "run": 1}
     assert second.skipped == {"train": 1, "sample": 1, "run": 1}
     assert [r["ranker"] for r in second.rows] == ["sift", "lightglue"] and not second.failed
+
+
+def test_plan_prints_the_runs_and_what_they_share_and_writes_nothing(example_scene, tmp_path, capsys, monkeypatch):
+    """The issue's check: two rankers are 2 runs sharing training and sampling; --plan makes no folder (not
+    even the default runs/ablation under the working folder)."""
+    monkeypatch.chdir(tmp_path)
+    assert ablate(example_scene, "--preset", "smoke", "--matcher", "sift", "--matcher", "warp", "--plan") == 0
+    out = capsys.readouterr().out
+    assert out.startswith("plan: 2 runs on 1 scene: 1 training, 1 sampling")
+    runs = out.split("stage keys' inputs")[0]
+    assert runs.count("shared with run 2") == 2 and runs.count("shared with run 1") == 2  # train and sample
+    inputs = [line for line in out.splitlines() if line.startswith("  train ") and ": {" in line]
+    assert len(inputs) == 1 and '"masking": {' in inputs[0] and '"ranker"' not in inputs[0]
+    assert sum(line.startswith("  run ") and '"ranker": {' in line for line in out.splitlines()) == 2
+    assert list(tmp_path.iterdir()) == []

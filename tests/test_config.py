@@ -13,8 +13,8 @@ from realfill.errors import UserError
 def test_every_preset_validates(preset, plugins):
     config = resolve_config(preset=preset, plugins=plugins)
     data = load_preset(preset)
-    for field in ("backbone", "adapter", "masking", "ranker"):
-        assert getattr(config, field).name == data[field]["name"]
+    for role in plugins.config_roles:  # every role of the table a preset names
+        assert getattr(config, role.field).name == data[role.field]["name"]
 
 
 def test_presets_ship_with_the_package():
