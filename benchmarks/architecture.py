@@ -104,7 +104,7 @@ def build_meta_model(kind: str):
     from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionInpaintPipeline, StableDiffusionXLInpaintPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    from realfill_plugins.backbones.sd_family import DiffusersInpaintModel
+    from realfill_plugins.backbones.sd_family import sd_inpaint_model
     from realfill_plugins.backbones.tiny import SD_SCHEDULE, tiny_tokenizer
 
     with torch.device("meta"):
@@ -123,7 +123,7 @@ def build_meta_model(kind: str):
             )
         else:
             raise ValueError(f"kind: 'sd2' or 'sdxl', not {kind!r}")
-    return DiffusersInpaintModel(pipeline)
+    return sd_inpaint_model(pipeline)
 
 
 def text_encoder_parameter_counts(kind: str) -> dict[str, int]:

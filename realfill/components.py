@@ -31,6 +31,18 @@ class ComponentConfig(BaseModel):
     name: str
 
 
+def accept_old_spellings(data: Any, renamed: dict[str, str]) -> Any:
+    """``data`` (a config section, before validation) with each old key of ``renamed`` (old -> new) under its
+    new name, in its place; both spellings at once is an error naming them. For a pydantic
+    ``model_validator(mode="before")``: older config files and run folders keep loading after a rename."""
+    if not isinstance(data, dict) or not any(old in data for old in renamed):
+        return data
+    for old, new in renamed.items():
+        if old in data and new in data:
+            raise ValueError(f"'{old}' is the old spelling of '{new}': give one of them")
+    return {renamed.get(key, key): value for key, value in data.items()}
+
+
 class Component:
     """Base of every component: ``role``, ``name``, ``summary``, ``Config`` and ``needs``."""
 

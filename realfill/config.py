@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 from realfill.atomic import atomic_write_text
-from realfill.components import ComponentConfig, Seed
+from realfill.components import ComponentConfig, Seed, accept_old_spellings
 from realfill.config_files import (COMPONENT_FIELDS, apply_override, base_data, load_preset, parse_override,
                                    preset_names, set_component)
 from realfill.errors import UserError
@@ -38,6 +38,11 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)
 
 
+#: keys renamed, by section: old spelling -> new. A config file or run folder with the old one loads, and a
+#: resumed folder keeps its spelling (:func:`dump_config`'s ``like``)
+OLD_SPELLINGS: dict[str, dict[str, str]] = {"train": {"lr_unet": "lr_denoiser"}}
+
+
 class TrainConfig(Section):
     """Fine-tuning (DESIGN.md: the paper's recipe is the default)."""
 
@@ -47,7 +52,8 @@ class TrainConfig(Section):
     resolution: int | None = Field(None, ge=8, le=MAX_SIDE)
     # learning rates and weight decay at most 1: AdamW moves a weight by about lr a step (and decays it by
     # lr * weight_decay of itself), so above 1 the first step blows the weights up to inf/nan
-    lr_unet: float = Field(2e-4, gt=0, le=1)
+    # the denoiser's (a UNet, a transformer); "lr_unet", its old spelling, is read as it
+    lr_denoiser: float = Field(2e-4, gt=0, le=1)
     lr_text_encoder: float = Field(4e-5, gt=0, le=1)
     lr_schedule: Literal["constant", "cosine", "linear"] = "constant"
     warmup_steps: int = Field(0, ge=0, le=MAX_STEPS)
@@ -94,6 +100,12 @@ class TrainConfig(Section):
     # keep freed CPU memory in the process (glibc mallopt) so steps stop page-faulting their activations
     # back in: 1.14-1.17x the CPU step rate here, same arithmetic (docs/benchmarks.md)
     tune_allocator: bool = True
+
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_spellings(cls, data: Any) -> Any:
+        return accept_old_spellings(data, OLD_SPELLINGS["train"])
 
 
 class SampleConfig(Section):
@@ -362,7 +374,8 @@ def defaulted_fields(config: BaseModel) -> set[str]:
 
 def dump_config(config: BaseModel, like: str | None = None) -> str:
     """The config as TOML. With ``like`` (a run folder's saved config.toml), a role field at its default that
-    ``like`` does not hold is left out: a folder made before a role plugin was installed keeps its bytes."""
+    ``like`` does not hold is left out, and a renamed key (:data:`OLD_SPELLINGS`) keeps the spelling ``like``
+    has: a folder made before a role plugin was installed, or before the rename, keeps its bytes."""
     data = config.model_dump(mode="json", exclude_none=True)
     if like is not None:
         try:
@@ -371,6 +384,10 @@ def dump_config(config: BaseModel, like: str | None = None) -> str:
             saved = {}
         for field in defaulted_fields(config) - set(saved):
             data.pop(field, None)
+        for section, renamed in OLD_SPELLINGS.items():  # the folder's spelling of a renamed key, in its place
+            old = {new: o for o, new in renamed.items() if o in (saved.get(section) or {})}
+            if old and isinstance(data.get(section), dict):
+                data[section] = {old.get(key, key): value for key, value in data[section].items()}
     return tomli_w.dumps(data)
 
 

@@ -38,8 +38,9 @@ from realfill.errors import UserError
 
 Conditioning = dict[str, torch.Tensor]
 
-#: the parameter-group names adapters and learning rates use (TrainConfig.lr_unet / lr_text_encoder)
-DENOISER_GROUP = "unet"
+#: the parameter-group names adapters and learning rates use (TrainConfig.lr_denoiser / lr_text_encoder),
+#: whatever the denoiser is (a UNet, a transformer)
+DENOISER_GROUP = "denoiser"
 TEXT_ENCODER_GROUP = "text_encoder"
 
 #: the names of a backbone config's ``dtype`` key (the weights' dtype)
@@ -61,8 +62,9 @@ class InpaintModel:
     latent_channels: int = 4
     #: image sides (pixels) must be multiples of this for the denoiser (its downsampling x latent_factor)
     size_multiple: int = 64
-    #: the denoiser's name in its diffusers pipeline (``unet``; ``transformer`` for FLUX): LoRA files use it
-    denoiser_name: str = "unet"
+    #: the denoiser's name in its diffusers pipeline (the SD family's ``unet``, FLUX's ``transformer``, set by
+    #: each family): LoRA files key its weights by it
+    denoiser_name: str = "denoiser"
     #: the denoiser's LoRA target modules when the adapter does not name them (``adapter.unet_targets``)
     denoiser_lora_targets: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
     #: what ``sample.scheduler = "auto"`` samples with (:meth:`make_scheduler`): DDPM, as in the paper
@@ -154,8 +156,8 @@ class InpaintModel:
 
     def trainable_modules(self, include_text_encoders: bool = True) -> dict[str, nn.Module]:
         """Modules an adapter may train, by the name used for files and learning rates:
-        ``unet`` (the denoiser), ``text_encoder``, ``text_encoder_2`` (unless ``include_text_encoders``
-        is False, as adapters configured not to train them ask)."""
+        :data:`DENOISER_GROUP`, then ``text_encoder``, then the further encoders numbered from 2 (unless
+        ``include_text_encoders`` is False, as adapters configured not to train them ask)."""
         modules: dict[str, nn.Module] = {DENOISER_GROUP: self.denoiser}
         for i, encoder in enumerate(self.text_encoders if include_text_encoders else []):
             modules[TEXT_ENCODER_GROUP if i == 0 else f"{TEXT_ENCODER_GROUP}_{i + 1}"] = encoder

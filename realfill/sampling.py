@@ -159,7 +159,7 @@ def sample_completions(
             measure = False
         start += count
         if not torch.isfinite(images).all():  # would be black pixels, ranked, and "done"
-            raise UserError("sampling made nan/inf pixels: the fine-tuned weights diverged; lower train.lr_unet, "
+            raise UserError("sampling made nan/inf pixels: the fine-tuned weights diverged; lower train.lr_denoiser, "
                             "train.lr_text_encoder or the adapter's scale (adapter.alpha)")
         results.extend(paste_back(images, target, weights))
         if on_batch is not None:

@@ -57,7 +57,7 @@ class Trainer:
         model.freeze()
         torch.manual_seed(seed)  # adapter initialisation (LoRA's A matrices) and, later, LoRA dropout
         groups = adapter.apply(model)
-        rates = {DENOISER_GROUP: train.lr_unet}
+        rates = {DENOISER_GROUP: train.lr_denoiser}
         for group in groups:
             group.setdefault("lr", rates.get(group["name"], train.lr_text_encoder))
         groups = [g for g in groups if g["params"]]
@@ -340,7 +340,7 @@ def fine_tune(
             if not math.isfinite(loss):
                 raise UserError(f"training diverged by step {step} (loss {loss}, weights "
                                 f"{DTYPE_NAMES.get(model.dtype, model.dtype)}, mixed precision "
-                                f"{trainer.mixed_precision}); lower train.lr_unet, or train in float32")
+                                f"{trainer.mixed_precision}); lower train.lr_denoiser, or train in float32")
             progress.update(task, completed=step, loss=f"{loss:.4f}")
             if logs:
                 rates = trainer.learning_rates()

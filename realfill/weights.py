@@ -141,9 +141,12 @@ def single_file_config_folder(config: str) -> tuple[str | None, str]:
     return None, place
 
 
-def load_single_file(pipeline_class, *, what: str, path, configs: list[str], dtype: torch.dtype, extra: dict):
+def load_single_file(pipeline_class, *, what: str, path, configs: list[str], dtype: torch.dtype, extra: dict,
+                     modules: Sequence[str] | None = None):
     """``pipeline_class.from_single_file`` on ``path`` with the configuration the first of ``configs`` that
-    resolves names, checked: every weight of the UNet, VAE and text encoder(s) must come from the file."""
+    resolves names, checked: every weight of ``modules`` (the pipeline's components of those names, in that
+    order; None: every ``nn.Module`` component it has) must come from the file. A backbone family passes its
+    own layout (``sd_family.SINGLE_FILE_MODULES``)."""
     places = []
     for config in configs:
         folder, place = single_file_config_folder(config)
@@ -162,7 +165,9 @@ def load_single_file(pipeline_class, *, what: str, path, configs: list[str], dty
         reason = (str(exc).strip().splitlines() or [""])[0]
         raise UserError(f"backbone.model: {path} could not be loaded as a single {pipeline_class.__name__} file "
                         f"with the configuration in {folder} ({type(exc).__name__}: {reason})") from None
-    for name in ("unet", "vae", "text_encoder", "text_encoder_2"):
+    names = modules if modules is not None else [name for name, part in pipeline.components.items()
+                                                 if isinstance(part, torch.nn.Module)]
+    for name in names:
         module = getattr(pipeline, name, None)
         absent = [key for key, tensor in module.state_dict().items() if tensor.is_meta] if module is not None else []
         if absent:  # diffusers loads leniently: what the file lacks would stay uninitialised

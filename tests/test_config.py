@@ -28,7 +28,7 @@ def test_paper_preset_holds_the_papers_recipe(plugins):
     )
     t, s = config.train, config.sample
     assert (t.steps, t.batch_size, t.resolution) == (2000, 16, 512)
-    assert (t.lr_unet, t.lr_text_encoder, t.weight_decay, t.max_grad_norm) == (2e-4, 4e-5, 1e-2, 1.0)
+    assert (t.lr_denoiser, t.lr_text_encoder, t.weight_decay, t.max_grad_norm) == (2e-4, 4e-5, 1e-2, 1.0)
     assert (t.prompt, t.prompt_dropout, t.full_mask_prob) == ("a photo of sks", 0.1, 0.1)
     assert (s.scheduler, s.steps, s.guidance_scale, s.num_samples) == ("ddpm", 200, 1.0, 64)
 
@@ -109,3 +109,44 @@ def test_unknown_preset_lists_presets():
 def test_malformed_set_items(item, plugins):
     with pytest.raises(UserError, match="--set"):
         resolve_config(preset="smoke", overrides=[item], plugins=plugins)
+
+
+def test_lr_unet_is_read_as_lr_denoiser_and_written_as_it(plugins, tmp_path, capsys):
+    """The denoiser's learning rate is named for the denoiser; ``lr_unet``, its old spelling, still loads from
+    a config file and --set, and both at once is one line."""
+    from realfill.cli import main
+
+    assert main(["config", "--preset", "paper"]) == 0
+    shown = capsys.readouterr().out
+    assert "lr_denoiser = 0.0002" in shown and "lr_unet" not in shown
+    old = tmp_path / "old.toml"
+    old.write_text(dump_config(resolve_config(preset="smoke", plugins=plugins)).replace("lr_denoiser", "lr_unet")
+                   .replace("lr_unet = 0.0002", "lr_unet = 0.003"))
+    assert "lr_unet = 0.003" in old.read_text()
+    assert resolve_config(config_file=old, plugins=plugins).train.lr_denoiser == 0.003
+    assert resolve_config(preset="smoke", overrides=["train.lr_unet=5e-3"], plugins=plugins).train.lr_denoiser == 5e-3
+    with pytest.raises(UserError, match="'lr_unet' is the old spelling of 'lr_denoiser'"):
+        resolve_config(preset="smoke", overrides=["train.lr_unet=5e-3", "train.lr_denoiser=1e-3"], plugins=plugins)
+    config = resolve_config(preset="cpu", overrides=["adapter.lr_unet=1e-2"], plugins=plugins)
+    assert config.adapter.lr_denoiser == 1e-2  # the full adapter's own key, renamed alike
+
+
+def test_a_run_folder_written_with_lr_unet_resumes_and_keeps_its_spelling(example_scene, tmp_path, capsys):
+    """A run folder from before the rename (its config.toml says ``lr_unet``): --resume accepts it with the
+    same settings, trains nothing again, and leaves config.toml as it was."""
+    from realfill.cli import main
+
+    run = tmp_path / "run"
+    fill = ["fill", str(example_scene), "--preset", "smoke", "--steps", "1", "--samples", "1", "--set",
+            "sample.steps=1", "--set", "train.batch_size=1", "--set", "train.resolution=32", "--no-compare",
+            "--out", str(run)]
+    assert main(fill) == 0
+    saved = run / "config.toml"
+    saved.write_text(saved.read_text().replace("lr_denoiser", "lr_unet"))  # what the code before wrote
+    before, log = saved.read_bytes(), (run / "train_log.jsonl").read_bytes()
+    capsys.readouterr()
+    assert main([*fill, "--resume"]) == 0
+    assert "training already finished" in capsys.readouterr().err
+    assert saved.read_bytes() == before and (run / "train_log.jsonl").read_bytes() == log
+    assert main(["fill", str(example_scene), "--config", str(saved), "--out", str(run), "--resume",
+                 "--no-compare"]) == 0  # its own config.toml, as the resume advice says

@@ -168,7 +168,7 @@ def test_training_is_the_rectified_flow_recipe(plugins):
 
 
 def test_loss_falls_when_overfitting_a_fixed_batch(plugins, scene):
-    config = _config(plugins, "train.lr_unet=1e-2", "train.lr_text_encoder=1e-2", "adapter.dropout=0.0",
+    config = _config(plugins, "train.lr_denoiser=1e-2", "train.lr_text_encoder=1e-2", "adapter.dropout=0.0",
                      "train.prompt_dropout=0.0")
     trainer = _trainer(plugins, config, scene)
     trainer._set_train_mode(True)
@@ -188,7 +188,7 @@ def test_loss_falls_when_overfitting_a_fixed_batch(plugins, scene):
 def test_stock_flux_fill_pipeline_with_our_lora_gives_our_samples(plugins, scene, tmp_path):
     from realfill_plugins.backbones.tiny_flux import build_tiny_flux
 
-    config = _config(plugins, "train.steps=4", "train.lr_unet=5e-3", "train.lr_text_encoder=5e-3")
+    config = _config(plugins, "train.steps=4", "train.lr_denoiser=5e-3", "train.lr_text_encoder=5e-3")
     model = plugins.backbones.create(config.backbone).load()
     fine_tune(model, plugins.adapters.create(config.adapter), plugins.masking.create(config.masking), scene, config,
               tmp_path, plugins=plugins)
@@ -400,7 +400,7 @@ def test_paper_flux_preset_holds_the_recipe(plugins):
     b, a, t, s = config.backbone, config.adapter, config.train, config.sample
     assert (b.name, b.dtype, b.weighting_scheme, b.guidance) == ("flux-fill", "bfloat16", "logit_normal", 1.0)
     assert (a.name, a.rank, a.alpha, a.unet_targets, a.train_text_encoder) == ("lora", 64, 32, None, False)
-    assert (t.steps, t.batch_size, t.resolution, t.lr_unet, t.lr_schedule) == (500, 4, 512, 1e-4, "constant")
+    assert (t.steps, t.batch_size, t.resolution, t.lr_denoiser, t.lr_schedule) == (500, 4, 512, 1e-4, "constant")
     assert (t.mixed_precision, t.gradient_checkpointing) == ("bf16", True)
     assert (t.prompt, t.prompt_dropout, t.full_mask_prob, config.masking.name) == ("a photo of sks", 0.1, 0.1,
                                                                                    "lama-boxes")
@@ -428,7 +428,7 @@ def test_int8_weight_only_transformer_trains_saves_reloads_and_samples(plugins, 
     from realfill.run import load_trained
     from realfill.sampling import sample_completions
 
-    config = _config(plugins, "train.steps=3", "train.lr_unet=5e-3", "backbone.quantize=int8-weight-only",
+    config = _config(plugins, "train.steps=3", "train.lr_denoiser=5e-3", "backbone.quantize=int8-weight-only",
                      "adapter.train_text_encoder=false")
     model = plugins.backbones.create(config.backbone).load()
     linears = [m for m in model.denoiser.modules() if isinstance(m, torch.nn.Linear)]

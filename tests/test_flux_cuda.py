@@ -39,7 +39,7 @@ CUDA = [p for p in test_devices() if p != "cpu"]
 def _config(plugins, device, *overrides):
     return resolve_config(preset="paper-flux", components={"backbone": "tiny-flux"},
                           overrides=["train.resolution=32", "sample.resolution=32", "train.batch_size=4", "train.steps=3",
-                                     "train.lr_unet=5e-3", "train.checkpoint_every=0", "backbone.dtype=bfloat16",
+                                     "train.lr_denoiser=5e-3", "train.checkpoint_every=0", "backbone.dtype=bfloat16",
                                      "backbone.max_sequence_length=32", f"device={device}", *overrides],
                           plugins=plugins)
 

@@ -168,7 +168,8 @@ def test_a_resume_with_another_scene_is_refused_and_touches_nothing(scene, tmp_p
 @pytest.mark.parametrize("flags, key", [
     (["--set", "sample.guidance_scale=inf"], "sample.guidance_scale"),
     (["--set", "sample.guidance_scale=nan"], "sample.guidance_scale"),
-    (["--set", "train.lr_unet=-inf"], "train.lr_unet"),
+    (["--set", "train.lr_denoiser=-inf"], "train.lr_denoiser"),
+    (["--set", "train.lr_unet=-inf"], "train.lr_denoiser"),  # its old spelling names the key as it is now
     (["--set", "ranker.ratio=nan"], "ranker.ratio"),  # a component's float too
     (["--seed", "18446744073709551615"], "seed"),
     (["--seed", str(2**64)], "seed"),

@@ -23,7 +23,7 @@ def test_stock_load_lora_weights_gives_the_same_samples(plugins, example_scene, 
 
     config = resolve_config(preset="smoke", components={"backbone": backbone},
                             overrides=["train.steps=4", "train.batch_size=4", "train.resolution=32",
-                                       "train.lr_unet=5e-3", "train.lr_text_encoder=5e-3", f"device={device}"],
+                                       "train.lr_denoiser=5e-3", "train.lr_text_encoder=5e-3", f"device={device}"],
                             plugins=plugins)
     scene = load_scene(example_scene)
     model = plugins.backbones.create(config.backbone).load(device=torch.device(device))

@@ -212,8 +212,8 @@ def test_hook_realfill_run_start(observed, example_scene, tmp_path):
 def test_hook_realfill_train_step_end(observed):
     plugins, events = observed
     with pytest.warns(RealfillPluginWarning, match="plugin 'raising' raised in realfill_train_step_end"):
-        plugins.train_step_end(step=3, loss=0.25, learning_rates={"unet": 2e-4}, seconds=1.5)
-    assert events == [("train_step_end", 3, 0.25, {"unet": 2e-4}, 1.5)]  # delivered despite the other's error
+        plugins.train_step_end(step=3, loss=0.25, learning_rates={"denoiser": 2e-4}, seconds=1.5)
+    assert events == [("train_step_end", 3, 0.25, {"denoiser": 2e-4}, 1.5)]  # delivered despite the other's error
 
 
 def test_hook_realfill_sampling_done(observed, tmp_path):

@@ -173,7 +173,7 @@ def test_a_full_fine_tune_frees_its_gradients_and_samples_in_the_models_dtype(pl
               load_scene(example_scene), config, tmp_path)
     assert all(p.grad is None for m in model.trainable_modules().values() for p in m.parameters())
     assert {p.dtype for p in model.denoiser.parameters()} == {torch.bfloat16}
-    saved = load_file(str(tmp_path / "adapter" / "unet.safetensors"))
+    saved = load_file(str(tmp_path / "adapter" / "denoiser.safetensors"))
     assert {t.dtype for t in saved.values()} == {torch.float32}
     for name, p in model.denoiser.named_parameters():
         torch.testing.assert_close(p.float(), saved[name].to(torch.bfloat16).float(), rtol=0, atol=0)

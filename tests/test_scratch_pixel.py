@@ -24,7 +24,7 @@ sampling = pytest.importorskip("realfill.sampling", reason="the shared sampler (
 
 #: a budget that runs in seconds on one core: 32 px, a two-level UNet
 TINY = [
-    "train.resolution=32", "train.batch_size=4", "train.lr_unet=2e-3", "train.lr_schedule=cosine",
+    "train.resolution=32", "train.batch_size=4", "train.lr_denoiser=2e-3", "train.lr_schedule=cosine",
     "train.warmup_steps=10", "train.log_every=50", "train.checkpoint_every=0",
     "backbone.block_out_channels=[16,32,32]", "sample.steps=10", "sample.num_samples=2", "sample.batch_size=2",
 ]

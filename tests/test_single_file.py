@@ -1,6 +1,6 @@
 """``sd2-inpaint`` / ``sdxl-inpaint`` from one original-format checkpoint file (``backbone.model=FILE``,
 ``backbone.config=FOLDER``): a tiny pipeline written in the LDM / Stability layout by
-:func:`realfill.testing.save_single_file` loads through the real backbone class and diffusers'
+:func:`realfill_plugins.backbones.sd_single_file.save_single_file` loads through the real backbone class and diffusers'
 ``from_single_file`` with the same weights and the same samples; a missing configuration is one line
 naming the places looked.
 
@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from realfill.errors import MissingWeightsError, UserError
-from realfill.testing import save_single_file
+from realfill_plugins.backbones.sd_single_file import save_single_file
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -84,7 +84,7 @@ def test_single_file_is_in_the_original_layout(tmp_path):
 
 @pytest.mark.parametrize("name", ["sd2-inpaint", "sdxl-inpaint"])
 def test_real_backbone_loads_a_single_file_with_the_same_weights_and_samples(name, tmp_path, empty_hub_cache):
-    from realfill_plugins.backbones.sd_family import DiffusersInpaintModel
+    from realfill_plugins.backbones.sd_family import sd_inpaint_model
 
     tiny, config, path = _single_file(name, tmp_path)
     model = _backbone(name, model=str(path), config=str(config)).load()
@@ -93,7 +93,7 @@ def test_real_backbone_loads_a_single_file_with_the_same_weights_and_samples(nam
         assert set(loaded) == set(expected), part
         for key, tensor in expected.items():
             assert torch.equal(loaded[key], tensor), f"{part}.{key}"
-    reference = DiffusersInpaintModel(_tiny(name))
+    reference = sd_inpaint_model(_tiny(name))
     torch.testing.assert_close(_sample(model), _sample(reference))
 
 

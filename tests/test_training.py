@@ -37,7 +37,7 @@ def _trainer(plugins, config, scene):
 
 
 def test_loss_falls_when_overfitting_a_fixed_batch(plugins, scene):
-    config = _config(plugins, "train.lr_unet=1e-2", "train.lr_text_encoder=1e-2", "adapter.dropout=0.0",
+    config = _config(plugins, "train.lr_denoiser=1e-2", "train.lr_text_encoder=1e-2", "adapter.dropout=0.0",
                      "train.prompt_dropout=0.0")
     trainer = _trainer(plugins, config, scene)
     trainer._set_train_mode(True)
@@ -123,7 +123,7 @@ def test_two_n_steps_equal_n_steps_killed_and_resumed(plugins, scene, tmp_path, 
     assert [e["step"] for e in log] == [1, 2, 3, 4, 5, 6]
     straight = [json.loads(line) for line in (tmp_path / "straight" / "train_log.jsonl").read_text().splitlines()]
     assert [e["loss"] for e in log] == [e["loss"] for e in straight]
-    assert set(log[0]) == {"step", "loss", "lr", "seconds"} and log[0]["lr"] == {"unet": 2e-4, "text_encoder": 4e-5}
+    assert set(log[0]) == {"step", "loss", "lr", "seconds"} and log[0]["lr"] == {"denoiser": 2e-4, "text_encoder": 4e-5}
 
 
 @pytest.mark.parametrize(("backbone", "adapter"), [("tiny-sdxl", "lora"), ("tiny-sd2", "full")])
@@ -406,3 +406,19 @@ def test_channels_last_is_on_for_cuda_only_and_keeps_the_loss(plugins, scene):
             weight = next(m.weight for m in module.modules() if isinstance(m, torch.nn.Conv2d))
             assert weight.is_contiguous(memory_format=torch.channels_last) == expected
     assert on_loss == pytest.approx(auto_loss, rel=1e-5, abs=1e-7)
+
+
+def test_full_adapter_loads_a_denoiser_file_saved_under_its_old_name(plugins, scene, tmp_path):
+    """``full`` saves the denoiser as ``denoiser.safetensors``; an adapter folder from before (``unet.safetensors``)
+    loads into a fresh model with the same weights."""
+    config = _config(plugins, "train.steps=1", "train.checkpoint_every=0", adapter="full")
+    model = plugins.registry("backbone").create(config.backbone).load()
+    adapter = plugins.registry("adapter").create(config.adapter)
+    fine_tune(model, adapter, plugins.registry("masking").create(config.masking), scene, config, tmp_path)
+    folder = tmp_path / "adapter"
+    assert sorted(p.name for p in folder.glob("*.safetensors")) == ["denoiser.safetensors"]
+    (folder / "denoiser.safetensors").rename(folder / "unet.safetensors")
+    fresh = plugins.registry("backbone").create(config.backbone).load()
+    assert any(not torch.equal(a, b) for a, b in zip(fresh.denoiser.parameters(), model.denoiser.parameters()))
+    adapter.load(fresh, folder)
+    assert all(torch.equal(a, b) for a, b in zip(fresh.denoiser.parameters(), model.denoiser.parameters()))

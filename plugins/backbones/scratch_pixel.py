@@ -59,6 +59,8 @@ class PixelInpaintModel(InpaintModel):
 
     latent_factor = 1
     latent_channels = 3
+    #: a diffusers UNet2DModel: LoRA files key its weights as the SD family's
+    denoiser_name = "unet"
 
     def __init__(self, unet, noise_scheduler, *, channels_last: bool = False):
         self.denoiser = unet

@@ -8,13 +8,14 @@ is found too); never downloaded."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Literal
 
 from realfill.components import ComponentConfig
 from realfill.diffusion import TORCH_DTYPES
 from realfill.hookspecs import hookimpl
 from realfill.weights import load_pipeline
-from realfill_plugins.backbones.sd_family import DiffusersInpaintModel, SDBackbone
+from realfill_plugins.backbones.sd_family import DiffusersInpaintModel, SDBackbone, load_sd_single_file
 
 DEFAULT_MODEL = "sd2-community/stable-diffusion-2-inpainting"
 #: the same weights under the id Stability AI published them (withdrawn from the hub, November 2025)
@@ -49,6 +50,7 @@ class SD2Inpaint(SDBackbone):
             StableDiffusionInpaintPipeline, what="backbone sd2-inpaint", model=c.model, config=c.config,
             default_model=DEFAULT_MODEL, variant=c.variant, dtype=dtype or TORCH_DTYPES[c.dtype],
             extra={"safety_checker": None, "requires_safety_checker": False}, aliases=(LEGACY_MODEL,), how=HOW,
+            single_file=partial(load_sd_single_file, aliases=(LEGACY_MODEL,) if c.config is None else ()),
         )
         return DiffusersInpaintModel(pipeline).to(device)
 

@@ -23,6 +23,7 @@ from torch import nn
 from realfill.attention import attention_processor
 from realfill.components import Backbone, SamplingDefaults
 from realfill.diffusion import Conditioning, InpaintModel
+from realfill.weights import load_single_file
 
 
 class SDBackbone(Backbone):
@@ -35,17 +36,14 @@ class SDBackbone(Backbone):
 class DiffusersInpaintModel(InpaintModel):
     """An SD2-style inpainting pipeline (VAE latents, 9-channel UNet, one CLIP text encoder).
 
-    ``DiffusersInpaintModel(pipeline)`` on an SDXL pipeline (its UNet takes ``text_time`` added
-    conditioning) gives an :class:`SDXLInpaintModel`, so any pipeline of the family can be wrapped alike."""
+    :func:`sd_inpaint_model` wraps any pipeline of the family in the class that fits it (SDXL's UNet takes
+    ``text_time`` added conditioning: :class:`SDXLInpaintModel`)."""
 
     default_scheduler = "ddpm"  # the paper's sampler
+    #: the diffusers pipeline's name of the denoiser: LoRA files key its weights by it
+    denoiser_name = "unet"
     #: extra keyword arguments of the stock pipeline's ``__call__``
     call_kwargs: ClassVar[dict[str, Any]] = {}
-
-    def __new__(cls, pipeline):
-        if cls is DiffusersInpaintModel and is_sdxl_pipeline(pipeline):
-            cls = SDXLInpaintModel
-        return super().__new__(cls)
 
     def __init__(self, pipeline):
         self.pipeline = pipeline
@@ -184,6 +182,23 @@ class DiffusersInpaintModel(InpaintModel):
 def is_sdxl_pipeline(pipeline) -> bool:
     """Whether ``pipeline``'s UNet takes SDXL's added conditioning (pooled text embeddings and time ids)."""
     return getattr(pipeline.unet.config, "addition_embed_type", None) == "text_time"
+
+
+def sd_inpaint_model(pipeline) -> DiffusersInpaintModel:
+    """The family's model for ``pipeline``: :class:`SDXLInpaintModel` for an SDXL pipeline, else
+    :class:`DiffusersInpaintModel` (SD2). The one place that chooses."""
+    return SDXLInpaintModel(pipeline) if is_sdxl_pipeline(pipeline) else DiffusersInpaintModel(pipeline)
+
+
+#: the family's modules a single checkpoint file must hold every weight of (those the pipeline has)
+SINGLE_FILE_MODULES = ("unet", "vae", "text_encoder", "text_encoder_2")
+
+
+def load_sd_single_file(pipeline_class, *, what: str, path, config: str, dtype, extra: dict, aliases=()):
+    """A single SD2 / SDXL checkpoint file (``load_pipeline``'s ``single_file``): the core's loader, checked
+    against the family's layout, the configuration from ``config`` or, for the default model, its aliases."""
+    return load_single_file(pipeline_class, what=what, path=path, configs=[config, *aliases], dtype=dtype,
+                            extra=extra, modules=SINGLE_FILE_MODULES)
 
 
 class SDXLInpaintModel(DiffusersInpaintModel):

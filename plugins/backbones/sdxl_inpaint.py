@@ -11,7 +11,7 @@ from realfill.components import ComponentConfig
 from realfill.diffusion import TORCH_DTYPES
 from realfill.hookspecs import hookimpl
 from realfill.weights import load_pipeline
-from realfill_plugins.backbones.sd_family import SDBackbone, SDXLInpaintModel
+from realfill_plugins.backbones.sd_family import SDBackbone, SDXLInpaintModel, load_sd_single_file
 
 DEFAULT_MODEL = "diffusers/stable-diffusion-xl-1.0-inpainting-0.1"
 
@@ -37,7 +37,7 @@ class SDXLInpaint(SDBackbone):
         c = self.config
         pipeline = load_pipeline(
             StableDiffusionXLInpaintPipeline, what="backbone sdxl-inpaint", model=c.model, config=c.config,
-            default_model=DEFAULT_MODEL, variant=c.variant, dtype=dtype or TORCH_DTYPES[c.dtype],
+            default_model=DEFAULT_MODEL, variant=c.variant, dtype=dtype or TORCH_DTYPES[c.dtype], single_file=load_sd_single_file,
         )
         return SDXLInpaintModel(pipeline).to(device)
 

@@ -17,7 +17,7 @@ import tomli_w
 
 from realfill.atomic import atomic_write_text
 from realfill.components import BUILTIN_ROLES, Role
-from realfill.config import config_roles_of, defaulted_fields, resolve_config
+from realfill.config import OLD_SPELLINGS, config_roles_of, defaulted_fields, resolve_config
 from realfill.config_files import dotted_keys, read_toml
 from realfill.errors import UserError
 from realfill.plugins import get_plugins
@@ -134,6 +134,9 @@ def stage_inputs(scene: Path, config) -> dict[str, dict[str, Any]]:
     installing a role plugin changes no key. The sample key also holds the train key, the run key the sample
     key (:func:`build_plan`). Extend a stage's inputs here."""
     data = config.model_dump(mode="json")
+    for section, renamed in OLD_SPELLINGS.items():  # keys as first spelt: a rename re-keys no stage
+        old = {new: o for o, new in renamed.items()}
+        data[section] = {old.get(key, key): value for key, value in data[section].items()}
     inputs: dict[str, dict[str, Any]] = {stage: {} for stage in STAGE_SECTIONS}
     inputs["train"]["scene"] = str(scene)
     for stage, sections in STAGE_SECTIONS.items():
