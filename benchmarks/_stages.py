@@ -38,6 +38,7 @@ def make_trainer(loop: str = "ours", resolution: int = 64, batch_size: int = 16,
     the CPU allocator (``train.tune_allocator``, process-wide) unless told not to."""
     from reference_loop import ReferenceTrainer
 
+    from realfill.device import model_compute
     from realfill.scene import load_scene
     from realfill.training import Trainer
 
@@ -46,7 +47,7 @@ def make_trainer(loop: str = "ours", resolution: int = 64, batch_size: int = 16,
     model = plugins.backbones.create(config.backbone).load(device=device)
     cls = {"ours": Trainer, "reference": ReferenceTrainer}[loop]
     return cls(model, plugins.adapters.create(config.adapter), plugins.masking.create(config.masking),
-               load_scene(SCENE), config.train, seed=seed)
+               load_scene(SCENE), config.train, seed=seed, compute=model_compute(model, config.train))
 
 
 def train_stage(steps: int = 2, warmup: int = 0, **kwargs):

@@ -118,6 +118,7 @@ def measure(kind: str, resolution: int, dtype: str, checkpointing: bool, batch: 
     from _stages import SCENE, run_config
 
     from architecture import build_meta_model
+    from realfill.device import model_compute
     from realfill.scene import load_scene
     from realfill.training import Trainer
 
@@ -134,7 +135,8 @@ def measure(kind: str, resolution: int, dtype: str, checkpointing: bool, batch: 
                                  tune_allocator=False)
     with torch.device("meta"):
         trainer = Trainer(model, plugins.adapters.create(config.adapter), plugins.masking.create(config.masking),
-                          load_scene(SCENE), config.train, seed=0)
+                          load_scene(SCENE), config.train, seed=0,
+                          compute=model_compute(model, config.train))
     trainer.scaler = None  # the meta device has no autocast nor loss scaling: dtypes as described above
     trainer.autocast_dtype = None
     trainer._autocast = contextlib.nullcontext

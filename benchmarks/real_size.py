@@ -327,6 +327,7 @@ def make_trainer(loop: str, model, kind: str, resolution: int, batch: int, check
     from _stages import SCENE, run_config
     from reference_loop import ReferenceTrainer
 
+    from realfill.device import model_compute
     from realfill.scene import load_scene
     from realfill.training import Trainer
 
@@ -335,7 +336,7 @@ def make_trainer(loop: str, model, kind: str, resolution: int, batch: int, check
                                  mixed_precision=mixed_precision, allow_tf32=True, attention=attention)
     cls = {"ours": Trainer, "reference": ReferenceTrainer}[loop]
     return cls(model, plugins.adapters.create(config.adapter), plugins.masking.create(config.masking),
-               load_scene(SCENE), config.train, seed=0)
+               load_scene(SCENE), config.train, seed=0, compute=model_compute(model, config.train))
 
 
 def _seeded(trainer):

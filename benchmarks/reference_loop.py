@@ -63,8 +63,8 @@ class _RecipeBoxes:
 class ReferenceTrainer(Trainer):
     """The public recipe's per-step work on our batch and RNG stream (see the module docstring)."""
 
-    def __init__(self, model, adapter, masking, scene, train, *, seed: int = 0):
-        super().__init__(model, adapter, masking, scene, train, seed=seed)
+    def __init__(self, model, adapter, masking, scene, train, *, compute, seed: int = 0):
+        super().__init__(model, adapter, masking, scene, train, seed=seed, compute=compute)
         if getattr(masking, "name", None) == "lama-boxes":
             self.masking = _RecipeBoxes(masking)
         uncompile(self._compiled)  # eager, whatever train.compile says

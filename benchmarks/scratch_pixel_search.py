@@ -31,6 +31,7 @@ from realfill.sampling import sample_completions
 from realfill.scene import load_scene
 from realfill.training import Trainer
 from realfill_plugins.metrics.pixel import psnr
+from realfill.device import model_compute
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,7 +77,8 @@ def main(argv=None) -> dict:
     model = backbone.load("cpu")
     adapter = plugins.adapters.create(config.adapter)
     masking = plugins.masking.create(config.masking)
-    trainer = Trainer(model, adapter, masking, scene, config.train, seed=config.seed)
+    trainer = Trainer(model, adapter, masking, scene, config.train, seed=config.seed,
+                      compute=model_compute(model, config.train))
     params = sum(p.numel() for p in model.denoiser.parameters())
     eval_at = sorted({int(x) for x in args.eval_at.split(",") if x} | {config.train.steps})
     curve, losses = [], []

@@ -31,14 +31,15 @@ MARGIN_DB = 1.0
 
 @pytest.mark.slow
 def test_cpu_preset_beats_telea_within_budget(benchmark, tmp_path):
-    config = resolve_config(preset="cpu")
+    plugins = RealfillPlugins(autoload=False)
+    config = resolve_config(preset="cpu", plugins=plugins)
     scene = load_scene(SCENE)
     run_dirs = []
 
     def run_once():
         run_dir = tmp_path / f"run{len(run_dirs)}"
         run_dirs.append(run_dir)
-        fill(SCENE, config, run_dir)
+        fill(SCENE, config, run_dir, plugins=plugins)
 
     start = time.perf_counter()
     benchmark.pedantic(run_once, rounds=1, iterations=1)

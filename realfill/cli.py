@@ -14,29 +14,20 @@ import pkgutil
 import sys
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-from rich.console import Console
 from rich.markup import escape
 
-from realfill import __version__
+from realfill import __version__, commands
+from realfill.arguments import Context
 from realfill.atomic import EXIT_OUT_OF_SPACE, OutOfSpace, is_out_of_space
 from realfill.components import BUILTIN_ROLES, Role
-from realfill.config import resolve_config
 from realfill.console import console, stdout
 from realfill.errors import UserError
 from realfill.plugins import RealfillPlugins, set_plugins
 from realfill.runfolder import check_writable
 
 EXIT_BAD_INPUT = 2
-
-
-@dataclass
-class Context:
-    plugins: object  # realfill.plugins.RealfillPlugins
-    console: Console  # stderr: progress, warnings, tables a person reads
-    out: Console  # stdout: results, --json
 
 
 class _Parser(argparse.ArgumentParser):
@@ -47,8 +38,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _command_modules():
-    import realfill.commands as package  # the commands import the cli (add_config_arguments): a cycle at top level
-
+    package = commands
     for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
         module = importlib.import_module(f"{package.__name__}.{info.name}")
         if hasattr(module, "NAME") and hasattr(module, "run"):
@@ -74,51 +64,6 @@ def build_parser(roles: tuple[Role, ...] = BUILTIN_ROLES) -> argparse.ArgumentPa
         module.add_arguments(command)
         command.set_defaults(_module=module)
     return parser
-
-
-def add_config_arguments(parser: argparse.ArgumentParser, *, out: bool = True) -> None:
-    """The run-config flags shared by fill, train, sample and ablate."""
-    group = parser.add_argument_group("run config")
-    group.add_argument("--preset", help="a named preset: paper (default), smoke, cpu, ...")
-    group.add_argument("--config", type=Path, help="a config.toml to repeat, or a run folder (its config.toml)")
-    for role in config_roles(parser):
-        group.add_argument(*role.cli_flags, dest=role.field, help=role.help or f"{role.name} component name")
-    group.add_argument("--steps", type=int, help="training steps (train.steps)")
-    group.add_argument("--samples", type=int, help="number of samples (sample.num_samples)")
-    group.add_argument("--keep", type=int, help="keep the K best-ranked samples (select.keep)")
-    group.add_argument("--seed", type=int, help="random seed")
-    group.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-        help="override any config key, e.g. --set train.steps=10 --set ranker.ratio=0.8",
-    )
-    if out:
-        group.add_argument("--out", type=Path, help="the run folder (default: runs/SCENE-RUNNAME)")
-
-
-def config_roles(parser: argparse.ArgumentParser) -> tuple[Role, ...]:
-    """The roles whose component a run config names, as ``build_parser`` gave them to this parser."""
-    return tuple(role for role in getattr(parser, "roles", BUILTIN_ROLES) if role.field is not None)
-
-
-def config_from_args(args: argparse.Namespace, ctx: Context):
-    """The validated RunConfig these flags describe."""
-    if args.config is not None and args.preset is not None:
-        raise UserError("--config and --preset exclude each other: a saved config already holds its preset")
-    overrides = list(args.overrides)
-    if args.seed is not None:
-        overrides.insert(0, f"seed={args.seed}")
-    return resolve_config(
-        preset=args.preset,
-        config_file=args.config,
-        components={role.field: getattr(args, role.field, None) for role in ctx.plugins.config_roles},
-        sections={
-            "train": {"steps": args.steps},
-            "sample": {"num_samples": args.samples},
-            "select": {"keep": args.keep},
-        },
-        overrides=overrides,
-        plugins=ctx.plugins,
-    )
 
 
 class _TorchvisionNotice:

@@ -225,3 +225,13 @@ def resolve_compute(config: Any, backbone: Any = None) -> Compute:
     autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, weights)
     attention = resolve_attention(config.train.attention, device, autocast, config.train.compile)
     return Compute(device, precision, config.train.threads, config.train.allow_tf32, attention)
+
+
+def model_compute(model: Any, train: Any) -> Compute:
+    """The Compute of a model loaded on its own, outside a command (tests, benchmarks): its device and weight
+    dtype with ``train``'s precision, threads, TF32 and attention; applied. A command resolves its Compute from
+    the run config once (``realfill.run.check_device``) and passes it down instead."""
+    precision = resolve_precision(train.mixed_precision, model.dtype, model.device)
+    autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, model.dtype)
+    attention = resolve_attention(train.attention, model.device, autocast, train.compile)
+    return Compute(model.device, precision, train.threads, train.allow_tf32, attention).apply()

@@ -18,7 +18,6 @@ import contextlib
 import json
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
@@ -30,8 +29,7 @@ from realfill.device import Compute, resolve_compute
 from realfill.errors import UserError
 from realfill.evaluation import RUN_RECORD
 from realfill.fingerprint import FINGERPRINT_KEY, check_same_scene, config_difference, scene_fingerprint
-from realfill.layout import ADAPTER_DIR, TRAIN_LOG, training_finished
-from realfill.plugins import get_plugins
+from realfill.layout import ADAPTER_DIR, training_finished
 from realfill.runfolder import LOCK_FILE, RunLock
 from realfill.scene import load_scene, read_rgb
 from realfill.seed_selection import rank_candidates
@@ -44,38 +42,24 @@ RESULT_FILE = "result.png"
 CONTACT_SHEET = "contact_sheet.png"
 
 
-def _plugins(plugins):
-    if plugins is not None:
-        return plugins
-    return get_plugins()
-
-
 def check_device(config, plugins) -> Compute:
     """The run's device, mixed precision and threads (:mod:`realfill.device`), checked before any weights
     load: a GPU config on a machine without one, and a precision the backbone's weight dtype cannot train
-    under, are one-line errors. Resolved once per command, then passed down."""
-    return resolve_compute(config, plugins.backbones.get(config.backbone.name))
+    under, are one-line errors. Resolved once per command (``.apply()`` sets threads and TF32), then passed
+    down: every stage below takes the ``Compute`` and the plugins it is given, and resolves nothing again."""
+    return resolve_compute(config, plugins.registry("backbone").get(config.backbone.name))
 
 
-def set_up_compute(config, plugins, compute: Compute | None = None) -> Compute:
-    """``compute`` when a caller resolved it already; else resolved here and applied (threads, TF32): each
-    stage called on its own (the ablation's workers, ``realfill sample``) starts here."""
-    return compute if compute is not None else check_device(config, plugins).apply()
-
-
-def load_backbone(config, plugins, compute: Compute | None = None):
+def load_backbone(config, plugins, compute: Compute):
     """The backbone's model on the run's device (missing weights raise before any file is written)."""
-    compute = set_up_compute(config, plugins, compute)
-    return plugins.backbones.create(config.backbone).load(device=compute.device)
+    return plugins.registry("backbone").create(config.backbone).load(device=compute.device)
 
 
-def train_stage(scene, config, directory: Path, *, plugins=None, resume: bool = False, console=None, model=None,
-                compute: Compute | None = None):
+def train_stage(scene, config, directory: Path, *, plugins, compute: Compute, resume: bool = False, console=None,
+                model=None):
     """Fine-tune on ``scene``; writes ``directory/adapter/`` and ``directory/train_log.jsonl``. Returns the
     model with its adapter applied (in eval mode). A finished training in ``directory`` is reused when
     ``resume`` is set."""
-    plugins = _plugins(plugins)
-    compute = set_up_compute(config, plugins, compute)
     directory = Path(directory)
     model = model if model is not None else load_backbone(config, plugins, compute)
     adapter = plugins.adapters.create(config.adapter)
@@ -90,9 +74,8 @@ def train_stage(scene, config, directory: Path, *, plugins=None, resume: bool = 
     return model
 
 
-def load_trained(config, train_dir: Path, *, plugins=None, compute: Compute | None = None):
+def load_trained(config, train_dir: Path, *, plugins, compute: Compute):
     """The backbone with the adapter weights of ``train_dir/adapter/`` loaded (a fresh process)."""
-    plugins = _plugins(plugins)
     adapter_dir = Path(train_dir) / ADAPTER_DIR
     if not adapter_dir.is_dir():
         raise UserError(f"{adapter_dir}: no trained adapter here; run `realfill train` (or fill) first")
@@ -103,12 +86,10 @@ def load_trained(config, train_dir: Path, *, plugins=None, compute: Compute | No
     return model
 
 
-def sample_stage(scene, config, train_dir: Path | None, directory: Path, *, plugins=None, console=None, model=None,
-                 compute: Compute | None = None) -> list[Path]:
+def sample_stage(scene, config, train_dir: Path | None, directory: Path, *, plugins, compute: Compute, console=None,
+                 model=None) -> list[Path]:
     """``config.sample.num_samples`` completions, composited at the target's size, as
     ``directory/samples/NNN.png``; the model is ``model`` or the backbone with ``train_dir``'s adapter."""
-    plugins = _plugins(plugins)
-    compute = set_up_compute(config, plugins, compute)
     if model is None:
         model = load_trained(config, Path(train_dir), plugins=plugins, compute=compute)
     s = config.sample
@@ -133,10 +114,9 @@ def sample_stage(scene, config, train_dir: Path | None, directory: Path, *, plug
     return paths
 
 
-def rank_stage(scene, config, directory: Path, sample_paths: list[Path], *, plugins=None, console=None) -> list[dict]:
+def rank_stage(scene, config, directory: Path, sample_paths: list[Path], *, plugins, console=None) -> list[dict]:
     """Rank the samples with the configured ranker (``realfill.seed_selection``); write ``ranking.json``,
     ``result.png`` (the best) and ``contact_sheet.png``."""
-    plugins = _plugins(plugins)
     directory = Path(directory)
     candidates = [read_rgb(p) for p in sample_paths]
     names = [p.name for p in sample_paths]
@@ -183,10 +163,9 @@ def check_run_dir(run_dir: Path, config, resume: bool) -> None:
                         "(and no other settings)")
 
 
-def fill(scene_path: Path, config, run_dir: Path | None = None, *, plugins=None, resume: bool = False,
+def fill(scene_path: Path, config, run_dir: Path | None = None, *, plugins, resume: bool = False,
          console=None) -> Path:
     """The whole method on one scene; returns the run folder."""
-    plugins = _plugins(plugins)
     scene = load_scene(scene_path, max_references=config.max_references)  # bad scenes fail here
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(scene_path, config)
     compute = check_device(config, plugins)  # a GPU preset on a CPU machine stops here, before any weights load
@@ -266,11 +245,5 @@ def write_run_record(run_dir: Path, scene_path: Path, config, plugins, scene=Non
     atomic_write_text(run_dir / RUN_RECORD, json.dumps(record, indent=2) + "\n")
 
 
-def known_pixels_kept(result: np.ndarray, target: np.ndarray, mask: np.ndarray, dilate: int, feather: int) -> bool:
-    """True when ``result`` equals ``target`` exactly outside the dilated and feathered band."""
-    outside = sampling.blend_weights(mask, dilate, feather) == 0
-    return bool(np.array_equal(result[outside], target[outside]))
-
-
-__all__ = ["fill", "train_stage", "sample_stage", "rank_stage", "load_trained", "check_run_dir",
-           "default_run_dir", "known_pixels_kept", "TRAIN_LOG"]
+__all__ = ["fill", "train_stage", "sample_stage", "rank_stage", "load_trained", "load_backbone", "check_device",
+           "check_run_dir", "default_run_dir"]

@@ -67,13 +67,14 @@ def composite(sample: np.ndarray, target: np.ndarray, weights: np.ndarray) -> np
     return np.where(w > 0, blended.astype(np.uint8), target)
 
 
-def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
+def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``image`` (HxWx3 uint8) at ``height`` x ``width``, bicubic (itself when it is that size already)."""
     if image.shape[:2] == (height, width):
         return image
     return np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BICUBIC))
 
 
-def _resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
+def resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
     """Any pixel touching the region to fill stays in it (area average > 0)."""
     if mask.shape == (height, width):
         return mask
@@ -132,8 +133,8 @@ def sample_completions(
     batch runs inside ``attention``'s SDPA pin (``train.attention`` as the command resolved it)."""
     height, width = target.shape[:2]
     h, w = sampling_size(height, width, resolution, model.size_multiple)
-    image = to_tensor_image(_resize(target, h, w))
-    small_mask = to_tensor_mask(_resize_mask(mask, h, w))
+    image = to_tensor_image(resize_image(target, h, w))
+    small_mask = to_tensor_mask(resize_mask(mask, h, w))
     weights = blend_weights(mask, mask_dilate, feather)
     sampler = model.make_scheduler(scheduler)
     device = torch.device(model.device)

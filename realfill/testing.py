@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from skimage import data
 
+from realfill import sampling
 from realfill.scene import Scene
 
 
@@ -32,6 +33,15 @@ def stereo_motorcycle_scene(width: int = 256) -> Scene:
     target = right.copy()
     target[mask] = 127
     return Scene(Path("stereo_motorcycle"), "stereo_motorcycle", references, [], target, mask, right)
+
+
+# -- a composited result -----------------------------------------------------------------------------
+
+
+def known_pixels_kept(result: np.ndarray, target: np.ndarray, mask: np.ndarray, dilate: int, feather: int) -> bool:
+    """True when ``result`` equals ``target`` exactly outside the dilated and feathered band."""
+    outside = sampling.blend_weights(mask, dilate, feather) == 0
+    return bool(np.array_equal(result[outside], target[outside]))
 
 
 # -------------------------------------------------------------------------------------------------

@@ -33,8 +33,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from realfill.atomic import AtomicLog, atomic_dir, atomic_write_text
 from realfill.checkpoints import load_checkpoint, save_checkpoint, truncate_log
 from realfill.compiling import compile_model, uncompile
-from realfill.device import (DTYPE_NAMES, Compute, enable_tf32, resolve_attention, resolve_precision, to_device,
-                             tune_cpu_allocator)
+from realfill.device import DTYPE_NAMES, Compute, to_device, tune_cpu_allocator
 from realfill.diffusion import DENOISER_GROUP, InpaintModel, loss_weights, select_conditioning  # noqa: F401
 from realfill.errors import UserError
 from realfill.layout import ADAPTER_DIR, CHECKPOINT_DIR, TRAIN_LOG, TRAIN_STATE
@@ -49,7 +48,7 @@ class Trainer:
     """One fine-tuning run's state: the model with its adapter applied, optimizer, schedule, RNGs."""
 
     def __init__(self, model: InpaintModel, adapter, masking, scene, train, *, seed: int = 0,
-                 compute: Compute | None = None, text_encoder_home: str | torch.device = "cpu"):
+                 compute: Compute, text_encoder_home: str | torch.device = "cpu"):
         self.model, self.adapter, self.masking, self.train = model, adapter, masking, train
         self.device = model.device
         if train.tune_allocator and self.device.type == "cpu":
@@ -82,25 +81,20 @@ class Trainer:
         self.generator = torch.Generator("cpu").manual_seed(seed)
         self.step = 0
         self.text_trains = any(p.requires_grad for e in model.text_encoders for p in e.parameters())
-        # what the command resolved (realfill.device); a Trainer made on its own resolves it from the weights
-        precision = (compute.precision if compute is not None
-                     else resolve_precision(train.mixed_precision, model.dtype, self.device))
+        # what the command resolved (realfill.device.Compute, applied there: threads, TF32)
+        precision = compute.precision
         self.mixed_precision = precision
         self.autocast_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
         # fp16 autocast always with loss scaling (CUDA, and CPUs: torch 2.13 has fp16 kernels and a CPU scaler)
         self.scaler = torch.amp.GradScaler(self.device.type) if precision == "fp16" else None
-        if compute is None:  # the command applied its Compute already
-            enable_tf32(self.device, train.allow_tf32)
         if train.gradient_checkpointing:
             model.enable_gradient_checkpointing()
         self.channels_last = self.device.type == "cuda" if train.channels_last == "auto" else train.channels_last
         if self.channels_last:
             model.to_channels_last()
-        # train.attention as the command resolved it (realfill.device.Compute), or resolved here; the step
-        # runs inside its SDPA pin (forward, backward and checkpointing's recompute)
-        self.attention = (compute.attention if compute is not None else
-                          resolve_attention(train.attention, self.device, self.autocast_dtype or model.dtype,
-                                            train.compile))
+        # train.attention as the command resolved it (realfill.device.Compute); the step runs inside its SDPA
+        # pin (forward, backward and checkpointing's recompute)
+        self.attention = compute.attention
         model.set_attention(self.attention.processor)
         self._compiled = compile_model(model) if train.compile else []
         if train.compile:
@@ -294,20 +288,20 @@ def fine_tune(
     config,
     run_dir: Path,
     *,
+    compute: Compute,
     plugins=None,
     resume: bool = False,
     console=None,
     on_step: Callable[[int, float], None] | None = None,
-    compute: Compute | None = None,
 ) -> Trainer:
     """Fine-tune ``model`` on ``scene`` per ``config.train``; writes ``run_dir/train_log.jsonl``,
     ``run_dir/checkpoint/`` every ``checkpoint_every`` steps and ``run_dir/adapter/`` at the end.
-    With ``resume``, continues from ``run_dir/checkpoint/`` (the log is cut back to it)."""
+    With ``resume``, continues from ``run_dir/checkpoint/`` (the log is cut back to it). ``compute``: the
+    command's, resolved and applied (``realfill.run.check_device(config, plugins).apply()``); ``plugins``:
+    whose ``realfill_train_step_end`` hear each logged step (None: nobody listens)."""
     train = config.train
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    if compute is None and train.threads:  # called on its own (tests, benchmarks), not by a command
-        torch.set_num_threads(train.threads)
     trainer = Trainer(model, adapter, masking, scene, train, seed=config.seed, compute=compute)
     log_path = run_dir / TRAIN_LOG
     if resume and (state := load_checkpoint(run_dir)) is not None:

@@ -68,6 +68,22 @@ def load_checkpoint(path: Path, key: str) -> dict:
         raise UserError(f"{key}: {path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from None
 
 
+def load_learned_weights(module, state: dict, path: Path, key: str) -> None:
+    """Load ``state`` (a checkpoint's tensors) into ``module``; every learned parameter must come from the file
+    (buffers may not). A file of another model is one line naming ``key`` (the config key) and ``path``."""
+    try:
+        result = module.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatch: another model's file
+        raise UserError(f"{key}: {path}: does not fit {type(module).__name__} ({str(exc).splitlines()[0]})") from None
+    parameters = dict(module.named_parameters())
+    missing = [k for k in result.missing_keys if k in parameters]
+    if missing:
+        raise UserError(
+            f"{key}: {path}: not a {type(module).__name__} checkpoint ({len(missing)} weights missing, "
+            f"e.g. {missing[0]})"
+        )
+
+
 # -- diffusers pipelines -------------------------------------------------------------------------------------
 
 

@@ -16,6 +16,7 @@ from realfill.device import resolve_attention
 from realfill.errors import UserError
 from realfill.scene import load_scene
 from realfill.training import Trainer
+from realfill.device import model_compute
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -84,7 +85,7 @@ def _trainer(plugins, scene, backbone, attention):
                             plugins=plugins)
     model = plugins.backbones.create(config.backbone).load()
     return Trainer(model, plugins.adapters.create(config.adapter), plugins.masking.create(config.masking), scene,
-                   config.train, seed=config.seed)
+                   config.train, seed=config.seed, compute=model_compute(model, config.train))
 
 
 @pytest.mark.parametrize("backbone", ["tiny-flux", "tiny-sd2"])

@@ -18,6 +18,7 @@ from realfill.config import resolve_config
 from realfill.errors import MissingWeightsError, UserError
 from realfill.scene import load_scene
 from realfill.training import Trainer, fine_tune
+from realfill.device import model_compute
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -39,7 +40,7 @@ def _model(plugins, **settings):
 def _trainer(plugins, config, scene):
     model = plugins.backbones.create(config.backbone).load()
     return Trainer(model, plugins.adapters.create(config.adapter), plugins.masking.create(config.masking), scene,
-                   config.train, seed=config.seed)
+                   config.train, seed=config.seed, compute=model_compute(model, config.train))
 
 
 def _image_and_mask(side=32):
@@ -191,7 +192,7 @@ def test_stock_flux_fill_pipeline_with_our_lora_gives_our_samples(plugins, scene
     config = _config(plugins, "train.steps=4", "train.lr_denoiser=5e-3", "train.lr_text_encoder=5e-3")
     model = plugins.backbones.create(config.backbone).load()
     fine_tune(model, plugins.adapters.create(config.adapter), plugins.masking.create(config.masking), scene, config,
-              tmp_path, plugins=plugins)
+              tmp_path, plugins=plugins, compute=model_compute(model, config.train))
     keys = list(load_file(tmp_path / "adapter" / "pytorch_lora_weights.safetensors"))
     assert any(k.startswith("transformer.") for k in keys) and any(k.startswith("text_encoder.") for k in keys)
     for stream in ("attn.to_q", "attn.add_q_proj", "attn.to_add_out", "single_transformer_blocks.0.attn.to_k"):
@@ -221,20 +222,20 @@ def test_stock_flux_fill_pipeline_with_our_lora_gives_our_samples(plugins, scene
 
 @pytest.mark.parametrize("adapter", ["full", "lora"])
 def test_adapters_train_save_and_reload_to_the_same_samples(plugins, scene, tmp_path, adapter):
-    from realfill.run import load_trained
+    from realfill.run import check_device, load_trained
     from realfill.sampling import sample_completions
 
     config = _config(plugins, "train.steps=2", adapter=adapter)
     model = plugins.backbones.create(config.backbone).load()
     before = {k: v.clone() for k, v in model.denoiser.state_dict().items()}
     fine_tune(model, plugins.adapters.create(config.adapter), plugins.masking.create(config.masking), scene, config,
-              tmp_path, plugins=plugins)
+              tmp_path, plugins=plugins, compute=model_compute(model, config.train))
     state = model.denoiser.state_dict()
     if adapter == "full":
         assert any(not torch.equal(v, before[k]) for k, v in state.items())
     else:  # LoRA's B matrices start at zero: training moved them
         assert any(v.abs().sum() > 0 for k, v in state.items() if "lora_B" in k)
-    trained = load_trained(config, tmp_path, plugins=plugins)  # a fresh model with the saved adapter
+    trained = load_trained(config, tmp_path, plugins=plugins, compute=check_device(config, plugins))  # a fresh model with the saved adapter
     kwargs = dict(prompt="a photo of sks", resolution=32, scheduler="auto", steps=2, num_samples=1, seed=0,
                   guidance_scale=30.0)
     ours = sample_completions(model, scene.target, scene.mask, **kwargs)[0]
@@ -335,7 +336,7 @@ def test_smoke_fill_with_tiny_flux_writes_the_whole_run_folder_in_minutes(exampl
     import tomllib
 
     from realfill.cli import main
-    from realfill.run import known_pixels_kept
+    from realfill.testing import known_pixels_kept
     from realfill.scene import read_rgb
 
     run_dir = tmp_path / "run"
@@ -425,7 +426,7 @@ def test_int8_weight_only_transformer_trains_saves_reloads_and_samples(plugins, 
     loss, LoRA weights move, the int8 base does not); the adapter saves, loads onto a fresh quantized model
     and samples the same; the int8 model's loss is the float32 model's to int8's precision."""
     pytest.importorskip("torchao", reason="the `quant` extra (torchao) is not installed")
-    from realfill.run import load_trained
+    from realfill.run import check_device, load_trained
     from realfill.sampling import sample_completions
 
     config = _config(plugins, "train.steps=3", "train.lr_denoiser=5e-3", "backbone.quantize=int8-weight-only",
@@ -444,7 +445,7 @@ def test_int8_weight_only_transformer_trains_saves_reloads_and_samples(plugins, 
 
     base = {name: m.weight.qdata.clone() for name, m in model.denoiser.named_modules() if isinstance(m, torch.nn.Linear)}
     fine_tune(model, plugins.adapters.create(config.adapter), plugins.masking.create(config.masking), scene, config,
-              tmp_path, plugins=plugins)
+              tmp_path, plugins=plugins, compute=model_compute(model, config.train))
     losses = [json.loads(line)["loss"] for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
     assert losses and all(np.isfinite(losses))
     lora = [m for m in model.denoiser.modules() if type(m).__name__ == "TorchaoLoraLinear"]
@@ -456,7 +457,7 @@ def test_int8_weight_only_transformer_trains_saves_reloads_and_samples(plugins, 
     keys = list(load_file(tmp_path / "adapter" / "pytorch_lora_weights.safetensors"))
     assert keys and all(k.startswith("transformer.") for k in keys)
 
-    trained = load_trained(config, tmp_path, plugins=plugins)  # a fresh quantized model with the saved adapter
+    trained = load_trained(config, tmp_path, plugins=plugins, compute=check_device(config, plugins))  # a fresh quantized model with the saved adapter
     assert all(m.base_layer.weight.qdata.dtype == torch.int8 for m in trained.denoiser.modules()
                if type(m).__name__ == "TorchaoLoraLinear")
     kwargs = dict(prompt="a photo of sks", resolution=32, scheduler="auto", steps=2, num_samples=1, seed=0,

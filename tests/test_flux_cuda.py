@@ -28,6 +28,7 @@ from realfill.config import resolve_config
 from realfill.scene import load_scene
 from realfill.testing import test_devices
 from realfill.training import Trainer, fine_tune
+from realfill.device import model_compute
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -56,7 +57,7 @@ def test_tiny_flux_lora_trains_in_bf16_with_checkpointing_and_samples(plugins, e
     model = plugins.backbones.create(config.backbone).load(device=torch.device(device))
     assert model.dtype == torch.bfloat16
     trainer = Trainer(model, plugins.adapters.create(config.adapter), plugins.masking.create(config.masking),
-                      load_scene(example_scene), config.train, seed=0)
+                      load_scene(example_scene), config.train, seed=0, compute=model_compute(model, config.train))
     assert model.denoiser.is_gradient_checkpointing
     before = _lora_state(trainer)
     losses = [trainer.train_step() for _ in range(3)]
@@ -87,7 +88,7 @@ def test_stock_flux_fill_pipeline_reads_our_lora_on_the_device(plugins, example_
                      "train.gradient_checkpointing=false")
     model = plugins.backbones.create(config.backbone).load(device=torch.device(device))
     fine_tune(model, plugins.adapters.create(config.adapter), plugins.masking.create(config.masking),
-              load_scene(example_scene), config, tmp_path, plugins=plugins)
+              load_scene(example_scene), config, tmp_path, plugins=plugins, compute=model_compute(model, config.train))
     stock = build_tiny_flux(0).to(device)  # the same base weights, untouched by us
     stock.set_progress_bar_config(disable=True)
     stock.load_lora_weights(str(tmp_path / "adapter"))
@@ -122,7 +123,7 @@ def test_real_width_reduced_flux_trains_one_step_at_paper_flux_shapes(plugins, e
     assert (transformer.num_attention_heads, transformer.attention_head_dim) == (24, 128)  # 3072 wide, FLUX's own
     assert model.t5.config.d_model == 4096 and model.max_sequence_length == 512
     trainer = Trainer(model, plugins.adapters.create(adapter), plugins.masking.create(config.masking),
-                      load_scene(example_scene), train, seed=0)
+                      load_scene(example_scene), train, seed=0, compute=model_compute(model, train))
     tokens = model.encode_prompts([train.prompt])["encoder_hidden_states"]
     assert tokens.shape == (1, 512, 4096)
     before = _lora_state(trainer)

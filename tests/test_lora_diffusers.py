@@ -11,6 +11,7 @@ from realfill.config import resolve_config
 from realfill.scene import load_scene
 from realfill.testing import test_devices
 from realfill.training import fine_tune
+from realfill.device import model_compute
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -28,7 +29,7 @@ def test_stock_load_lora_weights_gives_the_same_samples(plugins, example_scene, 
     scene = load_scene(example_scene)
     model = plugins.backbones.create(config.backbone).load(device=torch.device(device))
     fine_tune(model, plugins.adapters.create(config.adapter), plugins.masking.create(config.masking), scene, config,
-              tmp_path, plugins=plugins)
+              tmp_path, plugins=plugins, compute=model_compute(model, config.train))
     weights = tmp_path / "adapter" / "pytorch_lora_weights.safetensors"
     with safe_open(str(weights), "pt") as f:
         keys = list(f.keys())

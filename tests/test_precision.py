@@ -20,6 +20,7 @@ from realfill.scene import load_scene, read_rgb
 from realfill.testing import test_devices
 from realfill.device import resolve_precision
 from realfill.training import fine_tune
+from realfill.device import model_compute
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -144,7 +145,7 @@ def test_the_sdxl_vae_encodes_in_float32_at_every_call(plugins, example_scene, t
         lambda module, args: seen.append((next(module.parameters()).dtype, args[0].dtype)))
     adapter = plugins.adapters.create(config.adapter)
     trainer = fine_tune(model, adapter, plugins.masking.create(config.masking), load_scene(example_scene), config,
-                        tmp_path)
+                        tmp_path, compute=model_compute(model, config.train))
     assert len(seen) == 2  # one VAE pass per step (image and masked image together)
     image = torch.rand(1, 3, 32, 32, device=device) * 2 - 1
     mask = torch.zeros(1, 1, 32, 32, device=device)
@@ -170,7 +171,7 @@ def test_a_full_fine_tune_frees_its_gradients_and_samples_in_the_models_dtype(pl
                                        "train.batch_size=4", "train.resolution=32", "train.checkpoint_every=0"])
     model = plugins.backbones.create(config.backbone).load()
     fine_tune(model, plugins.adapters.create(config.adapter), plugins.masking.create(config.masking),
-              load_scene(example_scene), config, tmp_path)
+              load_scene(example_scene), config, tmp_path, compute=model_compute(model, config.train))
     assert all(p.grad is None for m in model.trainable_modules().values() for p in m.parameters())
     assert {p.dtype for p in model.denoiser.parameters()} == {torch.bfloat16}
     saved = load_file(str(tmp_path / "adapter" / "denoiser.safetensors"))
@@ -312,7 +313,7 @@ def test_a_training_step_never_makes_the_host_wait_for_the_gpu(plugins, example_
     def trainer():
         model = plugins.backbones.create(config.backbone).load(device=torch.device(device))
         return Trainer(model, plugins.adapters.create(config.adapter), plugins.masking.create(config.masking),
-                       scene, config.train, seed=0)
+                       scene, config.train, seed=0, compute=model_compute(model, config.train))
 
     lazy = trainer()
     lazy.step_once()

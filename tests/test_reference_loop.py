@@ -20,6 +20,7 @@ from realfill.config import run_config_model  # noqa: E402
 from realfill.config_files import load_preset  # noqa: E402
 from realfill.scene import load_scene  # noqa: E402
 from realfill.training import Trainer  # noqa: E402
+from realfill.device import model_compute
 
 
 def _trainer(cls, plugins, example_scene, *, adapter: dict, resolution: int = 64, seed: int = 3):
@@ -28,7 +29,7 @@ def _trainer(cls, plugins, example_scene, *, adapter: dict, resolution: int = 64
     model = plugins.backbones.create(config.backbone).load()
     scene = load_scene(example_scene)
     return cls(model, plugins.adapters.create(config.adapter), plugins.masking.create(config.masking), scene,
-               config.train, seed=seed)
+               config.train, seed=seed, compute=model_compute(model, config.train))
 
 
 def _losses(trainer, steps: int) -> list[float]:
@@ -97,7 +98,7 @@ def test_compiled_loop_gives_the_eager_losses_and_is_undone_after_training(plugi
     model = plugins.backbones.create(compiled_config.backbone).load()
     compiled = Trainer(model, plugins.adapters.create(compiled_config.adapter),
                        plugins.masking.create(compiled_config.masking), load_scene(example_scene),
-                       compiled_config.train, seed=3)
+                       compiled_config.train, seed=3, compute=model_compute(model, compiled_config.train))
     assert "_denoising_loss" in compiled.__dict__ and "forward" in model.vae.encoder.__dict__
     assert "forward" in model.text_encoders[0].__dict__  # the paper's LoRA trains the text encoder
     compiled_losses, eager_losses = _losses(compiled, 2), _losses(eager, 2)

@@ -18,6 +18,7 @@ from realfill.errors import UserError
 from realfill.scene import load_scene
 from realfill_plugins.backbones.scratch_pixel import DISCLAIMER, PixelInpaintModel, ScratchPixel
 from realfill_plugins.metrics.pixel import psnr
+from realfill.device import model_compute
 
 training = pytest.importorskip("realfill.training", reason="the shared training loop (realfill/training.py)")
 sampling = pytest.importorskip("realfill.sampling", reason="the shared sampler (realfill/sampling.py)")
@@ -123,7 +124,8 @@ def test_training_makes_the_masked_error_fall(plugins, example_scene, tmp_path):
     before = _masked_psnr(model, scene, config)
 
     adapter, masking = plugins.adapters.create(config.adapter), plugins.masking.create(config.masking)
-    trainer = training.fine_tune(model, adapter, masking, scene, config, tmp_path)
+    trainer = training.fine_tune(model, adapter, masking, scene, config, tmp_path,
+                                  compute=model_compute(model, config.train))
     after = _masked_psnr(model, scene, config)
 
     mean_fill = scene.target.copy()

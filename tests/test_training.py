@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 from realfill.config import resolve_config
 from realfill.scene import load_scene
 from realfill.training import Trainer, fine_tune, loss_weights
+from realfill.device import model_compute
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -33,7 +34,7 @@ def _config(plugins, *overrides, backbone="tiny-sd2", adapter="lora"):
 def _trainer(plugins, config, scene):
     model = plugins.backbones.create(config.backbone).load()
     return Trainer(model, plugins.adapters.create(config.adapter), plugins.masking.create(config.masking), scene,
-                   config.train, seed=config.seed)
+                   config.train, seed=config.seed, compute=model_compute(model, config.train))
 
 
 def test_loss_falls_when_overfitting_a_fixed_batch(plugins, scene):
@@ -104,7 +105,7 @@ def test_two_n_steps_equal_n_steps_killed_and_resumed(plugins, scene, tmp_path, 
     def run(directory, resume=False):
         model = plugins.backbones.create(config.backbone).load()
         fine_tune(model, plugins.adapters.create(config.adapter), plugins.masking.create(config.masking), scene,
-                  config, directory, plugins=plugins, resume=resume)
+                  config, directory, plugins=plugins, resume=resume, compute=model_compute(model, config.train))
 
     run(tmp_path / "straight")
     kill = _Kill(at=5)  # after the checkpoint at step 3: steps 4 and 5 are lost
@@ -128,15 +129,15 @@ def test_two_n_steps_equal_n_steps_killed_and_resumed(plugins, scene, tmp_path, 
 
 @pytest.mark.parametrize(("backbone", "adapter"), [("tiny-sdxl", "lora"), ("tiny-sd2", "full")])
 def test_trains_and_samples_end_to_end(plugins, scene, tmp_path, backbone, adapter):
-    from realfill.run import load_trained
+    from realfill.run import check_device, load_trained
     from realfill.sampling import sample_completions
 
     config = _config(plugins, "train.steps=3", backbone=backbone, adapter=adapter)
     model = plugins.backbones.create(config.backbone).load()
     before = {k: v.clone() for k, v in model.denoiser.state_dict().items()}
     fine_tune(model, plugins.adapters.create(config.adapter), plugins.masking.create(config.masking), scene, config,
-              tmp_path, plugins=plugins)
-    trained = load_trained(config, tmp_path, plugins=plugins)  # a fresh model with the saved adapter
+              tmp_path, plugins=plugins, compute=model_compute(model, config.train))
+    trained = load_trained(config, tmp_path, plugins=plugins, compute=check_device(config, plugins))  # a fresh model with the saved adapter
     kwargs = dict(prompt="a photo of sks", resolution=32, steps=2, num_samples=1, seed=0)
     ours = sample_completions(model, scene.target, scene.mask, **kwargs)[0]
     reloaded = sample_completions(trained, scene.target, scene.mask, **kwargs)[0]
@@ -187,7 +188,7 @@ def test_the_run_records_what_auto_precision_resolved_to(plugins, scene, tmp_pat
     config = _config(plugins, "train.mixed_precision=auto", "train.steps=1", "train.checkpoint_every=0")
     model = plugins.backbones.create(config.backbone).load()
     fine_tune(model, plugins.adapters.create(config.adapter), plugins.masking.create(config.masking), scene, config,
-              tmp_path)
+              tmp_path, compute=model_compute(model, config.train))
     state = json.loads((tmp_path / "train_state.json").read_text())
     assert state == {"finished": True, "steps": 1, "mixed_precision": "bf16"}
 
@@ -332,7 +333,8 @@ def test_frozen_text_encoders_leave_the_device_once_the_prompts_are_encoded(plug
         config = _config(plugins, *overrides, backbone=backbone)
         model = plugins.backbones.create(config.backbone).load()
         return Trainer(model, plugins.adapters.create(config.adapter), plugins.masking.create(config.masking),
-                       scene, config.train, seed=config.seed, text_encoder_home=home)
+                       scene, config.train, seed=config.seed, text_encoder_home=home,
+                       compute=model_compute(model, config.train))
 
     kept = build(*frozen, "train.offload_text_encoders=false")
     offloaded = build(*frozen, "train.offload_text_encoders=true", home="meta")
@@ -363,7 +365,7 @@ def test_the_step_leaves_its_loss_on_the_device_and_the_log_reads_it_at_log_step
     assert float(first) == losses[0]
     model = plugins.backbones.create(config.backbone).load()
     fine_tune(model, plugins.adapters.create(config.adapter), plugins.masking.create(config.masking), scene, config,
-              tmp_path, plugins=plugins)
+              tmp_path, plugins=plugins, compute=model_compute(model, config.train))
     log = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
     assert [(r["step"], r["loss"]) for r in log] == [(2, losses[1]), (4, losses[3]), (5, losses[4])]
 
@@ -414,7 +416,8 @@ def test_full_adapter_loads_a_denoiser_file_saved_under_its_old_name(plugins, sc
     config = _config(plugins, "train.steps=1", "train.checkpoint_every=0", adapter="full")
     model = plugins.registry("backbone").create(config.backbone).load()
     adapter = plugins.registry("adapter").create(config.adapter)
-    fine_tune(model, adapter, plugins.registry("masking").create(config.masking), scene, config, tmp_path)
+    fine_tune(model, adapter, plugins.registry("masking").create(config.masking), scene, config, tmp_path,
+              compute=model_compute(model, config.train))
     folder = tmp_path / "adapter"
     assert sorted(p.name for p in folder.glob("*.safetensors")) == ["denoiser.safetensors"]
     (folder / "denoiser.safetensors").rename(folder / "unet.safetensors")

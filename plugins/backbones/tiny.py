@@ -39,7 +39,8 @@ def tiny_tokenizer():
     return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=MAX_TOKENS)
 
 
-def _text_config(tokenizer, hidden_size: int = 32, **extra):
+def tiny_text_config(tokenizer, hidden_size: int = 32, **extra):
+    """The tiny CLIP text encoder's configuration for ``tokenizer`` (the tiny SD and FLUX backbones share it)."""
     from transformers import CLIPTextConfig
 
     return CLIPTextConfig(
@@ -92,7 +93,7 @@ def build_tiny_sd2(seed: int = 0):
         torch.manual_seed(seed)
         unet = _tiny_unet(cross_attention_dim=32)
         vae = _tiny_vae(0.18215, force_upcast=False)
-        text_encoder = CLIPTextModel(_text_config(tokenizer))
+        text_encoder = CLIPTextModel(tiny_text_config(tokenizer))
     return StableDiffusionInpaintPipeline(
         vae=vae.eval(), text_encoder=text_encoder.eval(), tokenizer=tokenizer, unet=unet.eval(),
         scheduler=DDPMScheduler(**SD_SCHEDULE), safety_checker=None, feature_extractor=None,
@@ -119,8 +120,8 @@ def build_tiny_sdxl(seed: int = 0, text_encoder_2_width: int = 32):
             transformer_layers_per_block=(1, 2),
         )
         vae = _tiny_vae(0.13025, force_upcast=True)
-        text_encoder = CLIPTextModel(_text_config(tokenizer))
-        text_encoder_2 = CLIPTextModelWithProjection(_text_config(tokenizer_2, hidden_size=text_encoder_2_width))
+        text_encoder = CLIPTextModel(tiny_text_config(tokenizer))
+        text_encoder_2 = CLIPTextModelWithProjection(tiny_text_config(tokenizer_2, hidden_size=text_encoder_2_width))
     return StableDiffusionXLInpaintPipeline(
         vae=vae.eval(), text_encoder=text_encoder.eval(), text_encoder_2=text_encoder_2.eval(),
         tokenizer=tokenizer, tokenizer_2=tokenizer_2, unet=unet.eval(), scheduler=DDPMScheduler(**SD_SCHEDULE),

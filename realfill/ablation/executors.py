@@ -131,6 +131,12 @@ def _stage_api():
     return run_module
 
 
+def _compute(config, plugins):
+    """The task's device, precision and threads, resolved and applied once: a stage task is a command of its
+    own (a Ray worker, or the local executor's loop)."""
+    return _stage_api().check_device(config, plugins).apply()
+
+
 def _train_body(task, plugins, progress):
     config = validate_config(task["config"], "ablation config", plugins)
     scene = load_scene(task["scene"], max_references=config.max_references)
@@ -141,7 +147,7 @@ def _train_body(task, plugins, progress):
         observer = _StepObserver(config.train.steps, progress)
         plugins.register(observer, name=f"ablation-progress-{id(observer)}")
     try:
-        _stage_api().train_stage(scene, config, directory, plugins=plugins)
+        _stage_api().train_stage(scene, config, directory, plugins=plugins, compute=_compute(config, plugins))
     finally:
         if observer is not None:
             plugins.pm.unregister(observer)
@@ -153,7 +159,8 @@ def _sample_body(task, plugins, progress):
     scene = load_scene(task["scene"], max_references=config.max_references)
     directory = Path(task["dir"])
     _fresh(directory)
-    paths = _stage_api().sample_stage(scene, config, Path(task["train_dir"]), directory, plugins=plugins)
+    paths = _stage_api().sample_stage(scene, config, Path(task["train_dir"]), directory, plugins=plugins,
+                                      compute=_compute(config, plugins))
     return {"samples": len(paths)}
 
 

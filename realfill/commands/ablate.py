@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from realfill.cli import config_roles
+from realfill.arguments import config_roles
 from realfill.errors import UserError
 from realfill.runfolder import RunLock
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from realfill.cli import add_config_arguments, config_from_args
+from realfill.arguments import add_config_arguments, config_from_args
 from realfill.config import dump_config, run_name
 from realfill.config_files import preset_names
 

@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from realfill.cli import add_config_arguments, config_from_args
+from realfill.arguments import add_config_arguments, config_from_args
 
 NAME = "fill"
 HELP = "complete a scene's target: fine-tune on its references, sample, rank, write the run folder"

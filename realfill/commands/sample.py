@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from realfill.cli import add_config_arguments, config_from_args
+from realfill.arguments import add_config_arguments, config_from_args
 from realfill.errors import UserError
 from realfill.runfolder import RunLock
 from realfill.scene import load_scene
@@ -31,18 +31,21 @@ def out_path(args: argparse.Namespace) -> Path | None:
 
 def run(args: argparse.Namespace, ctx) -> int:
     # start-up time: the parser imports every command module; these import torch
-    from realfill.run import CONFIG_FILE, SAMPLES_DIR, load_trained, sample_stage
+    from realfill.run import CONFIG_FILE, SAMPLES_DIR, check_device, load_trained, sample_stage
     if args.config is None and args.preset is None:
         args.config = args.run / CONFIG_FILE
     config = config_from_args(args, ctx)
     check_trained_with(args.run / CONFIG_FILE, config, args)
     scene = load_scene(args.scene, max_references=config.max_references)
     out = args.out if args.out is not None else args.run
+    compute = check_device(config, ctx.plugins)  # a GPU config on a machine without one stops here
     with RunLock(out, "sample", console=ctx.console, resume_hint="free space, then run the same command again"):
         if (out / SAMPLES_DIR).is_dir() and any((out / SAMPLES_DIR).iterdir()):
             raise UserError(f"{out / SAMPLES_DIR}: already holds samples; choose another --out")
-        model = load_trained(config, args.run, plugins=ctx.plugins)
-        paths = sample_stage(scene, config, args.run, out, plugins=ctx.plugins, console=ctx.console, model=model)
+        compute.apply()
+        model = load_trained(config, args.run, plugins=ctx.plugins, compute=compute)
+        paths = sample_stage(scene, config, args.run, out, plugins=ctx.plugins, compute=compute, console=ctx.console,
+                             model=model)
     ctx.console.print(f"[green]{len(paths)} samples:[/] {out / SAMPLES_DIR}", soft_wrap=True)
     ctx.out.print(str(out / SAMPLES_DIR))
     return 0

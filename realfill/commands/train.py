@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from realfill.cli import add_config_arguments, config_from_args
+from realfill.arguments import add_config_arguments, config_from_args
 from realfill.fingerprint import check_same_scene
 from realfill.runfolder import RunLock
 from realfill.scene import load_scene
