@@ -45,7 +45,7 @@ def build_case(n: int = N_CANDIDATES):
 def make_ranker(settings: dict):
     from realfill.plugins import RealfillPlugins
 
-    registry = RealfillPlugins(autoload=False).rankers
+    registry = RealfillPlugins(autoload=False).registry("ranker")
     ranker = registry.create(registry.get(settings["name"]).Config(**settings))
     ranker.load()
     return ranker

@@ -44,9 +44,9 @@ def make_trainer(loop: str = "ours", resolution: int = 64, batch_size: int = 16,
 
     plugins, config = run_config(backbone, adapter, resolution=resolution, batch_size=batch_size, compile=compile,
                                  tune_allocator=tune_allocator, **train)
-    model = plugins.backbones.create(config.backbone).load(device=device)
+    model = plugins.registry("backbone").create(config.backbone).load(device=device)
     cls = {"ours": Trainer, "reference": ReferenceTrainer}[loop]
-    return cls(model, plugins.adapters.create(config.adapter), plugins.masking.create(config.masking),
+    return cls(model, plugins.registry("adapter").create(config.adapter), plugins.registry("masking").create(config.masking),
                load_scene(SCENE), config.train, seed=seed, compute=model_compute(model, config.train))
 
 
@@ -72,7 +72,7 @@ def make_sampler(num_samples: int = 16, batch_size: int = 16, resolution: int = 
     from realfill.scene import load_scene
 
     plugins, config = run_config(backbone)
-    model = plugins.backbones.create(config.backbone).load()
+    model = plugins.registry("backbone").create(config.backbone).load()
     scene = load_scene(SCENE)
 
     def run():

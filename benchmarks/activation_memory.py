@@ -134,7 +134,7 @@ def measure(kind: str, resolution: int, dtype: str, checkpointing: bool, batch: 
                                  gradient_checkpointing=checkpointing, mixed_precision=precision,
                                  tune_allocator=False)
     with torch.device("meta"):
-        trainer = Trainer(model, plugins.adapters.create(config.adapter), plugins.masking.create(config.masking),
+        trainer = Trainer(model, plugins.registry("adapter").create(config.adapter), plugins.registry("masking").create(config.masking),
                           load_scene(SCENE), config.train, seed=0,
                           compute=model_compute(model, config.train))
     trainer.scaler = None  # the meta device has no autocast nor loss scaling: dtypes as described above

@@ -99,7 +99,7 @@ def build_model(kind: str, dtype: torch.dtype, seed: int = 0, device: torch.devi
     if kind.startswith("tiny-"):  # the tiny twins (scripts/gpu-check.sh --cpu-dry-run): the backbone's own load
         from realfill.plugins import RealfillPlugins
 
-        backbones = RealfillPlugins(autoload=False).backbones
+        backbones = RealfillPlugins(autoload=False).registry("backbone")
         names = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
         extra = {"quantize": quantize} if quantize != "none" else {}
         config = backbones.get(kind).Config(dtype=names[dtype], **extra)
@@ -335,7 +335,7 @@ def make_trainer(loop: str, model, kind: str, resolution: int, batch: int, check
                                  batch_size=batch, gradient_checkpointing=checkpointing,
                                  mixed_precision=mixed_precision, allow_tf32=True, attention=attention)
     cls = {"ours": Trainer, "reference": ReferenceTrainer}[loop]
-    return cls(model, plugins.adapters.create(config.adapter), plugins.masking.create(config.masking),
+    return cls(model, plugins.registry("adapter").create(config.adapter), plugins.registry("masking").create(config.masking),
                load_scene(SCENE), config.train, seed=0, compute=model_compute(model, config.train))
 
 

@@ -73,10 +73,10 @@ def main(argv=None) -> dict:
     sample_resolution = args.sample_resolution or config.train.resolution
 
     wall0, cpu0 = time.perf_counter(), time.process_time()
-    backbone = plugins.backbones.create(config.backbone)
+    backbone = plugins.registry("backbone").create(config.backbone)
     model = backbone.load("cpu")
-    adapter = plugins.adapters.create(config.adapter)
-    masking = plugins.masking.create(config.masking)
+    adapter = plugins.registry("adapter").create(config.adapter)
+    masking = plugins.registry("masking").create(config.masking)
     trainer = Trainer(model, adapter, masking, scene, config.train, seed=config.seed,
                       compute=model_compute(model, config.train))
     params = sum(p.numel() for p in model.denoiser.parameters())
@@ -100,7 +100,7 @@ def main(argv=None) -> dict:
         train_cpu += time.process_time() - c
         train_wall += time.perf_counter() - w
 
-    ranker = plugins.rankers.create(config.ranker)
+    ranker = plugins.registry("ranker").create(config.ranker)
     c, w = time.process_time(), time.perf_counter()
     ranker.prepare(scene.references, scene.mask)
     scores = [r.score for r in ranker.score(last["samples"])]

@@ -32,7 +32,7 @@ def _case(tmp: Path, plugins):
     try:
         import realfill.run  # noqa: F401
 
-        smoke = "tiny-sd2" in plugins.backbones and {"sift", "lightglue"} <= set(plugins.rankers.names())
+        smoke = "tiny-sd2" in plugins.registry("backbone") and {"sift", "lightglue"} <= set(plugins.registry("ranker").names())
     except ImportError:
         smoke = False
     if smoke:

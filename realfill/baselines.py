@@ -50,14 +50,14 @@ class BaselineContext:
     def model(self):
         if self._model is None:
             if self.compute is None:
-                backbone = self.plugins.backbones.get(self.config.backbone.name)
+                backbone = self.plugins.registry("backbone").get(self.config.backbone.name)
                 self.compute = resolve_compute(self.config, backbone).apply()
-            self._model = self.plugins.backbones.create(self.config.backbone).load(device=self.compute.device)
+            self._model = self.plugins.registry("backbone").create(self.config.backbone).load(device=self.compute.device)
         return self._model
 
     def ranker(self):
         """The run's ranker, its weights loaded."""
-        ranker = self.plugins.rankers.create(self.config.ranker)
+        ranker = self.plugins.registry("ranker").create(self.config.ranker)
         if hasattr(ranker, "load"):
             ranker.load()
         return ranker

@@ -44,7 +44,7 @@ def check_comparison_baselines(names: Sequence[str], plugins) -> None:
     """Refuse, before a run starts, a name that is not a registered image or model baseline (one line, exit 2)."""
     check_baselines(names, plugins)
     for name in names:
-        if plugins.baselines.get(name).kind not in RUNNABLE_KINDS:
+        if plugins.registry("baseline").get(name).kind not in RUNNABLE_KINDS:
             raise UserError(f"--baseline {name}: a run of the fill pipeline, not an image baseline; compare with it "
                             "through `realfill ablate --baseline " + name + "`")
 
@@ -194,7 +194,7 @@ def report_comparison(run_dir: Path, scene_path: Path, config, *, plugins, basel
     scene = load_scene(scene_path, max_references=config.max_references)
     if scene.gt is None:
         return None
-    notice = plugins.backbones.get(config.backbone.name).disclaimer
+    notice = plugins.registry("backbone").get(config.backbone.name).disclaimer
     record = compare_run(run_dir, scene, plugins=plugins, baselines=baselines, run_label=f"this run ({config.backbone.name})",
                          run_seconds=None if seconds is None else round(seconds, 1), notice=notice, config=config)
     if console is not None and record is not None:

@@ -262,7 +262,7 @@ def validate_config(data: dict, source: str, plugins=None) -> RunConfigBase:
     except ValidationError as exc:
         raise UserError(format_validation_error(exc, model, source)) from None
     check_baseline_settings(config, plugins, source)
-    backbone = plugins.backbones.get(config.backbone.name)
+    backbone = plugins.registry("backbone").get(config.backbone.name)
     resolve_backbone_defaults(config, backbone)
     check_sides(config, backbone.native_resolution, source)
     timesteps = getattr(config.backbone, "num_train_timesteps", None)  # a backbone trained from scratch
@@ -275,7 +275,7 @@ def validate_config(data: dict, source: str, plugins=None) -> RunConfigBase:
 def check_baseline_settings(config: RunConfigBase, plugins, source: str) -> None:
     """``baselines.NAME.KEY``: NAME a registered baseline, its keys and values those of its config (one line
     naming the first bad one)."""
-    registry = plugins.baselines
+    registry = plugins.registry("baseline")
     for name, settings in (config.baselines or {}).items():
         if name not in registry:
             raise UserError(f"{source}: config key 'baselines.{name}': {registry.unknown_message(name)}")

@@ -52,7 +52,7 @@ def parse_metric_weights(items: list[str]) -> dict[str, Path]:
 
 def build_metrics(plugins, names: list[str] | None = None, weights: dict[str, Path] | None = None) -> list:
     """Instantiate the named metrics (default: every registered one), with local weight paths if given."""
-    registry = plugins.metrics
+    registry = plugins.registry("metric")
     if not names:
         names = sorted(registry.names(), key=lambda n: (PAPER_ORDER.index(n) if n in PAPER_ORDER else len(PAPER_ORDER), n))
     weights = weights or {}

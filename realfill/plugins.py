@@ -249,16 +249,12 @@ class RealfillPlugins:
         return registry
 
     def registry(self, role: str) -> ComponentRegistry:
+        """The registry of ``role`` (``registry("ranker")``): the one accessor, for a built-in role and for a
+        plugin's alike."""
         if role not in self.registries:
             raise UserError(f"unknown role '{role}'; roles: {', '.join(r.name for r in self.roles)}")
         return self.registries[role]
 
-    backbones = property(lambda self: self.registries["backbone"])
-    adapters = property(lambda self: self.registries["adapter"])
-    masking = property(lambda self: self.registries["masking"])
-    rankers = property(lambda self: self.registries["ranker"])
-    metrics = property(lambda self: self.registries["metric"])
-    baselines = property(lambda self: self.registries["baseline"])
 
     # -- listing ------------------------------------------------------------------------------
 

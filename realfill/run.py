@@ -62,13 +62,13 @@ def train_stage(scene, config, directory: Path, *, plugins, compute: Compute, re
     ``resume`` is set."""
     directory = Path(directory)
     model = model if model is not None else load_backbone(config, plugins, compute)
-    adapter = plugins.adapters.create(config.adapter)
+    adapter = plugins.registry("adapter").create(config.adapter)
     if resume and training_finished(directory):
         adapter.load(model, directory / ADAPTER_DIR)
         if console is not None:
             console.print(f"training already finished in {directory}; reusing {directory / ADAPTER_DIR}")
         return model
-    masking = plugins.masking.create(config.masking)
+    masking = plugins.registry("masking").create(config.masking)
     fine_tune(model, adapter, masking, scene, config, directory, plugins=plugins, resume=resume, console=console,
               compute=compute)
     return model
@@ -80,7 +80,7 @@ def load_trained(config, train_dir: Path, *, plugins, compute: Compute):
     if not adapter_dir.is_dir():
         raise UserError(f"{adapter_dir}: no trained adapter here; run `realfill train` (or fill) first")
     model = load_backbone(config, plugins, compute)
-    plugins.adapters.create(config.adapter).load(model, adapter_dir)
+    plugins.registry("adapter").create(config.adapter).load(model, adapter_dir)
     for module in [*model.trainable_modules().values(), *model.frozen_modules()]:
         module.eval()
     return model
@@ -120,7 +120,7 @@ def rank_stage(scene, config, directory: Path, sample_paths: list[Path], *, plug
     directory = Path(directory)
     candidates = [read_rgb(p) for p in sample_paths]
     names = [p.name for p in sample_paths]
-    ranker = plugins.rankers.create(config.ranker)
+    ranker = plugins.registry("ranker").create(config.ranker)
     ranking = rank_candidates(ranker, scene, candidates, names, run_dir=directory, keep=config.select.keep,
                               keep_fraction=config.select.keep_fraction)
     best = candidates[names.index(ranking[0]["file"])]
@@ -130,7 +130,7 @@ def rank_stage(scene, config, directory: Path, sample_paths: list[Path], *, plug
     pictures = [(f"correspondences of #{r['rank']} {Path(r['file']).stem}", read_rgb(path))
                 for r in ranking if (path := directory / "correspondences" / f"{r['rank']:03d}.png").is_file()]
     backbone = getattr(config, "backbone", None)  # `realfill rank` passes only the ranking settings
-    notice = plugins.backbones.get(backbone.name).disclaimer if backbone is not None else None
+    notice = plugins.registry("backbone").get(backbone.name).disclaimer if backbone is not None else None
     write_contact_sheets(directory, scene.references, scene.masked_target(), ranked, scene.gt, correspondences=pictures,
                          notice=notice)
     plugins.ranking_done(run_dir=directory, ranking=ranking)
@@ -196,11 +196,11 @@ def prepare_run(scene, scene_path: Path, config, run_dir: Path, *, plugins, cons
     if whole and console is not None and (note := keep_note(config.select.keep, config.sample.num_samples)):
         console.print(f"[yellow]note:[/] {note}", soft_wrap=True)
     if whole:
-        made = plugins.rankers.create(config.ranker)
+        made = plugins.registry("ranker").create(config.ranker)
         if hasattr(made, "load"):
             made.load()  # missing ranker weights fail now, not after an hour of training
-    plugins.adapters.create(config.adapter)
-    plugins.masking.create(config.masking)
+    plugins.registry("adapter").create(config.adapter)
+    plugins.registry("masking").create(config.masking)
     compute.apply()
     if console is not None:
         console.print(f"[dim]note: {compute.describe()}[/]", soft_wrap=True)  # "note:" lines are not errors
@@ -239,7 +239,7 @@ def write_run_record(run_dir: Path, scene_path: Path, config, plugins, scene=Non
     record = {"scene": str(Path(scene_path).resolve()), "run_name": run_name(config)}
     if scene is not None:  # what --resume compares (realfill.fingerprint)
         record[FINGERPRINT_KEY] = scene_fingerprint(scene)
-    disclaimer = plugins.backbones.get(config.backbone.name).disclaimer
+    disclaimer = plugins.registry("backbone").get(config.backbone.name).disclaimer
     if disclaimer:
         record["disclaimer"] = disclaimer
     atomic_write_text(run_dir / RUN_RECORD, json.dumps(record, indent=2) + "\n")

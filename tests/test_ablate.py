@@ -296,10 +296,10 @@ def _pipeline_or_skip(plugins):
         import realfill.run  # noqa: F401
     except ImportError as exc:
         pytest.skip(f"the fill pipeline realfill.run is not importable yet ({exc})")
-    if "tiny-sd2" not in plugins.backbones:
+    if "tiny-sd2" not in plugins.registry("backbone"):
         pytest.skip("the tiny-sd2 backbone (smoke preset) is not registered")
     for ranker in ("sift", "lightglue"):
-        if ranker not in plugins.rankers:
+        if ranker not in plugins.registry("ranker"):
             pytest.skip(f"the {ranker} ranker is not registered")
 
 

@@ -83,8 +83,8 @@ def _trainer(plugins, scene, backbone, attention):
     config = resolve_config(preset="smoke", components={"backbone": backbone, "adapter": "lora"},
                             overrides=["train.resolution=32", "train.batch_size=2", f"train.attention={attention}"],
                             plugins=plugins)
-    model = plugins.backbones.create(config.backbone).load()
-    return Trainer(model, plugins.adapters.create(config.adapter), plugins.masking.create(config.masking), scene,
+    model = plugins.registry("backbone").create(config.backbone).load()
+    return Trainer(model, plugins.registry("adapter").create(config.adapter), plugins.registry("masking").create(config.masking), scene,
                    config.train, seed=config.seed, compute=model_compute(model, config.train))
 
 
@@ -111,7 +111,7 @@ def test_the_pin_reaches_the_flux_pipelines_sampling(plugins):
 
     import numpy as np
 
-    model = plugins.backbones.create(plugins.backbones.get("tiny-flux").Config()).load()
+    model = plugins.registry("backbone").create(plugins.registry("backbone").get("tiny-flux").Config()).load()
     target = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     mask = np.zeros((32, 32), bool)
     mask[8:24, 8:24] = True

@@ -19,7 +19,7 @@ AUTO = ["sample.steps=auto", "sample.guidance_scale=auto"]
 ])
 def test_auto_takes_the_backbones_own_values(plugins, backbone, steps, guidance, resolution):
     config = resolve_config(preset="smoke", components={"backbone": backbone}, plugins=plugins, overrides=AUTO)
-    s, cls = config.sample, plugins.backbones.get(backbone)
+    s, cls = config.sample, plugins.registry("backbone").get(backbone)
     assert (s.scheduler, s.steps, s.guidance_scale) == ("auto", steps, guidance)
     assert (cls.sampling.steps, cls.sampling.guidance_scale) == (steps, guidance)
     dumped = dump_config(config)  # config.toml holds the numbers used; the scheduler keeps "auto"
@@ -38,7 +38,7 @@ def test_explicit_values_win_over_the_backbones(plugins):
 
 def test_the_auto_scheduler_is_the_models_own(plugins):
     for name, expected in [("tiny-sd2", "DDPMScheduler"), ("tiny-flux", "FlowMatchEulerDiscreteScheduler")]:
-        model = plugins.backbones.create(plugins.backbones.get(name).Config()).load()
+        model = plugins.registry("backbone").create(plugins.registry("backbone").get(name).Config()).load()
         assert type(model.make_scheduler("auto")).__name__ == expected
         assert type(model.make_scheduler(model.default_scheduler)).__name__ == expected
 

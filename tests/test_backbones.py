@@ -14,7 +14,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _backbone(plugins, name, **settings):
-    return plugins.backbones.create(plugins.backbones.get(name).Config(**settings))
+    return plugins.registry("backbone").create(plugins.registry("backbone").get(name).Config(**settings))
 
 
 @pytest.mark.parametrize("name", ["tiny-sd2", "tiny-sdxl"])

@@ -123,7 +123,7 @@ def test_untuned_backbone_is_the_same_run_with_zero_training_steps(plugins):
 
 
 def test_every_builtin_baseline_is_registered(plugins):
-    registry = plugins.baselines
+    registry = plugins.registry("baseline")
     assert set(registry.names()) == {"telea", "geometric", "multi-homography", "backbone-untuned", "in-context",
                                      "flux-kontext", "tiny-flux-kontext", "flux2-klein", "tiny-flux2-klein",
                                      "qwen-edit-plus"}

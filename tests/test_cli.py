@@ -56,7 +56,7 @@ def test_plugins_json_lists_every_builtin_component_by_role(plugins):
 def test_unknown_matcher_is_one_line_listing_known_rankers(example_scene, plugins, tmp_path):
     proc = realfill("fill", str(example_scene), "--preset", "smoke", "--matcher", "nosuch", "--out", str(tmp_path / "run"))
     line = assert_one_line_error(proc, "unknown ranker 'nosuch'")
-    for name in plugins.rankers.names():
+    for name in plugins.registry("ranker").names():
         assert name in line
     assert not (tmp_path / "run").exists()
 

@@ -57,7 +57,7 @@ def test_typo_in_a_component_key_names_the_components_keys(plugins):
     message = str(info.value)
     assert "unknown config key 'ranker.no_such_key'" in message
     valid = message.split("valid keys there:")[1]
-    assert "name" in valid and set(plugins.rankers.get("sift").Config.model_fields) <= {
+    assert "name" in valid and set(plugins.registry("ranker").get("sift").Config.model_fields) <= {
         k.strip() for k in valid.split(",")
     }
 
@@ -71,14 +71,14 @@ def test_unknown_component_lists_the_known(plugins):
     with pytest.raises(UserError) as info:
         resolve_config(preset="smoke", components={"ranker": "nosuch"}, plugins=plugins)
     assert "unknown ranker 'nosuch'" in str(info.value)
-    for name in plugins.rankers.names():
+    for name in plugins.registry("ranker").names():
         assert name in str(info.value)
 
 
 def test_choosing_another_component_drops_the_previous_ones_settings(plugins, tmp_path):
     config_file = tmp_path / "c.toml"
     config_file.write_text(dump_config(resolve_config(preset="smoke", plugins=plugins)))
-    other = [n for n in plugins.rankers.names() if n != "sift"][0]
+    other = [n for n in plugins.registry("ranker").names() if n != "sift"][0]
     config = resolve_config(config_file=config_file, components={"ranker": other}, plugins=plugins)
     assert config.ranker.name == other
 

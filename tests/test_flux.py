@@ -34,12 +34,12 @@ def _config(plugins, *overrides, adapter="lora"):
 
 
 def _model(plugins, **settings):
-    return plugins.backbones.create(plugins.backbones.get("tiny-flux").Config(**settings)).load()
+    return plugins.registry("backbone").create(plugins.registry("backbone").get("tiny-flux").Config(**settings)).load()
 
 
 def _trainer(plugins, config, scene):
-    model = plugins.backbones.create(config.backbone).load()
-    return Trainer(model, plugins.adapters.create(config.adapter), plugins.masking.create(config.masking), scene,
+    model = plugins.registry("backbone").create(config.backbone).load()
+    return Trainer(model, plugins.registry("adapter").create(config.adapter), plugins.registry("masking").create(config.masking), scene,
                    config.train, seed=config.seed, compute=model_compute(model, config.train))
 
 
@@ -190,8 +190,8 @@ def test_stock_flux_fill_pipeline_with_our_lora_gives_our_samples(plugins, scene
     from realfill_plugins.backbones.tiny_flux import build_tiny_flux
 
     config = _config(plugins, "train.steps=4", "train.lr_denoiser=5e-3", "train.lr_text_encoder=5e-3")
-    model = plugins.backbones.create(config.backbone).load()
-    fine_tune(model, plugins.adapters.create(config.adapter), plugins.masking.create(config.masking), scene, config,
+    model = plugins.registry("backbone").create(config.backbone).load()
+    fine_tune(model, plugins.registry("adapter").create(config.adapter), plugins.registry("masking").create(config.masking), scene, config,
               tmp_path, plugins=plugins, compute=model_compute(model, config.train))
     keys = list(load_file(tmp_path / "adapter" / "pytorch_lora_weights.safetensors"))
     assert any(k.startswith("transformer.") for k in keys) and any(k.startswith("text_encoder.") for k in keys)
@@ -226,9 +226,9 @@ def test_adapters_train_save_and_reload_to_the_same_samples(plugins, scene, tmp_
     from realfill.sampling import sample_completions
 
     config = _config(plugins, "train.steps=2", adapter=adapter)
-    model = plugins.backbones.create(config.backbone).load()
+    model = plugins.registry("backbone").create(config.backbone).load()
     before = {k: v.clone() for k, v in model.denoiser.state_dict().items()}
-    fine_tune(model, plugins.adapters.create(config.adapter), plugins.masking.create(config.masking), scene, config,
+    fine_tune(model, plugins.registry("adapter").create(config.adapter), plugins.registry("masking").create(config.masking), scene, config,
               tmp_path, plugins=plugins, compute=model_compute(model, config.train))
     state = model.denoiser.state_dict()
     if adapter == "full":
@@ -250,7 +250,7 @@ def test_adapters_train_save_and_reload_to_the_same_samples(plugins, scene, tmp_
 
 
 def _flux_fill(plugins, **settings):
-    return plugins.backbones.create(plugins.backbones.get("flux-fill").Config(max_sequence_length=32, **settings))
+    return plugins.registry("backbone").create(plugins.registry("backbone").get("flux-fill").Config(max_sequence_length=32, **settings))
 
 
 def _same_weights(a, b):
@@ -431,7 +431,7 @@ def test_int8_weight_only_transformer_trains_saves_reloads_and_samples(plugins, 
 
     config = _config(plugins, "train.steps=3", "train.lr_denoiser=5e-3", "backbone.quantize=int8-weight-only",
                      "adapter.train_text_encoder=false")
-    model = plugins.backbones.create(config.backbone).load()
+    model = plugins.registry("backbone").create(config.backbone).load()
     linears = [m for m in model.denoiser.modules() if isinstance(m, torch.nn.Linear)]
     assert linears and all(m.weight.qdata.dtype == torch.int8 for m in linears)
     assert model.dtype == torch.float32  # the weights compute in the dtype they had
@@ -444,7 +444,7 @@ def test_int8_weight_only_transformer_trains_saves_reloads_and_samples(plugins, 
     torch.testing.assert_close(quant.loss(batch), plain.loss(batch), rtol=0.05, atol=0)
 
     base = {name: m.weight.qdata.clone() for name, m in model.denoiser.named_modules() if isinstance(m, torch.nn.Linear)}
-    fine_tune(model, plugins.adapters.create(config.adapter), plugins.masking.create(config.masking), scene, config,
+    fine_tune(model, plugins.registry("adapter").create(config.adapter), plugins.registry("masking").create(config.masking), scene, config,
               tmp_path, plugins=plugins, compute=model_compute(model, config.train))
     losses = [json.loads(line)["loss"] for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
     assert losses and all(np.isfinite(losses))

@@ -54,9 +54,9 @@ def test_tiny_flux_lora_trains_in_bf16_with_checkpointing_and_samples(plugins, e
     config = _config(plugins, device)
     assert config.train.gradient_checkpointing and config.train.mixed_precision == "bf16"
     assert config.adapter.rank == 64 and not config.adapter.train_text_encoder
-    model = plugins.backbones.create(config.backbone).load(device=torch.device(device))
+    model = plugins.registry("backbone").create(config.backbone).load(device=torch.device(device))
     assert model.dtype == torch.bfloat16
-    trainer = Trainer(model, plugins.adapters.create(config.adapter), plugins.masking.create(config.masking),
+    trainer = Trainer(model, plugins.registry("adapter").create(config.adapter), plugins.registry("masking").create(config.masking),
                       load_scene(example_scene), config.train, seed=0, compute=model_compute(model, config.train))
     assert model.denoiser.is_gradient_checkpointing
     before = _lora_state(trainer)
@@ -86,8 +86,8 @@ def test_stock_flux_fill_pipeline_reads_our_lora_on_the_device(plugins, example_
     # the same precision on both sides
     config = _config(plugins, device, "backbone.dtype=float32", "train.mixed_precision=no",
                      "train.gradient_checkpointing=false")
-    model = plugins.backbones.create(config.backbone).load(device=torch.device(device))
-    fine_tune(model, plugins.adapters.create(config.adapter), plugins.masking.create(config.masking),
+    model = plugins.registry("backbone").create(config.backbone).load(device=torch.device(device))
+    fine_tune(model, plugins.registry("adapter").create(config.adapter), plugins.registry("masking").create(config.masking),
               load_scene(example_scene), config, tmp_path, plugins=plugins, compute=model_compute(model, config.train))
     stock = build_tiny_flux(0).to(device)  # the same base weights, untouched by us
     stock.set_progress_bar_config(disable=True)
@@ -122,7 +122,7 @@ def test_real_width_reduced_flux_trains_one_step_at_paper_flux_shapes(plugins, e
     transformer = model.denoiser.config
     assert (transformer.num_attention_heads, transformer.attention_head_dim) == (24, 128)  # 3072 wide, FLUX's own
     assert model.t5.config.d_model == 4096 and model.max_sequence_length == 512
-    trainer = Trainer(model, plugins.adapters.create(adapter), plugins.masking.create(config.masking),
+    trainer = Trainer(model, plugins.registry("adapter").create(adapter), plugins.registry("masking").create(config.masking),
                       load_scene(example_scene), train, seed=0, compute=model_compute(model, train))
     tokens = model.encode_prompts([train.prompt])["encoder_hidden_states"]
     assert tokens.shape == (1, 512, 4096)

@@ -27,8 +27,8 @@ def test_stock_load_lora_weights_gives_the_same_samples(plugins, example_scene, 
                                        "train.lr_denoiser=5e-3", "train.lr_text_encoder=5e-3", f"device={device}"],
                             plugins=plugins)
     scene = load_scene(example_scene)
-    model = plugins.backbones.create(config.backbone).load(device=torch.device(device))
-    fine_tune(model, plugins.adapters.create(config.adapter), plugins.masking.create(config.masking), scene, config,
+    model = plugins.registry("backbone").create(config.backbone).load(device=torch.device(device))
+    fine_tune(model, plugins.registry("adapter").create(config.adapter), plugins.registry("masking").create(config.masking), scene, config,
               tmp_path, plugins=plugins, compute=model_compute(model, config.train))
     weights = tmp_path / "adapter" / "pytorch_lora_weights.safetensors"
     with safe_open(str(weights), "pt") as f:

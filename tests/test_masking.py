@@ -9,7 +9,7 @@ from realfill_plugins.masking.lama_boxes import LamaBoxes, box_masks
 
 
 def _make(plugins, name, batch=8, size=64, **settings):
-    strategy = plugins.masking.create(plugins.masking.get(name).Config(**settings))
+    strategy = plugins.registry("masking").create(plugins.registry("masking").get(name).Config(**settings))
     is_target = torch.tensor([i % 4 == 0 for i in range(batch)])
     target_masks = torch.zeros(batch, 1, size, size)
     target_masks[is_target, :, :, size // 2 :] = 1

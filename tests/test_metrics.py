@@ -38,7 +38,7 @@ def skimage_ssim(result, gt):
 
 def test_psnr_matches_skimage(pair, plugins):
     result, gt, mask = pair
-    values = plugins.metrics.create(plugins.metrics.get("psnr").Config()).compute(result, gt, mask)
+    values = plugins.registry("metric").create(plugins.registry("metric").get("psnr").Config()).compute(result, gt, mask)
     assert values["psnr"] == pytest.approx(peak_signal_noise_ratio(gt, result, data_range=255), abs=1e-4)
     assert values["psnr_masked"] == pytest.approx(
         peak_signal_noise_ratio(gt[mask], result[mask], data_range=255), abs=1e-4
@@ -53,7 +53,7 @@ def test_psnr_of_identical_images_is_infinite():
 
 def test_ssim_matches_skimage(pair, plugins):
     result, gt, mask = pair
-    values = plugins.metrics.create(plugins.metrics.get("ssim").Config()).compute(result, gt, mask)
+    values = plugins.registry("metric").create(plugins.registry("metric").get("ssim").Config()).compute(result, gt, mask)
     mean, full = skimage_ssim(result, gt)
     assert values["ssim"] == pytest.approx(mean, abs=1e-4)
     assert values["ssim_masked"] == pytest.approx(full[mask].mean(), abs=1e-4)
@@ -83,7 +83,7 @@ def _scipy_ms_ssim(a, b, betas=pixel.MS_SSIM_BETAS):
 
 def test_ms_ssim_matches_an_independent_implementation(pair, plugins):
     result, gt, mask = pair
-    values = plugins.metrics.create(plugins.metrics.get("ms-ssim").Config()).compute(result, gt, mask)
+    values = plugins.registry("metric").create(plugins.registry("metric").get("ms-ssim").Config()).compute(result, gt, mask)
     assert values["ms_ssim"] == pytest.approx(_scipy_ms_ssim(result, gt), abs=1e-4)
     # the mask's box (256 x 100) has room for 4 scales (100 / 8 >= 11): the exponents are rescaled
     betas = np.array(pixel.MS_SSIM_BETAS[:4]) / sum(pixel.MS_SSIM_BETAS[:4])
@@ -123,7 +123,7 @@ def test_learned_metrics_are_registered_and_say_why_they_cannot_run(name, plugin
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hf"))
-    metric_class = plugins.metrics.get(name)
+    metric_class = plugins.registry("metric").get(name)
     metric = metric_class(metric_class.Config(weights=tmp_path / "nothing-here"))
     reason = metric.available()
     assert reason, f"{name} claims to be available with no weights"
@@ -150,7 +150,7 @@ def tiny_weights(tmp_path_factory):
 def test_learned_metrics_load_local_weights_and_compare(name, sub, tiny_weights, plugins):
     """Random-weight networks of the real architectures: identical images are at the metric's optimum,
     different photos are not. (Values of the real networks need their weights.)"""
-    metric_class = plugins.metrics.get(name)
+    metric_class = plugins.registry("metric").get(name)
     metric = metric_class(metric_class.Config(weights=tiny_weights / sub))
     assert metric.available() is None
     a, b = data.astronaut()[:200, :240], data.coffee()[:200, :240]

@@ -34,7 +34,7 @@ def test_entry_point_plugin_is_listed_with_its_version_and_usable(fake_entry_poi
     info = {i.name: i for i in plugins.plugin_infos()}["center"]
     assert (info.version, info.distribution, info.builtin) == ("2.0.1", "realfill-center", False)
     assert info.components == {"masking": ["center-box"]}
-    masker = plugins.masking.create(plugins.masking.get("center-box").Config(fraction=0.5))
+    masker = plugins.registry("masking").create(plugins.registry("masking").get("center-box").Config(fraction=0.5))
     masks = masker.make_masks(2, 8, 8, is_target=torch.zeros(2, dtype=torch.bool),
                               target_masks=torch.zeros(2, 1, 8, 8), generator=torch.Generator().manual_seed(0))
     assert masks.shape == (2, 1, 8, 8) and masks.sum() == 2 * 16
@@ -46,7 +46,7 @@ def test_disable_autoload_env_skips_entry_points(fake_entry_points, monkeypatch)
     monkeypatch.setenv("REALFILL_DISABLE_PLUGIN_AUTOLOAD", "1")
     plugins = load()
     assert "center" not in {i.name for i in plugins.plugin_infos()}
-    assert "center-box" not in plugins.masking
+    assert "center-box" not in plugins.registry("masking")
 
 
 @pytest.mark.parametrize("how", ["argument", "env"])
@@ -57,7 +57,7 @@ def test_block_list(fake_entry_points, monkeypatch, how):
         plugins = load()
     else:
         plugins = load(blocked=["center"])
-    assert "center-box" not in plugins.masking
+    assert "center-box" not in plugins.registry("masking")
 
 
 def test_blocking_a_builtin_by_short_name(plugins):
@@ -76,7 +76,7 @@ def test_plugin_failing_at_import_is_named_and_others_still_load(fake_entry_poin
     )
     with pytest.warns(RealfillPluginWarning, match=r"plugin 'broken' \(realfill-broken\) failed to import"):
         plugins = RealfillPlugins()
-    assert "center-box" in plugins.masking
+    assert "center-box" in plugins.registry("masking")
     assert any("realfill_no_such_dependency" in p for p in plugins.problems)
 
 
@@ -84,7 +84,7 @@ def test_plugin_raising_while_registering_is_skipped_whole(fake_entry_points):
     fake_entry_points(DummyEntryPoint("half", "raises_registering"), DummyEntryPoint("center", "center_box"))
     plugins = RealfillPlugins()
     with pytest.warns(RealfillPluginWarning, match="plugin 'half' raised while registering masking strategies"):
-        registry = plugins.masking
+        registry = plugins.registry("masking")
     assert "half-registered" not in registry  # what it added before raising is rolled back
     assert "center-box" in registry
 
@@ -94,21 +94,21 @@ def test_misspelled_hook_is_caught_by_check_pending(fake_entry_points):
     with pytest.warns(RealfillPluginWarning, match="plugin 'typo' implements an unknown hook.*realfill_register_ranker"):
         plugins = RealfillPlugins()
     assert plugins.pm.get_plugin("typo") is None
-    assert "center-box" in plugins.masking
+    assert "center-box" in plugins.registry("masking")
 
 
 def test_two_plugins_registering_one_name_is_an_error_naming_both(fake_entry_points):
     fake_entry_points(DummyEntryPoint("center", "center_box"), DummyEntryPoint("twin", "center_box_twin"))
     plugins = RealfillPlugins()
     with pytest.raises(UserError, match="masking 'center-box' is registered twice: by plugin 'center' and by plugin 'twin'"):
-        plugins.masking
+        plugins.registry("masking")
 
 
 def test_unknown_name_lists_the_known_ones(fake_entry_points):
     fake_entry_points(DummyEntryPoint("center", "center_box"))
     plugins = load()
     with pytest.raises(UnknownComponentError) as info:
-        plugins.masking.get("centre-box")
+        plugins.registry("masking").get("centre-box")
     message = str(info.value)
     assert "unknown masking 'centre-box'" in message and "did you mean 'center-box'" in message
     assert "center-box" in message.split("known masking strategies:")[1]
@@ -184,7 +184,7 @@ def test_hook_realfill_register_baselines(fake_entry_points, example_scene, tmp_
     _single_component_plugin(Baseline, "realfill_register_baselines", "test-baseline", "baseline")
     fake_entry_points(DummyEntryPoint("navier-stokes", "navier_stokes", dist="realfill-ns", version="0.3"))
     plugins = load()
-    assert {"telea", "geometric", "multi-homography", "backbone-untuned", "navier-stokes"} <= set(plugins.baselines.names())
+    assert {"telea", "geometric", "multi-homography", "backbone-untuned", "navier-stokes"} <= set(plugins.registry("baseline").names())
     assert _registered_by(plugins, "baseline", "navier-stokes") == "navier-stokes"
     scene = load_scene(example_scene)
     image = read_rgb(run_image_baseline("navier-stokes", scene, tmp_path / "ns", plugins=plugins))

@@ -138,13 +138,13 @@ def test_the_sdxl_vae_encodes_in_float32_at_every_call(plugins, example_scene, t
     config = resolve_config(preset="smoke", components={"backbone": "tiny-sdxl"}, plugins=plugins, overrides=[
         "backbone.dtype=float16", "train.mixed_precision=fp16", "train.steps=2", "train.batch_size=4",
         "train.resolution=32", "train.checkpoint_every=0", f"device={device}"])
-    model = plugins.backbones.create(config.backbone).load(device=torch.device(device))
+    model = plugins.registry("backbone").create(config.backbone).load(device=torch.device(device))
     assert model.dtype == torch.float16 and next(model.vae.parameters()).dtype == torch.float32
     seen = []
     model.vae.encoder.register_forward_pre_hook(
         lambda module, args: seen.append((next(module.parameters()).dtype, args[0].dtype)))
-    adapter = plugins.adapters.create(config.adapter)
-    trainer = fine_tune(model, adapter, plugins.masking.create(config.masking), load_scene(example_scene), config,
+    adapter = plugins.registry("adapter").create(config.adapter)
+    trainer = fine_tune(model, adapter, plugins.registry("masking").create(config.masking), load_scene(example_scene), config,
                         tmp_path, compute=model_compute(model, config.train))
     assert len(seen) == 2  # one VAE pass per step (image and masked image together)
     image = torch.rand(1, 3, 32, 32, device=device) * 2 - 1
@@ -169,8 +169,8 @@ def test_a_full_fine_tune_frees_its_gradients_and_samples_in_the_models_dtype(pl
     config = resolve_config(preset="smoke", components={"backbone": "tiny-sd2", "adapter": "full"}, plugins=plugins,
                             overrides=["backbone.dtype=bfloat16", "train.mixed_precision=bf16", "train.steps=2",
                                        "train.batch_size=4", "train.resolution=32", "train.checkpoint_every=0"])
-    model = plugins.backbones.create(config.backbone).load()
-    fine_tune(model, plugins.adapters.create(config.adapter), plugins.masking.create(config.masking),
+    model = plugins.registry("backbone").create(config.backbone).load()
+    fine_tune(model, plugins.registry("adapter").create(config.adapter), plugins.registry("masking").create(config.masking),
               load_scene(example_scene), config, tmp_path, compute=model_compute(model, config.train))
     assert all(p.grad is None for m in model.trainable_modules().values() for p in m.parameters())
     assert {p.dtype for p in model.denoiser.parameters()} == {torch.bfloat16}
@@ -245,7 +245,7 @@ def test_sd2_missing_weights_names_both_ids_the_single_file_and_where_it_looked(
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(MissingWeightsError) as info:
-        plugins.backbones.create(plugins.backbones.get("sd2-inpaint").Config()).load()
+        plugins.registry("backbone").create(plugins.registry("backbone").get("sd2-inpaint").Config()).load()
     message = str(info.value)
     for text in ("sd2-community/stable-diffusion-2-inpainting", "stabilityai/stable-diffusion-2-inpainting",
                  "512-inpainting-ema.safetensors", "--set backbone.model=FILE", "hf download sd2-community"):
@@ -269,7 +269,7 @@ def test_a_cache_filled_under_the_withdrawn_stabilityai_id_is_found(tmp_path):
     (snapshot.parents[1] / "refs").mkdir()
     (snapshot.parents[1] / "refs" / "main").write_text(commit)
     code = ("from realfill.plugins import RealfillPlugins; import torch\n"
-            "backbones = RealfillPlugins(autoload=False).backbones\n"
+            "backbones = RealfillPlugins(autoload=False).registry(\"backbone\")\n"
             "model = backbones.create(backbones.get('sd2-inpaint').Config()).load()\n"
             "print(sum(p.numel() for p in model.denoiser.parameters()))")
     env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
@@ -311,8 +311,8 @@ def test_a_training_step_never_makes_the_host_wait_for_the_gpu(plugins, example_
     scene = load_scene(example_scene)
 
     def trainer():
-        model = plugins.backbones.create(config.backbone).load(device=torch.device(device))
-        return Trainer(model, plugins.adapters.create(config.adapter), plugins.masking.create(config.masking),
+        model = plugins.registry("backbone").create(config.backbone).load(device=torch.device(device))
+        return Trainer(model, plugins.registry("adapter").create(config.adapter), plugins.registry("masking").create(config.masking),
                        scene, config.train, seed=0, compute=model_compute(model, config.train))
 
     lazy = trainer()

@@ -118,7 +118,7 @@ def module_plugins():
 
 def make_ranker(plugins, **settings):
     """A ranker on one torch thread: on a busy two-core machine, two threads slowed LightGlue ~40x."""
-    registry = plugins.rankers
+    registry = plugins.registry("ranker")
     config = registry.get(settings["name"]).Config
     if "threads" in config.model_fields:
         settings.setdefault("threads", 1)

@@ -40,7 +40,7 @@ def scene(example_scene):
 
 
 def make(plugins, name, **settings):
-    cls = plugins.baselines.get(name)
+    cls = plugins.registry("baseline").get(name)
     return cls(cls.Config(**settings))
 
 
@@ -67,7 +67,7 @@ def test_defaults_are_the_pipelines_documented_ones(real, tiny, pipeline, hub_id
     import diffusers
 
     documented = inspect.signature(getattr(diffusers, pipeline).__call__).parameters
-    config = plugins.baselines.get(real).Config()
+    config = plugins.registry("baseline").get(real).Config()
     assert config.model == hub_id and config.dtype == "bfloat16" and config.device == "auto"
     assert config.steps == documented["num_inference_steps"].default
     guidance = "true_cfg_scale" if documented["guidance_scale"].default is None else "guidance_scale"  # Qwen: true CFG
@@ -75,7 +75,7 @@ def test_defaults_are_the_pipelines_documented_ones(real, tiny, pipeline, hub_id
         if hasattr(config, key):
             assert getattr(config, key) == documented[argument].default, (key, documented[argument].default)
     with pytest.raises(ValueError, match="stepz"):
-        plugins.baselines.get(real).Config(stepz=3)  # unknown keys are refused
+        plugins.registry("baseline").get(real).Config(stepz=3)  # unknown keys are refused
 
 
 @pytest.mark.parametrize("real, tiny, pipeline, hub_id, advice", EDITORS)

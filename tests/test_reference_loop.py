@@ -26,9 +26,9 @@ from realfill.device import model_compute
 def _trainer(cls, plugins, example_scene, *, adapter: dict, resolution: int = 64, seed: int = 3):
     config = run_config_model(plugins).model_validate({**load_preset("smoke"), "adapter": adapter})
     config.train.resolution = resolution
-    model = plugins.backbones.create(config.backbone).load()
+    model = plugins.registry("backbone").create(config.backbone).load()
     scene = load_scene(example_scene)
-    return cls(model, plugins.adapters.create(config.adapter), plugins.masking.create(config.masking), scene,
+    return cls(model, plugins.registry("adapter").create(config.adapter), plugins.registry("masking").create(config.masking), scene,
                config.train, seed=seed, compute=model_compute(model, config.train))
 
 
@@ -95,9 +95,9 @@ def test_compiled_loop_gives_the_eager_losses_and_is_undone_after_training(plugi
     eager = _trainer(Trainer, plugins, example_scene, adapter=config_eager, resolution=32)
     compiled_config = run_config_model(plugins).model_validate(
         {**load_preset("smoke"), "train": {**load_preset("smoke")["train"], "resolution": 32, "compile": True}})
-    model = plugins.backbones.create(compiled_config.backbone).load()
-    compiled = Trainer(model, plugins.adapters.create(compiled_config.adapter),
-                       plugins.masking.create(compiled_config.masking), load_scene(example_scene),
+    model = plugins.registry("backbone").create(compiled_config.backbone).load()
+    compiled = Trainer(model, plugins.registry("adapter").create(compiled_config.adapter),
+                       plugins.registry("masking").create(compiled_config.masking), load_scene(example_scene),
                        compiled_config.train, seed=3, compute=model_compute(model, compiled_config.train))
     assert "_denoising_loss" in compiled.__dict__ and "forward" in model.vae.encoder.__dict__
     assert "forward" in model.text_encoders[0].__dict__  # the paper's LoRA trains the text encoder

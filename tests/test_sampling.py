@@ -62,7 +62,7 @@ def test_sampling_size_keeps_aspect_and_multiples():
 @pytest.mark.parametrize("name", ["tiny-sd2", "tiny-sdxl"])
 def test_generic_loop_equals_the_stock_pipeline(plugins, name):
     """The loop a pixel-space backbone uses gives what StableDiffusion(XL)InpaintPipeline gives."""
-    model = plugins.backbones.create(plugins.backbones.get(name).Config()).load()
+    model = plugins.registry("backbone").create(plugins.registry("backbone").get(name).Config()).load()
     image = to_tensor_image(data.astronaut()[::16, ::16])
     mask = torch.zeros(1, 1, 32, 32)
     mask[..., :, 20:] = 1
@@ -80,7 +80,7 @@ def test_generic_loop_equals_the_stock_pipeline(plugins, name):
 @pytest.mark.parametrize("name", ["tiny-sd2", "tiny-sdxl"])
 def test_same_seed_same_samples_and_batching_does_not_matter(plugins, photo, name):
     image, mask = photo
-    model = plugins.backbones.create(plugins.backbones.get(name).Config()).load()
+    model = plugins.registry("backbone").create(plugins.registry("backbone").get(name).Config()).load()
     kwargs = dict(prompt="a photo of sks", resolution=32, steps=3, num_samples=3, mask_dilate=2, feather=2)
     a = sample_completions(model, image, mask, batch_size=3, seed=7, **kwargs)
     b = sample_completions(model, image, mask, batch_size=2, seed=7, **kwargs)
@@ -117,7 +117,7 @@ def test_auto_sampling_batches_draw_the_same_samples(plugins, photo, device):
     and then the batches its measured memory allows; either way a fixed batch's samples (each is seeded on
     its own)."""
     image, mask = photo
-    model = plugins.backbones.create(plugins.backbones.get("tiny-sd2").Config()).load(device=torch.device(device))
+    model = plugins.registry("backbone").create(plugins.registry("backbone").get("tiny-sd2").Config()).load(device=torch.device(device))
     batches = []
     kwargs = dict(prompt="a photo of sks", resolution=32, steps=2, num_samples=10, mask_dilate=2, feather=2, seed=3)
     auto = sample_completions(model, image, mask, batch_size="auto",

@@ -37,7 +37,7 @@ def _weights(model: PixelInpaintModel) -> dict[str, torch.Tensor]:
 
 def test_builds_from_config_deterministically(plugins):
     config = ScratchPixel.Config(block_out_channels=(16, 32), attention_levels=1, seed=3)
-    a, b = plugins.backbones.create(config).load(), ScratchPixel(config.model_copy()).load()
+    a, b = plugins.registry("backbone").create(config).load(), ScratchPixel(config.model_copy()).load()
     other = ScratchPixel(config.model_copy(update={"seed": 4})).load()
     wa, wb, wo = _weights(a), _weights(b), _weights(other)
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
@@ -119,11 +119,11 @@ def test_training_makes_the_masked_error_fall(plugins, example_scene, tmp_path):
     torch.set_num_threads(min(2, torch.get_num_threads()))
     config = resolve_config(preset="cpu", overrides=[*TINY, "train.steps=250"], plugins=plugins)
     scene = load_scene(example_scene)
-    backbone = plugins.backbones.create(config.backbone)
+    backbone = plugins.registry("backbone").create(config.backbone)
     model = backbone.load("cpu")
     before = _masked_psnr(model, scene, config)
 
-    adapter, masking = plugins.adapters.create(config.adapter), plugins.masking.create(config.masking)
+    adapter, masking = plugins.registry("adapter").create(config.adapter), plugins.registry("masking").create(config.masking)
     trainer = training.fine_tune(model, adapter, masking, scene, config, tmp_path,
                                   compute=model_compute(model, config.train))
     after = _masked_psnr(model, scene, config)

@@ -32,8 +32,8 @@ def _config(plugins, *overrides, backbone="tiny-sd2", adapter="lora"):
 
 
 def _trainer(plugins, config, scene):
-    model = plugins.backbones.create(config.backbone).load()
-    return Trainer(model, plugins.adapters.create(config.adapter), plugins.masking.create(config.masking), scene,
+    model = plugins.registry("backbone").create(config.backbone).load()
+    return Trainer(model, plugins.registry("adapter").create(config.adapter), plugins.registry("masking").create(config.masking), scene,
                    config.train, seed=config.seed, compute=model_compute(model, config.train))
 
 
@@ -103,8 +103,8 @@ def test_two_n_steps_equal_n_steps_killed_and_resumed(plugins, scene, tmp_path, 
     config = _config(plugins, "train.steps=6", "train.checkpoint_every=3", "train.log_every=1", backbone=backbone)
 
     def run(directory, resume=False):
-        model = plugins.backbones.create(config.backbone).load()
-        fine_tune(model, plugins.adapters.create(config.adapter), plugins.masking.create(config.masking), scene,
+        model = plugins.registry("backbone").create(config.backbone).load()
+        fine_tune(model, plugins.registry("adapter").create(config.adapter), plugins.registry("masking").create(config.masking), scene,
                   config, directory, plugins=plugins, resume=resume, compute=model_compute(model, config.train))
 
     run(tmp_path / "straight")
@@ -133,9 +133,9 @@ def test_trains_and_samples_end_to_end(plugins, scene, tmp_path, backbone, adapt
     from realfill.sampling import sample_completions
 
     config = _config(plugins, "train.steps=3", backbone=backbone, adapter=adapter)
-    model = plugins.backbones.create(config.backbone).load()
+    model = plugins.registry("backbone").create(config.backbone).load()
     before = {k: v.clone() for k, v in model.denoiser.state_dict().items()}
-    fine_tune(model, plugins.adapters.create(config.adapter), plugins.masking.create(config.masking), scene, config,
+    fine_tune(model, plugins.registry("adapter").create(config.adapter), plugins.registry("masking").create(config.masking), scene, config,
               tmp_path, plugins=plugins, compute=model_compute(model, config.train))
     trained = load_trained(config, tmp_path, plugins=plugins, compute=check_device(config, plugins))  # a fresh model with the saved adapter
     kwargs = dict(prompt="a photo of sks", resolution=32, steps=2, num_samples=1, seed=0)
@@ -186,8 +186,8 @@ def test_the_run_records_what_auto_precision_resolved_to(plugins, scene, tmp_pat
 
     monkeypatch.setattr(device, "native_bf16", lambda device: True)
     config = _config(plugins, "train.mixed_precision=auto", "train.steps=1", "train.checkpoint_every=0")
-    model = plugins.backbones.create(config.backbone).load()
-    fine_tune(model, plugins.adapters.create(config.adapter), plugins.masking.create(config.masking), scene, config,
+    model = plugins.registry("backbone").create(config.backbone).load()
+    fine_tune(model, plugins.registry("adapter").create(config.adapter), plugins.registry("masking").create(config.masking), scene, config,
               tmp_path, compute=model_compute(model, config.train))
     state = json.loads((tmp_path / "train_state.json").read_text())
     assert state == {"finished": True, "steps": 1, "mixed_precision": "bf16"}
@@ -248,7 +248,7 @@ def test_compiled_vae_encoder_vectors_are_no_wider_than_its_narrowest_activation
 
     from realfill.compiling import cpu_vector_bits
 
-    encoder = plugins.backbones.create(plugins.backbones.get("tiny-sd2").Config()).load().vae.encoder
+    encoder = plugins.registry("backbone").create(plugins.registry("backbone").get("tiny-sd2").Config()).load().vae.encoder
     narrowest = min(m.num_channels for m in encoder.modules() if isinstance(m, nn.GroupNorm))
     assert narrowest == 8
     default = cpu_vec_isa.pick_vec_isa()
@@ -311,7 +311,7 @@ def test_auto_attention_is_small_math_only_for_a_compiled_cpu_run(plugins, scene
     # the pixel-space backbone (the cpu preset's) sets the same processors on its own attention layers
     from diffusers.models.attention_processor import Attention
 
-    pixel = plugins.backbones.create(plugins.backbones.get("scratch-pixel").Config(attention_levels=1)).load()
+    pixel = plugins.registry("backbone").create(plugins.registry("backbone").get("scratch-pixel").Config(attention_levels=1)).load()
     layers = [m for m in pixel.denoiser.modules() if isinstance(m, Attention)]
     assert layers
     for kind, name in [("small-math", "SmallMathAttnProcessor"), ("sdpa", "AttnProcessor2_0"),
@@ -331,8 +331,8 @@ def test_frozen_text_encoders_leave_the_device_once_the_prompts_are_encoded(plug
 
     def build(*overrides, home="cpu"):
         config = _config(plugins, *overrides, backbone=backbone)
-        model = plugins.backbones.create(config.backbone).load()
-        return Trainer(model, plugins.adapters.create(config.adapter), plugins.masking.create(config.masking),
+        model = plugins.registry("backbone").create(config.backbone).load()
+        return Trainer(model, plugins.registry("adapter").create(config.adapter), plugins.registry("masking").create(config.masking),
                        scene, config.train, seed=config.seed, text_encoder_home=home,
                        compute=model_compute(model, config.train))
 
@@ -363,8 +363,8 @@ def test_the_step_leaves_its_loss_on_the_device_and_the_log_reads_it_at_log_step
     first = lazy.step_once()
     assert isinstance(first, torch.Tensor) and first.ndim == 0 and not first.requires_grad
     assert float(first) == losses[0]
-    model = plugins.backbones.create(config.backbone).load()
-    fine_tune(model, plugins.adapters.create(config.adapter), plugins.masking.create(config.masking), scene, config,
+    model = plugins.registry("backbone").create(config.backbone).load()
+    fine_tune(model, plugins.registry("adapter").create(config.adapter), plugins.registry("masking").create(config.masking), scene, config,
               tmp_path, plugins=plugins, compute=model_compute(model, config.train))
     log = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
     assert [(r["step"], r["loss"]) for r in log] == [(2, losses[1]), (4, losses[3]), (5, losses[4])]

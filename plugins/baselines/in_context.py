@@ -75,7 +75,7 @@ class InContextBaseline(Baseline):
         s = config.sample
         model = context.model()
         references = scene.references[: c.max_references]
-        side = context.plugins.backbones.get(config.backbone.name).native_resolution
+        side = context.plugins.registry("backbone").get(config.backbone.name).native_resolution
         height, widths = canvas_layout(scene.target.shape[:2], [r.shape[:2] for r in references], side,
                                        int(model.size_multiple), c.canvas_area)
         canvas = np.zeros((height, sum(widths), 3), np.uint8)

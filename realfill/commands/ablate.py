@@ -75,7 +75,7 @@ def configurations_from_args(args, plugins):
     from realfill.baselines import check_baselines
 
     check_baselines(args.baseline, plugins)
-    registry = plugins.baselines
+    registry = plugins.registry("baseline")
     image_baselines = [name for name in args.baseline if registry.get(name).kind == "image"]
     model_baselines = [name for name in args.baseline if registry.get(name).kind == "model"]
 
@@ -153,7 +153,7 @@ def run(args: argparse.Namespace, ctx) -> int:
     base, configurations = configurations_from_args(args, ctx.plugins)
     weights = parse_metric_weights(args.metric_weights)
     for name in [*args.metric, *weights]:
-        ctx.plugins.metrics.get(name)  # unknown names fail before anything runs
+        ctx.plugins.registry("metric").get(name)  # unknown names fail before anything runs
     if (args.ray_gpus is not None or args.ray_resources) and args.executor != "ray":
         raise UserError("--ray-gpus and --ray-resources are for --executor ray")
     resources = parse_ray_resources(args.ray_resources)

@@ -114,7 +114,7 @@ def _resolve(args: argparse.Namespace, ctx, run_dir: Path | None) -> _RankSettin
     section = data.get("ranker")
     if not isinstance(section, dict) or "name" not in section:
         raise UserError(f"{source}: no [ranker] section with a name; choose one with --matcher NAME")
-    registry = ctx.plugins.rankers
+    registry = ctx.plugins.registry("ranker")
     if section["name"] not in registry:
         raise UserError(f"{source}: {registry.unknown_message(str(section['name']))}")
     model = create_model(
@@ -191,7 +191,7 @@ def run(args: argparse.Namespace, ctx) -> int:
     scene = load_scene(args.scene, max_references=config.max_references)
     candidates = [read_rgb(p) for p in paths]
     names = [p.relative_to(image_dir).as_posix() for p in paths]
-    ranker = ctx.plugins.rankers.create(config.ranker)
+    ranker = ctx.plugins.registry("ranker").create(config.ranker)
     out_dir = args.out
     if hasattr(ranker, "load"):
         ranker.load()  # missing weights: one line before any progress
