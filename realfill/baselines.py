@@ -52,7 +52,8 @@ class BaselineContext:
             if self.compute is None:
                 backbone = self.plugins.registry("backbone").get(self.config.backbone.name)
                 self.compute = resolve_compute(self.config, backbone).apply()
-            self._model = self.plugins.registry("backbone").create(self.config.backbone).load(device=self.compute.device)
+            backbone = self.plugins.registry("backbone").create(self.config.backbone)
+            self._model = backbone.load(device=self.compute.device)
         return self._model
 
     def ranker(self):
@@ -70,16 +71,16 @@ def _plugins(plugins):
 
 
 def baseline_names(plugins=None) -> list[str]:
-    return _plugins(plugins).baselines.names()
+    return _plugins(plugins).registry("baseline").names()
 
 
 def image_baseline_names(plugins=None) -> list[str]:
-    return [cls.name for cls in _plugins(plugins).baselines if cls.kind == "image"]
+    return [cls.name for cls in _plugins(plugins).registry("baseline") if cls.kind == "image"]
 
 
 def check_baselines(names, plugins=None, flag: str = "--baseline") -> None:
     """Refuse an unknown baseline name in one line that lists the registered ones."""
-    registry = _plugins(plugins).baselines
+    registry = _plugins(plugins).registry("baseline")
     for name in names:
         if name not in registry:
             raise UserError(f"{flag} {name}: unknown baseline; known baselines: {', '.join(registry.names())}")
@@ -92,7 +93,7 @@ def untuned_config(config):
 
 def make_baseline(name: str, plugins=None, settings: dict | None = None):
     """The baseline ``name`` with ``settings`` (the run config's ``baselines.NAME`` table) over its defaults."""
-    registry = _plugins(plugins).baselines
+    registry = _plugins(plugins).registry("baseline")
     cls = registry.get(name)  # unknown names raise with the known ones
     if cls.kind not in RUNNABLE_KINDS:
         runnable = ", ".join(c.name for c in registry if c.kind in RUNNABLE_KINDS)

@@ -363,7 +363,9 @@ def at_default(config: BaseModel, role) -> bool:
     if role.default is None or role.field is None:
         return False
     info = type(config).model_fields.get(role.field)
-    return info is not None and info.default_factory is not None and getattr(config, role.field) == info.default_factory()
+    if info is None or info.default_factory is None:
+        return False
+    return getattr(config, role.field) == info.default_factory()
 
 
 def defaulted_fields(config: BaseModel) -> set[str]:

@@ -37,7 +37,8 @@ class SDXLInpaint(SDBackbone):
         c = self.config
         pipeline = load_pipeline(
             StableDiffusionXLInpaintPipeline, what="backbone sdxl-inpaint", model=c.model, config=c.config,
-            default_model=DEFAULT_MODEL, variant=c.variant, dtype=dtype or TORCH_DTYPES[c.dtype], single_file=load_sd_single_file,
+            default_model=DEFAULT_MODEL, variant=c.variant, dtype=dtype or TORCH_DTYPES[c.dtype],
+            single_file=load_sd_single_file,
         )
         return SDXLInpaintModel(pipeline).to(device)
 

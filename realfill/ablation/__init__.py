@@ -61,7 +61,8 @@ from realfill.ablation.reports import KEY_METRICS, bar_chart, metric_names, repo
 
 __all__ = [
     "AXIS_FLAGS", "DONE", "ERROR", "KEY_METRICS", "ROW", "AblationOutcome", "Configuration", "LocalExecutor", "Plan",
-    "RayExecutor", "RunSpec", "axis_flags", "bar_chart", "build_plan", "describe_plan", "stage_inputs", "expand_scene_folders", "measured", "metric_names", "override_string", "parse_ray_resources",
+    "RayExecutor", "RunSpec", "axis_flags", "bar_chart", "build_plan", "describe_plan", "stage_inputs",
+    "expand_scene_folders", "measured", "metric_names", "override_string", "parse_ray_resources",
     "product_configurations", "read_sweep", "report_markdown", "run_ablation", "run_final_stage",
     "run_sample_stage", "run_train_stage", "summarize", "write_results",
 ]

@@ -99,7 +99,8 @@ def write_results(plan: Plan, rows: list[dict]) -> None:
     writer = csv.DictWriter(buffer, fieldnames=fixed + names + CSV_SELECTION, extrasaction="ignore")
     writer.writeheader()
     for row in rows:
-        writer.writerow({**{k: row.get(k, defaults.get(k)) for k in fixed}, **{m: row["metrics"].get(m) for m in names},
+        writer.writerow({**{k: row.get(k, defaults.get(k)) for k in fixed},
+                         **{m: row["metrics"].get(m) for m in names},
                          **_selection_cells(row)})
     atomic_write_text(out / "results.csv", buffer.getvalue())
     summary = summarize(rows)

@@ -59,7 +59,8 @@ def check_trained_with(saved: Path, config, args: argparse.Namespace) -> None:
 
     if not saved.is_file():
         return
-    differs = [d for d in config_difference(saved.read_text(), dump_config(config))
+    then = saved.read_text()
+    differs = [d for d in config_difference(then, dump_config(config, like=then))
                if d.startswith(("backbone.", "adapter."))]
     differs.sort(key=lambda d: not d.split(":")[0].endswith(".name"))  # a component's name first
     if differs:
