@@ -70,7 +70,11 @@ def realfill_add_roles() -> list[Role]:
     """Declare new component roles; the platform then calls each role's register hook like a built-in's.
 
     A role with a ``field`` enters the run config (validated from TOML and ``--set`` like ``ranker``) and
-    gets a ``--FIELD`` flag on ``fill``, ``train``, ``sample``, ``config`` and ``ablate``.
+    gets a ``--FIELD`` flag on ``fill``, ``train``, ``sample``, ``config`` and ``ablate`` (an axis), and a
+    column in the ablation's ``results.csv``. ``stage`` (``train``, ``sample``, ``rank``, ``report``) is the
+    stage whose ablation key holds the field; unset, training (never merged). ``plural`` names several in
+    messages; unset, the English plural of ``name``. A field at the role's ``default`` is left out of run
+    names, stage keys and a resumed run folder's ``config.toml``.
 
     Not firstresult: every plugin's roles are added, in plugin registration order.
 
@@ -79,7 +83,7 @@ def realfill_add_roles() -> list[Role]:
         @hookimpl
         def realfill_add_roles():
             return [Role("watermark", Watermark, "realfill_register_watermarks", "watermarks", field="watermark",
-                         default="none")]
+                         default="none", stage="sample", plural="watermarks")]
     """
 
 

@@ -125,9 +125,9 @@ def test_real_size_lora_parameter_counts_match_the_docs():
     from benchmarks.architecture import lora_parameter_counts
 
     sd2 = lora_parameter_counts("sd2")
-    assert sd2["unet_params"] == 865_925_124 and sd2["text_encoder_params"] == 340_387_840
-    assert sd2["unet_lora"] == 1_659_904 and sd2["text_encoder_lora"] == 23 * 4 * 2 * 8 * 1024
+    assert sd2["denoiser_params"] == 865_925_124 and sd2["text_encoder_params"] == 340_387_840
+    assert sd2["denoiser_lora"] == 1_659_904 and sd2["text_encoder_lora"] == 23 * 4 * 2 * 8 * 1024
     sdxl = lora_parameter_counts("sdxl")
-    assert sdxl["unet_params"] == 2_567_478_084
+    assert sdxl["denoiser_params"] == 2_567_478_084
     assert (sdxl["text_encoder_params"], sdxl["text_encoder_2_params"]) == (123_060_480, 694_659_840)
-    assert sdxl["unet_lora"] == 11_612_160 and sdxl["lora_total"] == 14_823_424
+    assert sdxl["denoiser_lora"] == 11_612_160 and sdxl["lora_total"] == 14_823_424

@@ -387,9 +387,9 @@ def test_real_size_flux_parameter_counts_match_the_docs():
 
     adapter = {k: v for k, v in load_preset("paper-flux")["adapter"].items() if k != "name"}
     counts = lora_parameter_counts("flux", **adapter)
-    assert counts["unet_params"] == 11_902_391_360 and counts["t5_params"] == 4_762_310_656
+    assert counts["denoiser_params"] == 11_902_391_360 and counts["t5_params"] == 4_762_310_656
     assert counts["text_encoder_params"] == 123_060_480 and counts["vae_params"] == 83_819_683
-    assert counts["unet_lora"] == (19 * 8 + 38 * 3) * 64 * (3072 + 3072) == 104_595_456
+    assert counts["denoiser_lora"] == (19 * 8 + 38 * 3) * 64 * (3072 + 3072) == 104_595_456
     assert counts["text_encoder_lora"] == 0 and counts["lora_total"] == 104_595_456  # CLIP not trained
     assert counts["base_total"] == 16_871_582_179
 
