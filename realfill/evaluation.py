@@ -15,6 +15,7 @@ import numpy as np
 
 from realfill.atomic import atomic_write_text
 from realfill.errors import UserError
+from realfill.fingerprint import check_same_scene
 from realfill.scene import Scene, load_scene, read_rgb
 from realfill.seed_selection import read_ranking
 
@@ -166,6 +167,8 @@ def evaluate_run(run_dir: Path, metrics: list, scene_path: Path | None = None, m
     if scene_path is None:
         raise UserError(f"{run_dir}: the run does not record its scene ({RUN_RECORD}); pass --scene SCENE")
     scene = load_scene(scene_path, max_references=max_references)
+    check_same_scene(run_dir, scene, hint=f"evaluate the image alone with `realfill evaluate SCENE --result "
+                     f"{result_path}` (nothing is written into the folder)")
     evaluation = evaluate_result(result_path, scene, metrics)
     record = {"result": str(result_path), "scene": str(Path(scene_path).resolve()), **evaluation.as_dict()}
     ranking_path = run_dir / "ranking.json"

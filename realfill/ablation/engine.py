@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from realfill.ablation.executors import run_final_stage, run_sample_stage, run_train_stage
+from realfill.ablation.executors import BASELINE_FAILED, run_final_stage, run_sample_stage, run_train_stage
 from realfill.ablation.plan import DONE, ERROR, ROW, Plan, RunSpec, _write_json
 from realfill.ablation.reports import write_results
 from realfill.config import dump_config
@@ -140,6 +140,8 @@ def run_ablation(
             task["config"] = spec.config.model_dump(mode="json")
         if spec.sample_key is not None:
             task["sample_dir"] = str(plan.stage_dir("sample", spec))
+        if spec.baseline_settings:
+            task["baseline_settings"] = spec.baseline_settings
         specs[task["id"]] = spec
         tasks.append(task)
     if tasks:
@@ -147,7 +149,8 @@ def run_ablation(
 
     ordered = [rows[s.run_key] for s in plan.runs if s.run_key in rows]
     write_results(plan, ordered)
-    outcome = AblationOutcome(ordered, ran, skipped, [r for r in ordered if r["status"] not in ("ok", "skipped")])
+    outcome = AblationOutcome(ordered, ran, skipped,
+                              [r for r in ordered if r["status"] not in ("ok", "skipped", BASELINE_FAILED)])
     reporter.finish(outcome)
     return outcome
 

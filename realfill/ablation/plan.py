@@ -16,9 +16,12 @@ from typing import Any
 import tomli_w
 
 from realfill.atomic import atomic_write_text
-from realfill.config import resolve_config
-from realfill.config_files import COMPONENT_FIELDS, dotted_keys, read_toml
+from realfill.config import apply_flags, check_baseline_table, resolve_config
+from realfill.config_files import COMPONENT_FIELDS, base_data, dotted_keys, read_toml
 from realfill.errors import UserError
+from realfill.plugins import get_plugins
+from realfill.fingerprint import FINGERPRINT_KEY, scene_key
+from realfill.scene import load_scene
 
 DONE = "done.json"
 ROW = "row.json"
@@ -122,6 +125,7 @@ class RunSpec:
     sample_key: str | None
     run_key: str
     run_dir: Path
+    baseline_settings: dict | None = None  # an image baseline's ``baselines.NAME`` table (it has no run config)
 
     @property
     def label(self) -> str:
@@ -183,25 +187,31 @@ def build_plan(
     seen: set[str] = set()
     for scene, scene_name in zip(scenes, scene_names, strict=True):
         scene = Path(scene).resolve()
+        content = scene_content_key(scene)
         for configuration in configurations:
+            settings = None
             if configuration.baseline is not None and configuration.needs_config:
                 config = resolve_config(
                     preset=preset, config_file=config_file, overrides=[*overrides, *configuration.overrides], plugins=plugins
                 )
                 data = config.model_dump(mode="json")
-                run_key = _key({"scene": str(scene), "baseline": configuration.baseline,
+                run_key = _key({"scene": str(scene), **content, "baseline": configuration.baseline,
                                 **{k: data[k] for k in ("seed", "device", "max_references", "backbone", "sample",
-                                                        "ranker", "select")}})
+                                                        "ranker", "select")},
+                                **({"settings": own} if (own := (data.get("baselines") or {}).get(configuration.baseline))
+                                   else {})})
                 train_key = sample_key = None
             elif configuration.baseline is not None:
-                run_key = _key({"scene": str(scene), "baseline": configuration.baseline})
+                settings = image_baseline_settings(configuration.baseline, preset, config_file, overrides, plugins)
+                run_key = _key({"scene": str(scene), **content, "baseline": configuration.baseline,
+                                **({"settings": settings} if settings else {})})
                 config = train_key = sample_key = None
             else:
                 config = resolve_config(
                     preset=preset, config_file=config_file, overrides=[*overrides, *configuration.overrides], plugins=plugins
                 )
                 data = config.model_dump(mode="json")
-                train_key = _key({"scene": str(scene), **{k: data[k] for k in
+                train_key = _key({"scene": str(scene), **content, **{k: data[k] for k in
                                   ("seed", "device", "max_references", "backbone", "adapter", "masking", "train")}})
                 sample_key = _key({"train": train_key, "sample": data["sample"]})
                 run_key = _key({"sample": sample_key, "ranker": data["ranker"], "select": data["select"]})
@@ -209,19 +219,54 @@ def build_plan(
                 continue
             seen.add(run_key)
             run_dir = out / "runs" / _slug(scene_name) / f"{_slug(configuration.label)}-{run_key[:8]}"
-            runs.append(RunSpec(scene, scene_name, configuration, config, train_key, sample_key, run_key, run_dir))
+            runs.append(RunSpec(scene, scene_name, configuration, config, train_key, sample_key, run_key, run_dir,
+                                baseline_settings=settings if config is None else None))
     base = {"preset": preset, "config": str(config_file) if config_file else None, "set": list(overrides)}
     return Plan(Path(out), runs, base)
 
 
 
-def expand_scene_folders(paths: Iterable[Path]) -> list[Path]:
+def image_baseline_settings(name: str, preset, config_file, overrides, plugins) -> dict | None:
+    """An image baseline's ``baselines.NAME`` table from the base config (preset or file, then ``--set``),
+    checked against its config: it applies in ``ablate`` as in ``fill``, and is part of the run's key."""
+    data, source = base_data(preset=preset, config_file=config_file)
+    source = apply_flags(data, source, overrides=list(overrides))
+    table = data.get("baselines") or {}
+    if not isinstance(table, dict):
+        raise UserError(f"{source}: config key 'baselines': must be a table of baseline tables")
+    settings = table.get(name)
+    if settings is None:
+        return None
+    return check_baseline_table(name, settings, (plugins or get_plugins()).baselines, source)
+
+
+# -- the scene's content in every key (what `fill --resume` compares: realfill.fingerprint) -------------
+
+
+def scene_content_key(scene: Path) -> dict:
+    """``{"scene_fingerprint": ...}``, a part of every stage key of ``scene``: the same path with other
+    pixels (a scene replaced in place) makes other keys, so its work is redone, never reused. A folder that
+    is not a scene is one line here, before anything runs."""
+    return {FINGERPRINT_KEY: scene_key(load_scene(scene, max_references=10**6))}
+
+
+def expand_scene_folders(paths: Iterable[Path], left_out: list[Path] | None = None) -> list[Path]:
     """Each path as given, except a folder of scenes (no ``target/`` of its own, subfolders with one, as
-    ``RealBench/``), which stands for its scenes in order (numeric names by number: 0, 1, ..., 10)."""
+    ``RealBench/``), which stands for its scenes in order (numeric names by number: 0, 1, ..., 10). Its
+    subfolders without ``target/`` (empty ones, non-scenes, links back to it) are appended to ``left_out``,
+    for the caller's note."""
     scenes: list[Path] = []
     for path in map(Path, paths):
-        inner = [p for p in path.iterdir() if (p / "target").is_dir()] if path.is_dir() and not (path / "target").is_dir() else []
+        inner, others = [], []
+        if path.is_dir() and not (path / "target").is_dir():
+            for p in path.iterdir():
+                if (p / "target").is_dir():
+                    inner.append(p)
+                elif p.is_dir():
+                    others.append(p)
         scenes += sorted(inner, key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name)) or [path]
+        if inner and left_out is not None:
+            left_out += sorted(others)
     return scenes
 
 
