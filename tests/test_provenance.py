@@ -320,5 +320,50 @@ def test_realbench_cites_the_paper_and_states_its_protocol(example_scene, tmp_pa
     text = (out / "realbench.md").read_text()
     assert "arXiv 2309.16668" in text and "Table 1" in text and "Tang et al." in text
     assert "DESIGN.md" not in text and "/work/" not in text
-    assert "one per scene and method, the ranked pick" in text and "at the target's own size" in text
+    assert "Images scored (pick): one image per scene and method, the ranked pick" in text and "at the target's own size" in text
     assert "16 samples" in text and "512x512" in text
+
+
+def test_the_averaged_protocol_scores_every_sample_and_says_so(example_scene, tmp_path, capsys):
+    """``--protocol samples-mean``: each value is the mean over the run's samples (as eric15342335/realfill
+    scores; ``-512`` resizes to 512x512 first); the record and realbench.md say which protocol ran, and a
+    run scored one way is scored again, not relabelled, when asked another way."""
+    from realfill.evaluation import build_metrics, evaluate_images
+    from realfill.plugins import RealfillPlugins
+    from realfill.seed_selection import write_ranking
+
+    scene = load_scene(example_scene)
+    run = tmp_path / "run"
+    (run / "samples").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for index, noise in enumerate((5, 60)):
+        image = scene.gt.astype(np.int16)
+        image[scene.mask] += rng.integers(-noise, noise + 1, size=image[scene.mask].shape, dtype=np.int16)
+        Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(run / "samples" / f"{index:03d}.png")
+    write_ranking(run / "ranking.json", [{"file": "000.png", "score": 2, "rank": 1}, {"file": "001.png", "score": 1, "rank": 2}])
+    shutil.copy(run / "samples" / "000.png", run / "result.png")
+    from tests.conftest import record_scene
+
+    record_scene(run, example_scene)
+    psnr = build_metrics(RealfillPlugins(autoload=False), ["psnr"])
+    each = [evaluate_images(np.asarray(Image.open(run / "samples" / f"{i:03d}.png")), scene.gt, scene.mask, psnr)
+            .values["psnr_masked"] for i in range(2)]
+    values = {}
+    for protocol in ("pick", "samples-mean", "samples-mean-512"):
+        assert main(["evaluate", str(run), "--metric", "psnr", "--protocol", protocol, "--json"]) == 0
+        record = json.loads(capsys.readouterr().out)
+        assert record["protocol"] == protocol
+        values[protocol] = record["values"]["psnr_masked"]
+    assert values["pick"] == pytest.approx(each[0])
+    assert values["samples-mean"] == pytest.approx(np.mean(each))
+    assert values["samples-mean-512"] != pytest.approx(values["samples-mean"])
+    one_line(capsys, main(["evaluate", str(run), "--protocol", "mean"]), "--protocol mean", "samples-mean-512")
+
+    out = tmp_path / "abl"
+    for protocol in ("pick", "samples-mean-512"):
+        assert main(["ablate", str(example_scene), "--baselines-only", "--baseline", "telea", "--metric", "psnr",
+                     "--protocol", protocol, "--out", str(out), "--no-tui"]) == 0
+        row = json.loads((out / "results.json").read_text())["rows"][0]
+        assert row["protocol"] == protocol and row["scored_images"] == 1
+        assert f"Images scored ({protocol})" in (out / "realbench.md").read_text()
+    assert "skipped 0 finished runs" in capsys.readouterr().err  # scored again at 512, not relabelled

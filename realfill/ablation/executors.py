@@ -205,17 +205,18 @@ def _evaluate_into(task: dict, plugins, record: dict) -> None:
     run_dir = Path(task["dir"])
     if not (Path(task["scene"]) / "target" / "gt.png").is_file():  # its result stands; nothing to score it by
         names = task.get("metrics") or plugins.metrics.names()
-        record.update(eval_seconds=0.0, metrics={}, higher_is_better={},
-                      skipped_metrics={name: NO_GROUND_TRUTH for name in names})
+        record.update(eval_seconds=0.0, metrics={}, higher_is_better={}, protocol=task.get("protocol", "pick"),
+                      scored_images=0, skipped_metrics={name: NO_GROUND_TRUTH for name in names})
         return
     metrics = build_metrics(plugins, task.get("metrics") or None, {k: Path(v) for k, v in task.get("metric_weights", {}).items()})
     samples = Path(task["sample_dir"]) / "samples" if task.get("sample_dir") else None
     with measured(timing := {}):
-        evaluation = evaluate_run(run_dir, metrics, sample_dir=samples)
+        evaluation = evaluate_run(run_dir, metrics, sample_dir=samples, protocol=task.get("protocol", "pick"))
     record["eval_seconds"] = timing["seconds"]
     record["metrics"] = evaluation["values"]
     record["skipped_metrics"] = evaluation["skipped"]
     record["higher_is_better"] = evaluation["higher_is_better"]
+    record["protocol"], record["scored_images"] = evaluation["protocol"], evaluation["scored_images"]
     if "selection" in evaluation:
         record["selection"] = evaluation["selection"]
 

@@ -14,6 +14,7 @@ from PIL import Image, ImageDraw
 
 from realfill.ablation.plan import Plan, _write_json
 from realfill.atomic import atomic_write_text, save_image
+from realfill.evaluation import PROTOCOLS
 
 #: metrics shown in summaries first (the paper's table), when present
 KEY_METRICS = ("psnr_masked", "ssim_masked", "ms_ssim_masked", "sharpness_masked", "vif_masked", "lpips", "dreamsim", "dino", "clip", "psnr", "ssim", "ms_ssim")
@@ -69,7 +70,7 @@ def summarize(rows: list[dict]) -> list[dict]:
 
 
 CSV_FIXED = ["scene", "configuration", "method", "backbone", "adapter", "masking", "ranker", "status", "error",
-             "train_s", "sample_s", "rank_s", "eval_s", "peak_rss_mb", "run_dir"]
+             "train_s", "sample_s", "rank_s", "eval_s", "peak_rss_mb", "run_dir", "protocol", "scored_images"]
 #: seed selection (``realfill.evaluation.selection_stats``), masked PSNR of the pick and of the samples
 CSV_SELECTION = ["pick_psnr_masked", "samples_mean_psnr_masked", "pick_beats_mean", "pick_place"]
 
@@ -184,12 +185,21 @@ REALBENCH_PROTOCOL = (
     "and SSIM are inside the mask (`psnr_masked`, `ssim_masked`: the MSE and the SSIM map averaged over the "
     "masked pixels) and LPIPS is over the whole image (the `lpips` metric has no masked value), so the LPIPS "
     "column is not the paper's protocol and reads lower (better) than a masked one would: the known pixels "
-    "match the ground truth. Images scored: one per scene and method, the ranked pick (`result.png`, the "
-    "correspondence ranker's best sample), at the target's own size against `target/gt.png` (no resizing). "
+    "match the ground truth.")
+#: what the table says after the protocol's own sentence: the others, and how to ask for them
+REALBENCH_OTHER_PROTOCOLS = (
     "Other protocols move these numbers: eric15342335/realfill averages the metrics over 16 samples and "
-    "resizes to 512x512 (up to 0.6 dB of PSNR on these scenes); the samples' mean masked PSNR, the averaged "
-    "protocol at the target's size, is in `results.csv` (`samples_mean_psnr_masked`) and in the seed "
-    "selection table of `report.md`.")
+    "resizes to 512x512 (up to 0.6 dB of PSNR on these scenes). `realfill ablate --protocol NAME` scores "
+    "another way: pick (the default), samples-mean, samples-mean-512.")
+
+
+def protocol_text(rows: list[dict]) -> str:
+    """The table's protocol paragraph: the regions, which images were scored and at what size (the rows'
+    ``--protocol``), and the other protocols."""
+    used = sorted({r.get("protocol") or "pick" for r in rows if r.get("status") == "ok"}) or ["pick"]
+    scored = "; ".join(f"`{name}`: {PROTOCOLS[name]}" if len(used) > 1 else PROTOCOLS[name]
+                       for name in used if name in PROTOCOLS)
+    return f"{REALBENCH_PROTOCOL} Images scored ({', '.join(used)}): {scored}. {REALBENCH_OTHER_PROTOCOLS}"
 
 
 def realbench_table(rows: list[dict], summary: list[dict]) -> dict:
@@ -219,7 +229,7 @@ def realbench_table(rows: list[dict], summary: list[dict]) -> dict:
                   "rows": [{"method": name, "values": dict(zip((c[0] for c in REALBENCH_COLUMNS), numbers, strict=True))}
                            for name, numbers in REALBENCH_PAPER]},
         "skipped": skipped,
-        "protocol": REALBENCH_PROTOCOL,
+        "protocol": protocol_text(rows),
     }
 
 

@@ -63,6 +63,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      "the run's device is a GPU, every stage one CPU)")
     run.add_argument("--no-tui", action="store_true", help="plain lines instead of the live terminal UI")
     run.add_argument("--metric", action="append", default=[], metavar="NAME", help="only these metrics (repeatable)")
+    run.add_argument("--protocol", default="pick", metavar="NAME",
+                     help="which images are scored, at what size: pick (each run's ranked pick at the target's "
+                     "size; default), samples-mean (every sample, averaged), samples-mean-512 (every sample, "
+                     "averaged, resized to 512x512 as eric15342335/realfill does)")
     run.add_argument("--metric-weights", action="append", default=[], metavar="NAME=PATH",
                      help="local weights for a learned metric, e.g. dino=/models/dino-vits16")
 
@@ -146,13 +150,14 @@ def run(args: argparse.Namespace, ctx) -> int:
     from realfill.ablation import (LocalExecutor, RayExecutor, build_plan, expand_scene_folders, parse_ray_resources,
                                    run_ablation)
     from realfill.ablation.executors import BASELINE_FAILED
-    from realfill.evaluation import parse_metric_weights
+    from realfill.evaluation import check_protocol, parse_metric_weights
     from realfill.tui import make_reporter
 
     if args.address and args.executor != "ray":
         raise UserError("--address is for --executor ray")
     base, configurations = configurations_from_args(args, ctx.plugins)
     weights = parse_metric_weights(args.metric_weights)
+    check_protocol(args.protocol)
     for name in [*args.metric, *weights]:
         ctx.plugins.metrics.get(name)  # unknown names fail before anything runs
     if (args.ray_gpus is not None or args.ray_resources) and args.executor != "ray":
@@ -180,7 +185,7 @@ def run(args: argparse.Namespace, ctx) -> int:
         try:
             with make_reporter(ctx.console, ctx.plugins, tui=not args.no_tui) as reporter:
                 outcome = run_ablation(plan, executor, reporter, metrics=args.metric, metric_weights=weights,
-                                       blocked=blocked, plugins=ctx.plugins)
+                                       blocked=blocked, plugins=ctx.plugins, protocol=args.protocol)
         finally:
             if hasattr(executor, "close"):
                 executor.close()
