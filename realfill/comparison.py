@@ -9,7 +9,10 @@ evaluated with the same metrics, and the contact sheet is drawn again with the b
 result. The table shows the values inside the mask (the paper's convention) with each one's direction;
 ``comparison.json`` holds every value, inside the mask and over the whole image. A baseline whose weights
 are not on this machine (its ``complete`` raises :class:`MissingWeightsError`) is skipped: the table's caption
-and ``skipped_baselines`` say so and why, and the run completes.
+and ``skipped_baselines`` say so and why, and the run completes. A baseline whose ``complete`` raises
+anything else (``SystemExit`` included: a third-party plugin's bug) costs only its own row: the row holds
+its ``error``, ``failed_baselines`` names the plugin that registered it, a warning says so, and the other
+rows and ``comparison.json`` are kept.
 """
 
 from __future__ import annotations
