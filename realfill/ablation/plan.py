@@ -247,7 +247,12 @@ def scene_content_key(scene: Path) -> dict:
     """``{"scene_fingerprint": ...}``, a part of every stage key of ``scene``: the same path with other
     pixels (a scene replaced in place) makes other keys, so its work is redone, never reused. A folder that
     is not a scene is one line here, before anything runs."""
-    return {FINGERPRINT_KEY: scene_key(load_scene(scene, max_references=10**6))}
+    missing = [f"{name}/" for name in ("ref", "target") if not (Path(scene) / name).is_dir()]
+    if missing:
+        raise UserError(f"{scene}: not a scene (no {' or '.join(missing)} inside); a scene folder holds ref/ (1-5 "
+                        "reference photos) and target/ (target.png, mask.png, optionally gt.png)")
+    # every reference counts (the run's max_references is checked by the run itself, in one line)
+    return {FINGERPRINT_KEY: scene_key(load_scene(scene, max_references=max(5, len(list((Path(scene) / "ref").iterdir())))))}
 
 
 def expand_scene_folders(paths: Iterable[Path], left_out: list[Path] | None = None) -> list[Path]:
