@@ -19,8 +19,8 @@ from realfill.atomic import atomic_write_text
 from realfill.config import apply_flags, check_baseline_table, resolve_config
 from realfill.config_files import COMPONENT_FIELDS, base_data, dotted_keys, read_toml
 from realfill.errors import UserError
-from realfill.plugins import get_plugins
 from realfill.fingerprint import FINGERPRINT_KEY, scene_key
+from realfill.plugins import get_plugins
 from realfill.scene import load_scene
 
 DONE = "done.json"
@@ -252,7 +252,8 @@ def scene_content_key(scene: Path) -> dict:
         raise UserError(f"{scene}: not a scene (no {' or '.join(missing)} inside); a scene folder holds ref/ (1-5 "
                         "reference photos) and target/ (target.png, mask.png, optionally gt.png)")
     # every reference counts (the run's max_references is checked by the run itself, in one line)
-    return {FINGERPRINT_KEY: scene_key(load_scene(scene, max_references=max(5, len(list((Path(scene) / "ref").iterdir())))))}
+    every = max(5, len(list((Path(scene) / "ref").iterdir())))
+    return {FINGERPRINT_KEY: scene_key(load_scene(scene, max_references=every))}
 
 
 def expand_scene_folders(paths: Iterable[Path], left_out: list[Path] | None = None) -> list[Path]:
