@@ -23,6 +23,7 @@ from realfill.components import BaselineResult
 from realfill.device import Compute, resolve_compute
 from realfill.errors import UserError
 from realfill.evaluation import RUN_RECORD
+from realfill.fingerprint import FINGERPRINT_KEY, scene_fingerprint
 from realfill.plugins import get_plugins
 from realfill.scene import Scene
 
@@ -84,6 +85,9 @@ def check_baselines(names, plugins=None, flag: str = "--baseline") -> None:
     for name in names:
         if name not in registry:
             raise UserError(f"{flag} {name}: unknown baseline; known baselines: {', '.join(registry.names())}")
+    twice = [name for name in dict.fromkeys(names) if list(names).count(name) > 1]
+    if twice:  # two rows of one method would read as two methods
+        raise UserError(f"{flag} {twice[0]}: given twice; name each baseline once")
 
 
 def untuned_config(config):
@@ -102,13 +106,17 @@ def make_baseline(name: str, plugins=None, settings: dict | None = None):
     return cls(cls.Config(**{**(settings or {}), "name": name}))
 
 
-def run_baseline(name: str, scene: Scene, out_dir: Path, plugins=None, config=None) -> Path:
+def run_baseline(name: str, scene: Scene, out_dir: Path, plugins=None, config=None,
+                 settings: dict | None = None) -> Path:
     """Run an image or model baseline into ``out_dir`` (result.png, and run.json naming the scene, for
     ``realfill evaluate OUT_DIR``; a model baseline adds its samples and ``ranking.json``); returns the
     result path. A model baseline needs the run's ``config``; its ``baselines.NAME`` table, where given,
-    sets the baseline's own keys."""
+    sets the baseline's own keys (``settings``, where given, are that table: an image baseline of an ablation
+    has no run config of its own)."""
     plugins = _plugins(plugins)
-    baseline = make_baseline(name, plugins, (config.baselines or {}).get(name) if config is not None else None)
+    if settings is None and config is not None:
+        settings = (config.baselines or {}).get(name)
+    baseline = make_baseline(name, plugins, settings)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if baseline.kind == "model":
@@ -120,7 +128,8 @@ def run_baseline(name: str, scene: Scene, out_dir: Path, plugins=None, config=No
         result = baseline.complete(scene)
     path = out_dir / "result.png"
     save_image(path, Image.fromarray(result.image))
-    record = {"scene": str(Path(scene.root).resolve()), "baseline": name, **result.details}
+    record = {"scene": str(Path(scene.root).resolve()), FINGERPRINT_KEY: scene_fingerprint(scene), "baseline": name,
+              "settings": baseline.config.model_dump(mode="json"), **result.details}
     atomic_write_text(out_dir / RUN_RECORD, json.dumps(record, indent=2) + "\n")
     return path
 

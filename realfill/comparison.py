@@ -9,7 +9,10 @@ evaluated with the same metrics, and the contact sheet is drawn again with the b
 result. The table shows the values inside the mask (the paper's convention) with each one's direction;
 ``comparison.json`` holds every value, inside the mask and over the whole image. A baseline whose weights
 are not on this machine (its ``complete`` raises :class:`MissingWeightsError`) is skipped: the table's caption
-and ``skipped_baselines`` say so and why, and the run completes.
+and ``skipped_baselines`` say so and why, and the run completes. A baseline whose ``complete`` raises
+anything else (``SystemExit`` included: a third-party plugin's bug) costs only its own row: the row holds
+its ``error``, ``failed_baselines`` names the plugin that registered it, a warning says so, and the other
+rows and ``comparison.json`` are kept.
 """
 
 from __future__ import annotations
@@ -66,12 +69,19 @@ def compare_run(run_dir: Path, scene, *, plugins, baselines: Sequence[str] = DEF
     directions = dict(evaluation.higher_is_better)
     images = {}
     skipped_baselines = {}
+    failed_baselines: dict[str, dict] = {}
     for name in baselines:
         start = time.perf_counter()
         try:
             path = run_baseline(name, scene, run_dir / BASELINES_DIR / name, plugins=plugins, config=config)
         except MissingWeightsError as exc:  # no local weights: the table says so, the run still completes
             skipped_baselines[name] = str(exc)
+            continue
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - a broken (third-party) baseline costs only its row
+            error = baseline_error(exc)
+            failed_baselines[name] = {"plugin": plugins.registry("baseline").plugin_of(name), "error": error}
+            methods.append({"method": name, "kind": "baseline", "result": None,
+                            "seconds": round(time.perf_counter() - start, 2), "values": {}, "error": error})
             continue
         seconds = round(time.perf_counter() - start, 2)
         images[name] = read_rgb(path)
@@ -88,6 +98,7 @@ def compare_run(run_dir: Path, scene, *, plugins, baselines: Sequence[str] = DEF
         "run_beaten_on": _beaten(methods, directions),
         "skipped": dict(evaluation.skipped),
         "skipped_baselines": skipped_baselines,
+        "failed_baselines": failed_baselines,
         "notice": notice,
     }
     if (run_dir / "ranking.json").is_file():  # the sheet again, the baselines beside the result
@@ -97,12 +108,26 @@ def compare_run(run_dir: Path, scene, *, plugins, baselines: Sequence[str] = DEF
                                  correspondences=pictures, notice=notice,
                                  result_label=f"{ranked[0][0]}\n{scores_label(methods[0]['values'])}",
                                  baselines=[(f"baseline {m['method']}\n{scores_label(m['values'])}", images[m["method"]])
-                                            for m in methods[1:]])
+                                            for m in methods[1:] if m["method"] in images])
     path = run_dir / COMPARISON_FILE
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(record, indent=2) + "\n")
     tmp.replace(path)
     return record
+
+
+def baseline_error(exc: BaseException) -> str:
+    """A baseline's failure in one line (``SystemExit(0)``: it tried to end the whole process)."""
+    if isinstance(exc, SystemExit):
+        return f"SystemExit({exc.code!r}): the baseline tried to end the process"
+    text = f"{type(exc).__name__}: {exc}".strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def failed_lines(record: dict) -> list[str]:
+    """``failed NAME (plugin P): ERROR`` for each baseline that raised."""
+    return [f"failed {name} (plugin {info['plugin']}): {info['error']}"
+            for name, info in record.get("failed_baselines", {}).items()]
 
 
 def scores_label(values: dict) -> str:
@@ -163,6 +188,7 @@ def render_comparison(record: dict, title: str = "the result against the baselin
     else:
         lines.append("this run beats every baseline on every value shown")
     lines += [escape(f"skipped {name}: {reason}") for name, reason in record.get("skipped_baselines", {}).items()]
+    lines += [escape(line) for line in failed_lines(record)]
     if record.get("notice"):
         lines.append(record["notice"])
     table.caption = "\n".join(lines)
@@ -184,6 +210,7 @@ def markdown_table(record: dict) -> str:
         cells.append("—" if method.get("seconds") is None else f"{method['seconds']:.1f}")
         lines.append("| " + " | ".join(cells) + " |")
     lines += [f"\nskipped {name}: {reason}" for name, reason in record.get("skipped_baselines", {}).items()]
+    lines += [f"\n{line}" for line in failed_lines(record)]
     return "\n".join(lines) + "\n"
 
 
@@ -198,6 +225,10 @@ def report_comparison(run_dir: Path, scene_path: Path, config, *, plugins, basel
     record = compare_run(run_dir, scene, plugins=plugins, baselines=baselines, run_label=f"this run ({config.backbone.name})",
                          run_seconds=None if seconds is None else round(seconds, 1), notice=notice, config=config)
     if console is not None and record is not None:
+        for name, info in record["failed_baselines"].items():
+            problem = (f"baseline {name!r} (plugin {info['plugin']}) failed: {info['error']}; its row says so, "
+                       "the other rows are kept")
+            console.print(f"[yellow]warning:[/] {escape(problem)}", soft_wrap=True)
         # the table is the run's result: on ``table_console`` (fill: stdout, so `> log` keeps it), method
         # names whole at any width
         print_table(table_console or console, render_comparison(record))

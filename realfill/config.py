@@ -279,12 +279,25 @@ def check_baseline_settings(config: RunConfigBase, plugins, source: str) -> None
     for name, settings in (config.baselines or {}).items():
         if name not in registry:
             raise UserError(f"{source}: config key 'baselines.{name}': {registry.unknown_message(name)}")
-        try:
-            registry.get(name).Config(**{**settings, "name": name})
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            key = ".".join(str(part) for part in err["loc"])
-            raise UserError(f"{source}: config key 'baselines.{name}.{key}': {err['msg']}") from None
+        check_baseline_table(name, settings, registry, source)
+
+
+def check_baseline_table(name: str, settings: Any, registry, source: str) -> dict:
+    """One ``baselines.NAME`` table against baseline NAME's config; returns it (a table's ``name`` is its
+    baseline: another one there is refused, not silently overwritten)."""
+    if not isinstance(settings, dict):
+        raise UserError(f"{source}: config key 'baselines.{name}': must be a table of that baseline's keys")
+    if "name" in settings and settings["name"] != name:
+        raise UserError(f"{source}: config key 'baselines.{name}.name': {settings['name']!r} is another baseline; "
+                        f"a table's name is its own ('{name}'): set that baseline's keys as "
+                        f"baselines.{settings['name']}.KEY")
+    try:
+        registry.get(name).Config(**{**settings, "name": name})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(part) for part in err["loc"])
+        raise UserError(f"{source}: config key 'baselines.{name}.{key}': {err['msg']}") from None
+    return settings
 
 
 def resolve_backbone_defaults(config: RunConfigBase, backbone) -> None:

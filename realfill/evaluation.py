@@ -12,9 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from realfill.atomic import atomic_write_text
 from realfill.errors import UserError
+from realfill.fingerprint import check_same_scene
 from realfill.scene import Scene, load_scene, read_rgb
 from realfill.seed_selection import read_ranking
 
@@ -150,12 +152,59 @@ def selection_stats(scene: Scene, ranking: list[dict], sample_dir: Path, metrics
     }
 
 
+#: which images of a run are scored, and at what size (``--protocol``): the ranked pick at the target's size
+#: (this platform's default), or every sample averaged, at the target's size or resized to 512x512 as the
+#: public re-implementation eric15342335/realfill scores RealBench
+PROTOCOLS = {
+    "pick": "one image per scene and method, the ranked pick (`result.png`, the correspondence ranker's best "
+            "sample), at the target's own size against `target/gt.png` (no resizing)",
+    "samples-mean": "every sample of a run (a baseline: its one result), each value averaged over them, at the "
+                    "target's own size against `target/gt.png` (no resizing)",
+    "samples-mean-512": "every sample of a run (a baseline: its one result), each value averaged over them, the "
+                        "sample, `target/gt.png` and the mask resized to 512x512 first (as eric15342335/realfill "
+                        "scores RealBench)",
+}
+PROTOCOL_SIDE = 512
+
+
+def check_protocol(protocol: str) -> str:
+    if protocol not in PROTOCOLS:
+        raise UserError(f"--protocol {protocol}: unknown; known protocols: {', '.join(PROTOCOLS)}")
+    return protocol
+
+
+def _resized(image: np.ndarray, side: int, *, mask: bool = False) -> np.ndarray:
+    if mask:
+        return np.asarray(Image.fromarray(image.astype(np.uint8) * 255).resize((side, side), Image.NEAREST)) > 127
+    return np.asarray(Image.fromarray(image).resize((side, side), Image.BICUBIC))
+
+
+def evaluate_mean(paths: list[Path], scene: Scene, metrics: list, side: int | None = None) -> Evaluation:
+    """Every image of ``paths`` scored (resized to ``side`` x ``side`` first, where given), each value averaged."""
+    gt, mask = scene.gt, scene.mask
+    if side is not None:
+        gt, mask = _resized(gt, side), _resized(mask, side, mask=True)
+    scored = []
+    for path in paths:
+        image = read_rgb(path)
+        if image.shape != scene.gt.shape:
+            raise UserError(f"{path}: {image.shape[1]}x{image.shape[0]}, but the ground truth is "
+                            f"{scene.gt.shape[1]}x{scene.gt.shape[0]}")
+        scored.append(evaluate_images(_resized(image, side) if side is not None else image, gt, mask, metrics))
+    mean = Evaluation(skipped=dict(scored[0].skipped), higher_is_better=dict(scored[0].higher_is_better))
+    for key in scored[0].values:
+        mean.values[key] = float(np.mean([e.values[key] for e in scored if key in e.values]))
+    return mean
+
+
 def evaluate_run(run_dir: Path, metrics: list, scene_path: Path | None = None, max_references: int = 5,
-                 sample_dir: Path | None = None) -> dict:
+                 sample_dir: Path | None = None, protocol: str = "pick") -> dict:
     """Evaluate ``RUN_DIR/result.png`` against its scene; write and return ``RUN_DIR/metrics.json``.
 
     With a ``ranking.json`` and its samples (in ``sample_dir``, default ``RUN_DIR/samples``), the record
-    also holds ``selection``: the pick against the samples' mean (:func:`selection_stats`)."""
+    also holds ``selection``: the pick against the samples' mean (:func:`selection_stats`). ``protocol``
+    (:data:`PROTOCOLS`) says which images are scored and at what size; the record says it too."""
+    check_protocol(protocol)
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"{run_dir}: no such run folder")
@@ -166,9 +215,19 @@ def evaluate_run(run_dir: Path, metrics: list, scene_path: Path | None = None, m
     if scene_path is None:
         raise UserError(f"{run_dir}: the run does not record its scene ({RUN_RECORD}); pass --scene SCENE")
     scene = load_scene(scene_path, max_references=max_references)
-    evaluation = evaluate_result(result_path, scene, metrics)
-    record = {"result": str(result_path), "scene": str(Path(scene_path).resolve()), **evaluation.as_dict()}
+    check_same_scene(run_dir, scene, hint=f"evaluate the image alone with `realfill evaluate SCENE --result "
+                     f"{result_path}` (nothing is written into the folder)")
     ranking_path = run_dir / "ranking.json"
+    scored = [result_path]
+    if protocol == "pick":
+        evaluation = evaluate_result(result_path, scene, metrics)
+    else:
+        evaluate_result(result_path, scene, [])  # no ground truth, or a result of another size: one line
+        if ranking_path.is_file():
+            scored = [Path(sample_dir or run_dir / "samples") / entry["file"] for entry in read_ranking(ranking_path)]
+        evaluation = evaluate_mean(scored, scene, metrics, PROTOCOL_SIDE if protocol.endswith("-512") else None)
+    record = {"result": str(result_path), "scene": str(Path(scene_path).resolve()), **evaluation.as_dict(),
+              "protocol": protocol, "scored_images": len(scored)}
     if ranking_path.is_file():
         selection = selection_stats(scene, read_ranking(ranking_path), sample_dir or run_dir / "samples", metrics)
         if selection is not None:

@@ -49,25 +49,54 @@ def scene_difference(saved: dict, now: dict) -> list[str]:
     return parts
 
 
-def check_same_scene(run_dir: Path, scene, record_name: str = "run.json") -> None:
-    """Refuse to resume ``run_dir`` with a scene other than the one it was made from (one line naming the
-    parts that differ). A folder without a record, or a record from before fingerprints, is let through:
-    there is nothing to compare (the config check still applies)."""
-    path = Path(run_dir) / record_name
+#: what to do when a run folder cannot be trusted with a scene (commands that write a run folder)
+START_FRESH = "start fresh with another --out (or delete the folder)"
+
+
+def _has_content(directory: Path) -> bool:
+    """Whether ``directory`` holds anything a run wrote (its lock and killed writers' temporaries aside)."""
+    try:
+        return any(not p.name.startswith(".realfill") for p in directory.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+
+
+def check_same_scene(run_dir: Path, scene, record_name: str = "run.json", *, hint: str = START_FRESH) -> None:
+    """Refuse to use ``run_dir`` with a scene other than the one it was made from (one line naming the parts
+    that differ). A folder that does not exist or holds nothing yet has nothing to check. A folder with
+    files but no usable record (missing, unreadable, not a JSON object, or written before fingerprints) is
+    refused too: it cannot prove what it was made from, so it is never trusted by default (``hint`` says
+    what to do instead)."""
+    run_dir = Path(run_dir)
+    if not _has_content(run_dir):
+        return
+    path = run_dir / record_name
+    why = None
     try:
         record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return
+    except FileNotFoundError:
+        record, why = None, f"{run_dir}: holds no {record_name}"
+    except (OSError, ValueError) as exc:
+        reason = "not valid JSON" if isinstance(exc, ValueError) else (exc.strerror or type(exc).__name__)
+        record, why = None, f"{path}: unreadable ({reason})"
+    if why is None and not isinstance(record, dict):
+        why = f"{path}: not a run record (a JSON {type(record).__name__}, not an object)"
     saved = record.get(FINGERPRINT_KEY) if isinstance(record, dict) else None
-    if not isinstance(saved, dict):
-        return
+    if why is None and not (isinstance(saved, dict) and isinstance(saved.get("references"), list)
+                            and isinstance(saved.get("target"), str) and isinstance(saved.get("mask"), str)):
+        why = f"{path}: records no scene fingerprint (written by an older realfill, or edited)"
+    if why is not None:
+        raise UserError(f"{why}, so the scene the folder was made from cannot be checked; {hint}")
     differs = scene_difference(saved, scene_fingerprint(scene))
     if differs:
         verb = "differ" if len(differs) > 1 or differs[0].startswith("references") else "differs"
         raise UserError(f"{run_dir}: made from another scene ({record.get('scene', '?')}): its "
-                        f"{', '.join(differs)} {verb} from {scene.root}'s; resume it with that scene, or choose "
-                        "another --out")
+                        f"{', '.join(differs)} {verb} from {scene.root}'s; use it with that scene, or {hint}")
 
+
+def scene_key(scene) -> str:
+    """The scene's fingerprint as one short string (for keys that must change with the scene's content)."""
+    return hashlib.sha256(json.dumps(scene_fingerprint(scene), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def config_difference(saved_text: str, now_text: str) -> list[str]:
@@ -82,4 +111,4 @@ def config_difference(saved_text: str, now_text: str) -> list[str]:
 
 
 __all__ = ["FINGERPRINT_KEY", "check_same_scene", "config_difference", "image_digest", "scene_fingerprint",
-           "scene_difference"]
+           "scene_difference", "scene_key", "START_FRESH"]

@@ -94,8 +94,10 @@ class PlainReporter:
 def summary_line(outcome) -> str:
     ran, skipped = outcome.ran, outcome.skipped
     unavailable = sum(r["status"] == "skipped" for r in outcome.rows)
+    broken = sum(r["status"] == "baseline failed" for r in outcome.rows)  # a plugin's baseline raised
     return (f"finished: {len(outcome.rows)} runs, {len(outcome.failed)} failed"
-            f"{f', {unavailable} skipped (no local weights)' if unavailable else ''}; ran {ran['train']} train, "
+            f"{f', {unavailable} skipped (no local weights)' if unavailable else ''}"
+            f"{f', {broken} baseline failed (its row has the error)' if broken else ''}; ran {ran['train']} train, "
             f"{ran['sample']} sample, {ran['run']} rank stages; skipped {skipped['run']} finished runs, "
             f"{skipped['train']} train and {skipped['sample']} sample stages")
 
@@ -134,7 +136,8 @@ class LiveReporter(PlainReporter):
                        "rank s"):
             table.add_column(column, justify="right" if column not in ("scene", "configuration", "status") else "left")
         for row, skipped in self.rows:
-            status = "skipped" if skipped or row["status"] == "skipped" else ("ok" if row["status"] == "ok" else "[red]failed[/]")
+            status = ("skipped" if skipped or row["status"] == "skipped" else "ok" if row["status"] == "ok" else
+                      "[yellow]baseline failed[/]" if row["status"] == "baseline failed" else "[red]failed[/]")
             cells = [escape(row["scene"]), escape(row["configuration"]), status, *[_value(row, m) for m in names]]
             cells += [f"{row[k]:.1f}" if isinstance(row.get(k), (int, float)) else "—" for k in ("train_s", "sample_s", "rank_s")]
             table.add_row(*cells)

@@ -91,3 +91,15 @@ def fake_entry_points(monkeypatch):
         monkeypatch.delenv("REALFILL_NO_PLUGINS", raising=False)
 
     return install
+
+
+def record_scene(run_dir: Path, scene_path: Path) -> None:
+    """Write ``run_dir/run.json`` as ``realfill fill`` does (the scene and its content fingerprint), for a run
+    folder a test builds by hand: commands that read a run folder refuse one that cannot prove its scene."""
+    import json
+
+    from realfill.fingerprint import FINGERPRINT_KEY, scene_fingerprint
+    from realfill.scene import load_scene
+
+    record = {"scene": str(Path(scene_path).resolve()), FINGERPRINT_KEY: scene_fingerprint(load_scene(scene_path))}
+    (Path(run_dir) / "run.json").write_text(json.dumps(record))

@@ -123,18 +123,18 @@ def test_a_killed_run_is_redone_and_only_it(scenes, tmp_path, plugins):
 
 
 def test_a_failing_run_is_recorded_and_the_others_go_on(scenes, tmp_path, plugins):
-    no_gt = tmp_path / "no-gt"
-    shutil.copytree(scenes[0], no_gt)
-    (no_gt / "target" / "gt.png").unlink()
+    broken = tmp_path / "broken"
+    shutil.copytree(scenes[0], broken)
     out = tmp_path / "abl"
-    plan = build_plan([no_gt, scenes[1]], BASELINES[:1], out, plugins=plugins)
+    plan = build_plan([broken, scenes[1]], BASELINES[:1], out, plugins=plugins)
+    (broken / "target" / "target.png").write_bytes(b"broken after planning")  # the run fails, the other goes on
     outcome = run_ablation(plan, LocalExecutor(), PlainReporter(Console(file=io.StringIO())), metrics=["psnr"])
     assert [r["status"] for r in outcome.rows] == ["failed", "ok"]
-    assert "no ground truth" in outcome.rows[0]["error"]
+    assert "not a readable image" in outcome.rows[0]["error"]
     error = json.loads((plan.runs[0].run_dir / "error.json").read_text())
-    assert "no ground truth" in error["error"]
+    assert "not a readable image" in error["error"]
     rows = read_csv(out / "results.csv")
-    assert rows[0]["status"] == "failed" and "no ground truth" in rows[0]["error"]
+    assert rows[0]["status"] == "failed" and "not a readable image" in rows[0]["error"]
     assert "failed: " in (out / "report.md").read_text()
     # the failure is not "finished": the next invocation tries it again, and skips the good one
     again = run_ablation(plan, LocalExecutor(), PlainReporter(Console(file=io.StringIO())), metrics=["psnr"])

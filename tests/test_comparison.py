@@ -19,6 +19,7 @@ from realfill.cli import main
 from realfill.comparison import COMPARISON_FILE, compare_run, markdown_table, render_comparison
 from realfill.scene import load_scene
 from realfill_plugins.baselines.geometric import geometric
+from tests.conftest import record_scene
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +32,7 @@ def blurred_run(tmp_path_factory, example_scene):
         blurred = sharp.copy()
         blurred[scene.mask] = gaussian_filter(sharp.astype(np.float64), (sigma, sigma, 0))[scene.mask].round().astype(np.uint8)
         Image.fromarray(blurred).save(run / "samples" / f"{index:03d}.png")
+    record_scene(run, example_scene)
     assert main(["rank", str(example_scene), "--samples", str(run)]) == 0
     return run, scene
 

@@ -15,6 +15,7 @@ from realfill.cli import main
 from realfill.components import ComponentConfig, Metric
 from realfill.evaluation import build_metrics, evaluate_images
 from realfill.scene import load_scene
+from tests.conftest import record_scene
 
 
 @pytest.fixture
@@ -51,7 +52,7 @@ def test_evaluate_run_folder_writes_metrics_json(result_image, example_scene, tm
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     shutil.copy(path, run_dir / "result.png")
-    (run_dir / "run.json").write_text(json.dumps({"scene": str(example_scene)}))
+    record_scene(run_dir, example_scene)
     assert main(["evaluate", str(run_dir), "--metric", "psnr", "--metric", "ssim"]) == 0
     record = json.loads((run_dir / "metrics.json").read_text())
     assert set(record["values"]) == {"psnr", "psnr_masked", "ssim", "ssim_masked"}
@@ -125,6 +126,7 @@ def _run_with_samples(scene, tmp_path, samples: dict[str, np.ndarray], order: li
     write_ranking(run / "ranking.json", [{"file": name, "score": -rank, "rank": rank}
                                          for rank, name in enumerate(order, start=1)])
     shutil.copy(run / "samples" / order[0], run / "result.png")
+    record_scene(run, scene.root)
     return run
 
 

@@ -27,6 +27,7 @@ from realfill.ranking import fill_region, in_region
 from realfill.seed_selection import kept_count, rank_candidates, read_ranking, score_candidates
 from realfill.scene import Scene
 from realfill.testing import resize_to_width, stereo_motorcycle_scene
+from tests.conftest import record_scene
 
 WIDTH = 256  # everything is downscaled so the file runs in well under two minutes on two cores
 
@@ -382,6 +383,7 @@ def test_rank_cli_reranks_a_run_folder(candidate_folder, example_scene, tmp_path
     (run / "samples").mkdir(parents=True)
     for i, name in enumerate(["noise", "true", "flat"]):
         (run / "samples" / f"{i:03d}.png").write_bytes((candidate_folder / f"{name}.png").read_bytes())
+    record_scene(run, example_scene)
     (run / "config.toml").write_text('seed = 0\n[ranker]\nname = "sift"\nratio = 0.75\n[select]\nkeep = 1\n'
                                      '[backbone]\nname = "some-backbone-not-installed"\n')
     assert main(["rank", str(example_scene), "--samples", str(run), "--keep-fraction", "0.5"]) == 0

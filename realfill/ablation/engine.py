@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from realfill.ablation.executors import run_final_stage, run_sample_stage, run_train_stage
+from realfill.ablation.executors import BASELINE_FAILED, run_final_stage, run_sample_stage, run_train_stage
 from realfill.ablation.plan import DONE, ERROR, ROW, Plan, RunSpec, _write_json
 from realfill.ablation.reports import write_results
 from realfill.config import dump_config
@@ -44,6 +44,7 @@ def run_ablation(
     metric_weights: dict[str, Path] | None = None,
     blocked: Iterable[str] = (),
     plugins=None,
+    protocol: str = "pick",
 ) -> AblationOutcome:
     """Train, sample and rank what the plan needs and is not yet finished; write the results."""
     out = plan.out
@@ -54,7 +55,7 @@ def run_ablation(
     })
     autoload = plugins is None or any(not info.builtin for info in plugins.plugin_infos())
     common = {"blocked": list(blocked), "autoload": autoload, "metrics": list(metrics or []),
-              "metric_weights": {k: str(v) for k, v in (metric_weights or {}).items()}}
+              "metric_weights": {k: str(v) for k, v in (metric_weights or {}).items()}, "protocol": protocol}
     ran = {"train": 0, "sample": 0, "run": 0}
     skipped = {"train": 0, "sample": 0, "run": 0}
     failed_stage: dict[str, str] = {}  # stage key -> error, for the runs that depend on it
@@ -90,7 +91,9 @@ def run_ablation(
     for spec in plan.runs:
         row_file = spec.run_dir / ROW
         if (spec.run_dir / DONE).is_file() and row_file.is_file():
-            finished_runs[spec.run_key] = json.loads(row_file.read_text())
+            row = json.loads(row_file.read_text())
+            if row.get("protocol", "pick") == protocol:  # scored another way: scored again, never relabelled
+                finished_runs[spec.run_key] = row
     needed = [s for s in plan.runs if s.run_key not in finished_runs]
 
     for kind, runner in (("train", run_train_stage), ("sample", run_sample_stage)):
@@ -140,6 +143,8 @@ def run_ablation(
             task["config"] = spec.config.model_dump(mode="json")
         if spec.sample_key is not None:
             task["sample_dir"] = str(plan.stage_dir("sample", spec))
+        if spec.baseline_settings:
+            task["baseline_settings"] = spec.baseline_settings
         specs[task["id"]] = spec
         tasks.append(task)
     if tasks:
@@ -147,7 +152,8 @@ def run_ablation(
 
     ordered = [rows[s.run_key] for s in plan.runs if s.run_key in rows]
     write_results(plan, ordered)
-    outcome = AblationOutcome(ordered, ran, skipped, [r for r in ordered if r["status"] not in ("ok", "skipped")])
+    outcome = AblationOutcome(ordered, ran, skipped,
+                              [r for r in ordered if r["status"] not in ("ok", "skipped", BASELINE_FAILED)])
     reporter.finish(outcome)
     return outcome
 
@@ -183,6 +189,8 @@ def _row(spec: RunSpec, plan: Plan, record: dict) -> dict:
         "eval_s": record.get("eval_seconds"),
         "peak_rss_mb": max(peaks) if peaks else None,
         "selection": record.get("selection"),
+        "protocol": record.get("protocol"),
+        "scored_images": record.get("scored_images"),
         "train_key": spec.train_key,
         "sample_key": spec.sample_key,
         "run_key": spec.run_key,

@@ -18,10 +18,12 @@ from realfill import run as run_module
 from realfill.ablation.plan import DONE, _fresh, _write_json
 from realfill.atomic import OutOfSpace, atomic_write_text
 from realfill.baselines import run_baseline
+from realfill.comparison import baseline_error
 from realfill.config import validate_config
 from realfill.contact_sheet import write_contact_sheets
 from realfill.errors import MissingWeightsError, UserError
 from realfill.evaluation import RUN_RECORD, build_metrics, evaluate_run
+from realfill.fingerprint import FINGERPRINT_KEY, scene_fingerprint
 import realfill.plugins as plugins_module
 from realfill.scene import load_scene, read_rgb
 
@@ -104,6 +106,15 @@ class StageSkipped(Exception):
     as skipped, with this reason, and the ablation does not fail."""
 
 
+class BaselineFailed(Exception):
+    """A baseline whose ``complete`` raised (or called ``sys.exit``): its row says so, with the plugin that
+    registered it, and the other rows are kept; a later resume tries it again."""
+
+
+#: a run's status when its baseline raised (not counted as a failed run: a broken plugin costs only its row)
+BASELINE_FAILED = "baseline failed"
+
+
 def _stage(task: dict, body: Callable[[dict, Any], dict], progress: Callable | None = None) -> dict:
     """Run a stage body with timing, memory and error capture; mark it done only when it succeeded."""
     directory = Path(task["dir"])
@@ -118,6 +129,9 @@ def _stage(task: dict, body: Callable[[dict, Any], dict], progress: Callable | N
         raise  # a full disk fails every run after this one too: stop, say so once
     except StageSkipped as exc:  # not done (a later resume tries again), not failed either
         record["status"] = "skipped"
+        record["error"] = str(exc)
+    except BaselineFailed as exc:  # its row holds the error; the ablation goes on and does not fail for it
+        record["status"] = BASELINE_FAILED
         record["error"] = str(exc)
     except Exception as exc:  # noqa: BLE001 - recorded; the other runs go on
         record["status"] = "failed"
@@ -178,24 +192,38 @@ def _baseline_body(task, plugins, progress):
     config = validate_config(task["config"], "ablation config", plugins) if task.get("config") else None
     scene = load_scene(task["scene"], **({"max_references": config.max_references} if config else {}))
     try:
-        path = run_baseline(task["baseline"], scene, Path(task["dir"]), plugins=plugins, config=config)
+        path = run_baseline(task["baseline"], scene, Path(task["dir"]), plugins=plugins, config=config,
+                            settings=task.get("baseline_settings"))
     except MissingWeightsError as exc:  # not on this machine: the report says skipped and why
         raise StageSkipped(str(exc)) from None
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - a broken (third-party) baseline costs only its row
+        raise BaselineFailed(f"baseline {task['baseline']!r} of plugin {plugins.registry('baseline').plugin_of(task['baseline'])} "
+                             f"failed: {baseline_error(exc)}") from None
     write_contact_sheets(Path(task["dir"]), scene.references, scene.masked_target(), [], scene.gt,
                          baselines=[(f"baseline {task['baseline']}", read_rgb(path))])
     return {}
 
 
+#: the reason in a metric cell of a scene without ``target/gt.png``
+NO_GROUND_TRUTH = "no ground truth (target/gt.png)"
+
+
 def _evaluate_into(task: dict, plugins, record: dict) -> None:
     run_dir = Path(task["dir"])
+    if not (Path(task["scene"]) / "target" / "gt.png").is_file():  # its result stands; nothing to score it by
+        names = task.get("metrics") or plugins.registry("metric").names()
+        record.update(eval_seconds=0.0, metrics={}, higher_is_better={}, protocol=task.get("protocol", "pick"),
+                      scored_images=0, skipped_metrics={name: NO_GROUND_TRUTH for name in names})
+        return
     metrics = build_metrics(plugins, task.get("metrics") or None, {k: Path(v) for k, v in task.get("metric_weights", {}).items()})
     samples = Path(task["sample_dir"]) / "samples" if task.get("sample_dir") else None
     with measured(timing := {}):
-        evaluation = evaluate_run(run_dir, metrics, sample_dir=samples)
+        evaluation = evaluate_run(run_dir, metrics, sample_dir=samples, protocol=task.get("protocol", "pick"))
     record["eval_seconds"] = timing["seconds"]
     record["metrics"] = evaluation["values"]
     record["skipped_metrics"] = evaluation["skipped"]
     record["higher_is_better"] = evaluation["higher_is_better"]
+    record["protocol"], record["scored_images"] = evaluation["protocol"], evaluation["scored_images"]
     if "selection" in evaluation:
         record["selection"] = evaluation["selection"]
 
@@ -215,7 +243,9 @@ def run_final_stage(task: dict, progress: Callable | None = None) -> dict:
         run_dir = Path(task["dir"])
         _fresh(run_dir)
         atomic_write_text(run_dir / "config.toml", task["config_toml"])
-        _write_json(run_dir / RUN_RECORD, {"scene": task["scene"], "label": task["label"], "overrides": task["overrides"]})
+        scene = load_scene(task["scene"], max_references=(task.get("config") or {}).get("max_references", 5))
+        _write_json(run_dir / RUN_RECORD, {"scene": task["scene"], FINGERPRINT_KEY: scene_fingerprint(scene),
+                                           "label": task["label"], "overrides": task["overrides"]})
         out = (_baseline_body if task.get("baseline") else _rank_body)(task, plugins, progress)
         _evaluate_into(task, plugins, out)
         return out

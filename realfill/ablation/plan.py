@@ -17,10 +17,12 @@ import tomli_w
 
 from realfill.atomic import atomic_write_text
 from realfill.components import BUILTIN_ROLES, Role
-from realfill.config import OLD_SPELLINGS, config_roles_of, defaulted_fields, resolve_config
-from realfill.config_files import dotted_keys, read_toml
+from realfill.config import OLD_SPELLINGS, apply_flags, check_baseline_table, config_roles_of, defaulted_fields, resolve_config
+from realfill.config_files import base_data, dotted_keys, read_toml
 from realfill.errors import UserError
+from realfill.fingerprint import FINGERPRINT_KEY, scene_key
 from realfill.plugins import get_plugins
+from realfill.scene import load_scene
 
 DONE = "done.json"
 ROW = "row.json"
@@ -127,7 +129,7 @@ def read_sweep(path: Path, roles: Iterable[Role] = BUILTIN_ROLES) -> tuple[dict,
 # -- the plan ----------------------------------------------------------------------------------------
 
 
-def stage_inputs(scene: Path, config) -> dict[str, dict[str, Any]]:
+def stage_inputs(scene: Path, config, content: dict | None = None) -> dict[str, dict[str, Any]]:
     """What each stage's key is made from, by stage (``train``, ``sample``, ``rank``): the scene and the
     sections of :data:`STAGE_SECTIONS`, and each role's field in the stage its ``Role.affects`` names (a role
     that declares none: training). A role at its default (a plugin's role left as it is) is left out, so
@@ -139,6 +141,7 @@ def stage_inputs(scene: Path, config) -> dict[str, dict[str, Any]]:
         data[section] = {old.get(key, key): value for key, value in data[section].items()}
     inputs: dict[str, dict[str, Any]] = {stage: {} for stage in STAGE_SECTIONS}
     inputs["train"]["scene"] = str(scene)
+    inputs["train"].update(content or {})  # the scene's pixels (scene_content_key): a path is not its content
     for stage, sections in STAGE_SECTIONS.items():
         inputs[stage].update({k: data[k] for k in sections})
     skip = defaulted_fields(config)
@@ -168,6 +171,7 @@ class RunSpec:
     run_dir: Path
     #: each stage's key inputs (``stage_inputs``; a baseline: ``{"run": ...}``), for ``realfill ablate --plan``
     inputs: dict = field(default_factory=dict)
+    baseline_settings: dict | None = None  # an image baseline's ``baselines.NAME`` table (it has no run config)
 
     @property
     def label(self) -> str:
@@ -233,25 +237,32 @@ def build_plan(
     seen: set[str] = set()
     for scene, scene_name in zip(scenes, scene_names, strict=True):
         scene = Path(scene).resolve()
+        content = scene_content_key(scene)
         for configuration in configurations:
+            settings = None
             if configuration.baseline is not None and configuration.needs_config:
                 config = resolve_config(
                     preset=preset, config_file=config_file, overrides=[*overrides, *configuration.overrides], plugins=plugins
                 )
                 data = config.model_dump(mode="json")
-                inputs = {"run": {"scene": str(scene), "baseline": configuration.baseline,
-                                  **{k: data[k] for k in MODEL_BASELINE_SECTIONS}}}
+                data = config.model_dump(mode="json")
+                inputs = {"run": {"scene": str(scene), **content, "baseline": configuration.baseline,
+                                  **{k: data[k] for k in MODEL_BASELINE_SECTIONS},
+                                  **({"settings": own} if (own := (data.get("baselines") or {}).get(configuration.baseline))
+                                     else {})}}
                 run_key = _key(inputs["run"])
                 train_key = sample_key = None
             elif configuration.baseline is not None:
-                inputs = {"run": {"scene": str(scene), "baseline": configuration.baseline}}
+                settings = image_baseline_settings(configuration.baseline, preset, config_file, overrides, plugins)
+                inputs = {"run": {"scene": str(scene), **content, "baseline": configuration.baseline,
+                                  **({"settings": settings} if settings else {})}}
                 run_key = _key(inputs["run"])
                 config = train_key = sample_key = None
             else:
                 config = resolve_config(
                     preset=preset, config_file=config_file, overrides=[*overrides, *configuration.overrides], plugins=plugins
                 )
-                inputs = stage_inputs(scene, config)
+                inputs = stage_inputs(scene, config, content)
                 train_key = _key(inputs["train"])
                 sample_key = _key({"train": train_key, **inputs["sample"]})
                 run_key = _key({"sample": sample_key, **inputs["rank"]})
@@ -260,7 +271,7 @@ def build_plan(
             seen.add(run_key)
             run_dir = out / "runs" / _slug(scene_name) / f"{_slug(configuration.label)}-{run_key[:8]}"
             runs.append(RunSpec(scene, scene_name, configuration, config, train_key, sample_key, run_key, run_dir,
-                                inputs))
+                                inputs, baseline_settings=settings if config is None else None))
     base = {"preset": preset, "config": str(config_file) if config_file else None, "set": list(overrides)}
     return Plan(Path(out), runs, base, plugins.config_roles)
 
@@ -306,13 +317,53 @@ def describe_plan(plan: Plan) -> list[str]:
     return lines
 
 
-def expand_scene_folders(paths: Iterable[Path]) -> list[Path]:
+def image_baseline_settings(name: str, preset, config_file, overrides, plugins) -> dict | None:
+    """An image baseline's ``baselines.NAME`` table from the base config (preset or file, then ``--set``),
+    checked against its config: it applies in ``ablate`` as in ``fill``, and is part of the run's key."""
+    data, source = base_data(preset=preset, config_file=config_file)
+    source = apply_flags(data, source, overrides=list(overrides))
+    table = data.get("baselines") or {}
+    if not isinstance(table, dict):
+        raise UserError(f"{source}: config key 'baselines': must be a table of baseline tables")
+    settings = table.get(name)
+    if settings is None:
+        return None
+    return check_baseline_table(name, settings, (plugins or get_plugins()).registry("baseline"), source)
+
+
+# -- the scene's content in every key (what `fill --resume` compares: realfill.fingerprint) -------------
+
+
+def scene_content_key(scene: Path) -> dict:
+    """``{"scene_fingerprint": ...}``, a part of every stage key of ``scene``: the same path with other
+    pixels (a scene replaced in place) makes other keys, so its work is redone, never reused. A folder that
+    is not a scene is one line here, before anything runs."""
+    missing = [f"{name}/" for name in ("ref", "target") if not (Path(scene) / name).is_dir()]
+    if missing:
+        raise UserError(f"{scene}: not a scene (no {' or '.join(missing)} inside); a scene folder holds ref/ (1-5 "
+                        "reference photos) and target/ (target.png, mask.png, optionally gt.png)")
+    # every reference counts (the run's max_references is checked by the run itself, in one line)
+    every = max(5, len(list((Path(scene) / "ref").iterdir())))
+    return {FINGERPRINT_KEY: scene_key(load_scene(scene, max_references=every))}
+
+
+def expand_scene_folders(paths: Iterable[Path], left_out: list[Path] | None = None) -> list[Path]:
     """Each path as given, except a folder of scenes (no ``target/`` of its own, subfolders with one, as
-    ``RealBench/``), which stands for its scenes in order (numeric names by number: 0, 1, ..., 10)."""
+    ``RealBench/``), which stands for its scenes in order (numeric names by number: 0, 1, ..., 10). Its
+    subfolders without ``target/`` (empty ones, non-scenes, links back to it) are appended to ``left_out``,
+    for the caller's note."""
     scenes: list[Path] = []
     for path in map(Path, paths):
-        inner = [p for p in path.iterdir() if (p / "target").is_dir()] if path.is_dir() and not (path / "target").is_dir() else []
+        inner, others = [], []
+        if path.is_dir() and not (path / "target").is_dir():
+            for p in path.iterdir():
+                if (p / "target").is_dir():
+                    inner.append(p)
+                elif p.is_dir():
+                    others.append(p)
         scenes += sorted(inner, key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name)) or [path]
+        if inner and left_out is not None:
+            left_out += sorted(others)
     return scenes
 
 

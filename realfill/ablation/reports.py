@@ -16,6 +16,7 @@ from PIL import Image, ImageDraw
 from realfill.ablation.plan import Plan, _write_json
 from realfill.atomic import atomic_write_text, save_image
 from realfill.components import BUILTIN_ROLES, Role
+from realfill.evaluation import PROTOCOLS
 
 #: metrics shown in summaries first (the paper's table), when present
 KEY_METRICS = ("psnr_masked", "ssim_masked", "ms_ssim_masked", "sharpness_masked", "vif_masked", "lpips", "dreamsim", "dino", "clip", "psnr", "ssim", "ms_ssim")
@@ -74,7 +75,8 @@ def csv_fixed(roles: Iterable[Role] = BUILTIN_ROLES) -> list[str]:
     """results.csv's columns before the metrics: the run, one per role with a run-config field (the role
     table's, a plugin's included), then its status and times."""
     return ["scene", "configuration", "method", *(role.field for role in roles if role.field is not None), "status",
-            "error", "train_s", "sample_s", "rank_s", "eval_s", "peak_rss_mb", "run_dir"]
+            "error", "train_s", "sample_s", "rank_s", "eval_s", "peak_rss_mb", "run_dir", "protocol",
+            "scored_images"]
 
 
 #: the built-in roles' columns (``csv_fixed(plan.roles)`` holds a plugin's roles too)
@@ -180,8 +182,9 @@ REALBENCH_COLUMNS = (
     ("DINO", "dino", True, "whole image"),
     ("CLIP", "clip", True, "whole image"),
 )
-REALBENCH_SOURCE = ("Tang et al., RealFill, SIGGRAPH 2024 (arXiv 2309.16668), Table 1: RealBench, 33 scenes, "
-                    "quoted from /work/shared/DESIGN.md; the baselines' DreamSim/DINO/CLIP are not quoted there")
+REALBENCH_SOURCE = ("Tang et al., \"RealFill: Reference-Driven Generation for Authentic Image Completion\", "
+                    "SIGGRAPH 2024, arXiv 2309.16668 (https://arxiv.org/abs/2309.16668), Table 1: RealBench, 33 "
+                    "scenes; the baselines' DreamSim/DINO/CLIP values are not quoted here")
 #: the paper's own numbers, as quoted (None: not quoted)
 REALBENCH_PAPER = (
     ("RealFill", (14.78, 0.424, 0.431, 0.077, 0.948, 0.962)),
@@ -196,7 +199,21 @@ REALBENCH_PROTOCOL = (
     "and SSIM are inside the mask (`psnr_masked`, `ssim_masked`: the MSE and the SSIM map averaged over the "
     "masked pixels) and LPIPS is over the whole image (the `lpips` metric has no masked value), so the LPIPS "
     "column is not the paper's protocol and reads lower (better) than a masked one would: the known pixels "
-    "match the ground truth. Every method is scored at the target's size against `target/gt.png`.")
+    "match the ground truth.")
+#: what the table says after the protocol's own sentence: the others, and how to ask for them
+REALBENCH_OTHER_PROTOCOLS = (
+    "Other protocols move these numbers: eric15342335/realfill averages the metrics over 16 samples and "
+    "resizes to 512x512 (up to 0.6 dB of PSNR on these scenes). `realfill ablate --protocol NAME` scores "
+    "another way: pick (the default), samples-mean, samples-mean-512.")
+
+
+def protocol_text(rows: list[dict]) -> str:
+    """The table's protocol paragraph: the regions, which images were scored and at what size (the rows'
+    ``--protocol``), and the other protocols."""
+    used = sorted({r.get("protocol") or "pick" for r in rows if r.get("status") == "ok"}) or ["pick"]
+    scored = "; ".join(f"`{name}`: {PROTOCOLS[name]}" if len(used) > 1 else PROTOCOLS[name]
+                       for name in used if name in PROTOCOLS)
+    return f"{REALBENCH_PROTOCOL} Images scored ({', '.join(used)}): {scored}. {REALBENCH_OTHER_PROTOCOLS}"
 
 
 def realbench_table(rows: list[dict], summary: list[dict]) -> dict:
@@ -210,8 +227,11 @@ def realbench_table(rows: list[dict], summary: list[dict]) -> dict:
             stats = entry["metrics"].get(key)
             values[heading_] = None if stats is None else stats["mean"]
             counts[heading_] = 0 if stats is None else stats["n"]
+        mine = [r for r in rows if r["configuration"] == entry["configuration"]]
+        unscored = {r["scene"]: _why_unscored(r) for r in mine if r["status"] != "ok" or not r.get("metrics")}
         methods.append({"configuration": entry["configuration"], "method": method_of.get(entry["configuration"]),
-                        "scenes": entry["ok"], "runs": entry["runs"], "values": values, "n": counts})
+                        "scenes": entry["runs"] - len(unscored), "runs": entry["runs"], "values": values, "n": counts,
+                        "unscored": unscored})
     skipped = {k: v for r in rows for k, v in r.get("skipped_metrics", {}).items()
                if k in {key for _, key, _, _ in REALBENCH_COLUMNS}}
     return {
@@ -223,8 +243,16 @@ def realbench_table(rows: list[dict], summary: list[dict]) -> dict:
                   "rows": [{"method": name, "values": dict(zip((c[0] for c in REALBENCH_COLUMNS), numbers, strict=True))}
                            for name, numbers in REALBENCH_PAPER]},
         "skipped": skipped,
-        "protocol": REALBENCH_PROTOCOL,
+        "protocol": protocol_text(rows),
     }
+
+
+def _why_unscored(row: dict) -> str:
+    """Why a run adds nothing to the table's means: it failed, or it has no values (no ground truth...)."""
+    if row["status"] != "ok":
+        return f"{row['status']}: {(row.get('error') or '?').splitlines()[0][:100]}"
+    reasons = sorted(set((row.get("skipped_metrics") or {}).values()))
+    return "; ".join(reasons) or "no metric values"
 
 
 def _cell(heading_: str, value: float | None) -> str:
@@ -255,7 +283,9 @@ def realbench_markdown(table: dict) -> str:
         for c in columns:
             text = _cell(c["heading"], m["values"][c["heading"]])
             cells.append(f"**{text}**" if best.get(c["heading"]) == m["configuration"] and len(table["methods"]) > 1 else text)
-        cells.append(f"{m['scenes']}/{m['runs']}")
+        unscored = m.get("unscored") or {}
+        why = f" ({'; '.join(f'{scene}: {reason}' for scene, reason in unscored.items())})" if unscored else ""
+        cells.append(f"{m['scenes']}/{m['runs']}{why}")
         lines.append("| " + " | ".join(cells) + " |")
     for row in table["paper"]["rows"]:
         cells = [f"*paper: {row['method']}*", *(_cell(c["heading"], row["values"][c["heading"]]) for c in columns), "33"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from realfill.arguments import config_roles
@@ -65,6 +66,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      "exit: nothing runs, no folder is made")
     run.add_argument("--no-tui", action="store_true", help="plain lines instead of the live terminal UI")
     run.add_argument("--metric", action="append", default=[], metavar="NAME", help="only these metrics (repeatable)")
+    run.add_argument("--protocol", default="pick", metavar="NAME",
+                     help="which images are scored, at what size: pick (each run's ranked pick at the target's "
+                     "size; default), samples-mean (every sample, averaged), samples-mean-512 (every sample, "
+                     "averaged, resized to 512x512 as eric15342335/realfill does)")
     run.add_argument("--metric-weights", action="append", default=[], metavar="NAME=PATH",
                      help="local weights for a learned metric, e.g. dino=/models/dino-vits16")
 
@@ -143,30 +148,43 @@ def out_path(args: argparse.Namespace) -> Path | None:
 
 def run(args: argparse.Namespace, ctx) -> int:
     # start-up time: the parser imports every command module; these import torch
+    from rich.markup import escape
+
     from realfill.ablation import (LocalExecutor, RayExecutor, build_plan, describe_plan, expand_scene_folders,
                                    parse_ray_resources, run_ablation)
-    from realfill.evaluation import parse_metric_weights
+    from realfill.ablation.executors import BASELINE_FAILED
+    from realfill.evaluation import check_protocol, parse_metric_weights
     from realfill.tui import make_reporter
 
     if args.address and args.executor != "ray":
         raise UserError("--address is for --executor ray")
     base, configurations = configurations_from_args(args, ctx.plugins)
     weights = parse_metric_weights(args.metric_weights)
+    check_protocol(args.protocol)
     for name in [*args.metric, *weights]:
         ctx.plugins.registry("metric").get(name)  # unknown names fail before anything runs
     if (args.ray_gpus is not None or args.ray_resources) and args.executor != "ray":
         raise UserError("--ray-gpus and --ray-resources are for --executor ray")
     resources = parse_ray_resources(args.ray_resources)
+    left_out: list[Path] = []
+    scenes = expand_scene_folders(args.scenes, left_out)
+    # every scene is read (its content is in the stage keys) before the folder is locked: a folder that is not
+    # a scene is one line, and the ablation folder is not touched
+    plan = build_plan(scenes, configurations, args.out, preset=base["preset"], config_file=base["config"],
+                      overrides=base["set"], plugins=ctx.plugins)
+    if left_out:
+        ctx.console.print(f"[yellow]note:[/] left out {len(left_out)} subfolder{'s' if len(left_out) > 1 else ''} "
+                          f"without target/ (not scenes): {', '.join(str(p) for p in left_out)}", soft_wrap=True)
+    for scene in dict.fromkeys(run.scene for run in plan.runs):
+        if not os.path.lexists(scene / "target" / "gt.png"):
+            ctx.console.print(f"[yellow]note:[/] {scene} has no ground truth (target/gt.png): its runs are made, "
+                              "but their metric cells stay empty", soft_wrap=True)
     if args.plan:  # before the lock: it makes the folder
-        plan = build_plan(expand_scene_folders(args.scenes), configurations, args.out, preset=base["preset"],
-                          config_file=base["config"], overrides=base["set"], plugins=ctx.plugins)
         for line in describe_plan(plan):
             ctx.out.print(line, soft_wrap=True, markup=False, highlight=False)
         return 0
     with RunLock(args.out, "ablate", console=ctx.console,
                  resume_hint="free space, then run the same command again (finished stages are kept)"):
-        plan = build_plan(expand_scene_folders(args.scenes), configurations, args.out, preset=base["preset"], config_file=base["config"],
-                          overrides=base["set"], plugins=ctx.plugins)
         _quiet_libraries()  # their per-load progress bars and notices would break the live display
         executor = (RayExecutor(args.address, args.ray_cpus, args.ray_gpus, resources) if args.executor == "ray"
                     else LocalExecutor())
@@ -174,9 +192,13 @@ def run(args: argparse.Namespace, ctx) -> int:
         try:
             with make_reporter(ctx.console, ctx.plugins, tui=not args.no_tui) as reporter:
                 outcome = run_ablation(plan, executor, reporter, metrics=args.metric, metric_weights=weights,
-                                       blocked=blocked, plugins=ctx.plugins)
+                                       blocked=blocked, plugins=ctx.plugins, protocol=args.protocol)
         finally:
             if hasattr(executor, "close"):
                 executor.close()
+    for row in outcome.rows:
+        if row["status"] == BASELINE_FAILED:
+            ctx.console.print(f"[yellow]warning:[/] {escape(row['scene'] + ': ' + str(row['error']))}; its row says so, "
+                              "the other rows are kept", soft_wrap=True)
     ctx.console.print(f"results: {plan.out / 'results.csv'}, {plan.out / 'report.md'}", soft_wrap=True)
     return 1 if outcome.failed else 0

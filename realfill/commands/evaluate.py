@@ -25,6 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="only these metrics (repeatable; default: every registered metric)")
     parser.add_argument("--metric-weights", action="append", default=[], metavar="NAME=PATH",
                         help="local weights for a learned metric, e.g. --metric-weights dino=/models/dino-vits16")
+    parser.add_argument("--protocol", default="pick", metavar="NAME",
+                        help="which images of a run folder are scored, at what size: pick (the ranked pick at the "
+                        "target's size; default), samples-mean (every sample, averaged), samples-mean-512 (every "
+                        "sample, averaged, resized to 512x512 as eric15342335/realfill does)")
     parser.add_argument("--json", action="store_true", help="print JSON on stdout")
 
 
@@ -48,8 +52,11 @@ def render(record: dict) -> Table:
 
 def run(args: argparse.Namespace, ctx) -> int:
     # start-up time: the parser imports every command module; these import torch
-    from realfill.evaluation import build_metrics, evaluate_result, evaluate_run, parse_metric_weights
+    from realfill.evaluation import build_metrics, check_protocol, evaluate_result, evaluate_run, parse_metric_weights
     metrics = build_metrics(ctx.plugins, args.metric, parse_metric_weights(args.metric_weights))
+    check_protocol(args.protocol)
+    if args.result is not None and args.protocol != "pick":
+        raise UserError(f"--protocol {args.protocol}: scores a run folder's samples; --result is one image")
     if args.result is not None:
         if args.scene is not None:
             raise UserError("--result takes the scene as its positional argument; drop --scene")
@@ -59,7 +66,7 @@ def run(args: argparse.Namespace, ctx) -> int:
         evaluation = evaluate_result(args.result, scene, metrics)
         record = {"result": str(args.result), "scene": str(scene.root), **evaluation.as_dict()}
     else:
-        record = evaluate_run(args.path, metrics, scene_path=args.scene)
+        record = evaluate_run(args.path, metrics, scene_path=args.scene, protocol=args.protocol)
     if args.json:
         print(json.dumps(record, indent=2))
     else:

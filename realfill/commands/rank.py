@@ -21,6 +21,7 @@ from realfill.config import SelectConfig, apply_flags, format_validation_error
 from realfill.config_files import base_data, parse_override
 from realfill.console import print_table
 from realfill.errors import UserError
+from realfill.fingerprint import check_same_scene
 from realfill.runfolder import RunLock
 from realfill.scene import list_images, load_scene, read_rgb
 
@@ -189,6 +190,11 @@ def run(args: argparse.Namespace, ctx) -> int:
 
     config = _resolve(args, ctx, run_dir)
     scene = load_scene(args.scene, max_references=config.max_references)
+    if run_dir is not None:  # a run folder's samples are its scene's: ranking them against another is refused
+        check_same_scene(run_dir, scene, hint=f"rank its samples as a plain folder (--samples {image_dir} "
+                         "--out DIR) or choose the run of this scene")
+    if args.out is not None and (args.out / "run.json").is_file():
+        check_same_scene(args.out, scene, hint="choose another --out")
     candidates = [read_rgb(p) for p in paths]
     names = [p.relative_to(image_dir).as_posix() for p in paths]
     ranker = ctx.plugins.registry("ranker").create(config.ranker)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from realfill.arguments import add_config_arguments, config_from_args
 from realfill.errors import UserError
+from realfill.fingerprint import check_same_scene
 from realfill.runfolder import RunLock
 from realfill.scene import load_scene
 
@@ -39,6 +40,11 @@ def run(args: argparse.Namespace, ctx) -> int:
     scene = load_scene(args.scene, max_references=config.max_references)
     out = args.out if args.out is not None else args.run
     compute = check_device(config, ctx.plugins)  # a GPU config on a machine without one stops here
+    # the trained folder, and a folder written into that records a scene, must be this scene's (one line,
+    # before the lock: nothing is touched)
+    check_same_scene(args.run, scene, hint="train one on this scene first (realfill train SCENE --out DIR)")
+    if out != args.run and (out / "run.json").is_file():
+        check_same_scene(out, scene, hint="choose another --out")
     with RunLock(out, "sample", console=ctx.console, resume_hint="free space, then run the same command again"):
         if (out / SAMPLES_DIR).is_dir() and any((out / SAMPLES_DIR).iterdir()):
             raise UserError(f"{out / SAMPLES_DIR}: already holds samples; choose another --out")
