@@ -13,9 +13,10 @@ import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from realfill.atomic import atomic_write_text
-from realfill.components import ComponentConfig, Seed
+from realfill.components import SIDE_MAX, ComponentConfig, Seed
 from realfill.config_files import (COMPONENT_FIELDS, apply_override, base_data, load_preset, parse_override,
                                    preset_names, set_component)
+from realfill.device import resolve_device
 from realfill.errors import UserError
 from realfill.plugins import get_plugins
 
@@ -24,7 +25,7 @@ from realfill.plugins import get_plugins
 #: the most samples a run holds (they are all in memory, at the target's size, before samples/ is written)
 MAX_SAMPLES = 4096
 #: training and sampling sides, whatever the backbone; validate_config then ties them to its native side
-MAX_SIDE = 8192
+MAX_SIDE = SIDE_MAX
 #: train.resolution at most this many times the backbone's native side (4x its pixels and memory); an
 #: explicit sample.resolution twice that (inference holds no gradients)
 TRAIN_SIDE_FACTOR, SAMPLE_SIDE_FACTOR = 2, 4
@@ -55,7 +56,8 @@ class TrainConfig(Section):
     adam_beta2: float = Field(0.999, ge=0, lt=1)
     # at least 1e-30: AdamW divides by sqrt(v) + eps in float32, where a subnormal eps is 0 and 0/0 is nan
     adam_epsilon: float = Field(1e-8, ge=1e-30, le=1)
-    max_grad_norm: float = Field(1.0, gt=0)
+    # at most 1e6: far above any gradient norm a run reaches (the paper clips at 1), so no clipping at all
+    max_grad_norm: float = Field(1.0, gt=0, le=1e6)
     prompt: str = "a photo of sks"
     prompt_dropout: float = Field(0.1, ge=0, le=1)
     full_mask_prob: float = Field(0.1, ge=0, le=1)
@@ -174,8 +176,10 @@ def run_config_model(plugins=None) -> type[RunConfigBase]:
 
 
 def format_validation_error(exc: ValidationError, model: type[BaseModel], source: str) -> str:
-    """One line naming the first bad key and, for unknown keys, the valid ones."""
-    err = exc.errors()[0]
+    """One line naming the first bad key and, for unknown keys, the valid ones. An unknown key is named
+    before any other error: a misspelt ``[trian]`` is the cause of whatever else is missing."""
+    errors = exc.errors()
+    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = list(err["loc"])
     # drop the discriminator tags pydantic inserts for union members
     cls: Any = model
@@ -199,7 +203,8 @@ def format_validation_error(exc: ValidationError, model: type[BaseModel], source
     if err["type"] == "extra_forbidden":
         parent = owner if isinstance(owner, type) else _resolve(model, keys[:-1])
         valid = ", ".join(sorted(parent.model_fields)) if isinstance(parent, type) else "?"
-        return f"{source}: unknown config key '{key}'; valid keys there: {valid}"
+        what = "section" if isinstance(err.get("input"), dict) else "key"
+        return f"{source}: unknown config {what} '{key}'; valid keys there: {valid}"
     if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
         tags = err.get("ctx", {}).get("expected_tags", "")
         got = err.get("ctx", {}).get("tag", "")
@@ -266,11 +271,21 @@ def check_baseline_settings(config: RunConfigBase, plugins, source: str) -> None
         if name not in registry:
             raise UserError(f"{source}: config key 'baselines.{name}': {registry.unknown_message(name)}")
         try:
-            registry.get(name).Config(**{**settings, "name": name})
+            baseline_config = registry.get(name).Config(**{**settings, "name": name})
         except ValidationError as exc:
             err = exc.errors()[0]
             key = ".".join(str(part) for part in err["loc"])
-            raise UserError(f"{source}: config key 'baselines.{name}.{key}': {err['msg']}") from None
+            raise UserError(f"{source}: config key 'baselines.{name}.{key}': {err['msg']} "
+                            f"(got {err.get('input')!r})") from None
+        # a device this machine lacks (or no device at all) stops here, not after the run's training,
+        # sampling and ranking, where the baseline would first load its model
+        if "device" in settings and isinstance(getattr(baseline_config, "device", None), str):
+            try:
+                resolve_device(baseline_config.device)
+            except UserError as exc:
+                why = str(exc).split("; ")[0].removeprefix("device: ")
+                raise UserError(f"{source}: config key 'baselines.{name}.device': {why}; "
+                                f"--set baselines.{name}.device=auto runs it where torch can") from None
 
 
 def resolve_backbone_defaults(config: RunConfigBase, backbone) -> None:

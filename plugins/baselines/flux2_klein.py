@@ -29,9 +29,11 @@ from typing import Literal
 import torch
 from pydantic import Field
 
+from realfill.components import GUIDANCE_MAX, STEPS_MAX, Seed
 from realfill.hookspecs import hookimpl
 from realfill_plugins.backbones.tiny import in_dtype
 from realfill_plugins.baselines.reference_editing import (
+    TINY_EDIT_SIDE_MAX,
     EditorSettings,
     ReferenceEditor,
     choose_reference,
@@ -63,8 +65,8 @@ class Flux2Klein(ReferenceEditor):
     class Config(EditorSettings):
         name: Literal["flux2-klein"] = "flux2-klein"
         model: str = DEFAULT_MODEL
-        steps: int = Field(50, ge=1)
-        guidance: float = Field(8.0, ge=0)  # true CFG (ignored by a step-distilled checkpoint)
+        steps: int = Field(50, ge=1, le=STEPS_MAX)
+        guidance: float = Field(8.0, ge=0, le=GUIDANCE_MAX)  # true CFG (ignored by a step-distilled checkpoint)
         strength: float = Field(1.0, gt=0, le=1)
         max_sequence_length: int = Field(512, ge=1, le=512)
         text_encoder_out_layers: tuple[int, ...] = (9, 18, 27)
@@ -136,10 +138,10 @@ class TinyFlux2Klein(Flux2Klein):
     class Config(Flux2Klein.Config):
         name: Literal["tiny-flux2-klein"] = "tiny-flux2-klein"
         model: Literal["tiny"] = "tiny"
-        weights_seed: int = 0
+        weights_seed: Seed = 0
         dtype: Literal["float32", "float16", "bfloat16"] = "float32"
-        steps: int = Field(4, ge=1)
-        resolution: int | None = Field(64, ge=16)
+        steps: int = Field(4, ge=1, le=STEPS_MAX)
+        resolution: int | None = Field(64, ge=16, le=TINY_EDIT_SIDE_MAX)
         max_sequence_length: int = Field(TINY_TOKENS, ge=1, le=TINY_TOKENS)
         text_encoder_out_layers: tuple[int, ...] = (1, 2, 3)  # the tiny Qwen3's three layers
 

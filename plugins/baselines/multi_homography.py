@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 from pydantic import Field
 
-from realfill.components import Baseline, BaselineResult, ComponentConfig
+from realfill.components import SIDE_MAX, Baseline, BaselineResult, ComponentConfig
 from realfill.hookspecs import hookimpl
 from realfill_plugins.baselines.geometric import match_colours, sift_features
 
@@ -151,13 +151,20 @@ class MultiHomographyBaseline(Baseline):
 
     class Config(ComponentConfig):
         name: Literal["multi-homography"] = "multi-homography"
-        max_planes: int = Field(4, ge=1)
-        min_inliers: int = Field(12, ge=4)
-        band: int = Field(12, ge=1)
-        smooth: float = Field(24.0, gt=0)
-        clean: int = Field(7, ge=1)
-        reach: float = Field(32.0, ge=0)
-        reject: float = Field(2.0, ge=1)
+        # at most 16 planes a reference (each is a RANSAC over the remaining matches; TransFill fits a few,
+        # and the per-pixel choice is a uint8 over every plane of every reference)
+        max_planes: int = Field(4, ge=1, le=16)
+        min_inliers: int = Field(12, ge=4, le=65536)  # at most the most SIFT matches (sift.max_keypoints)
+        # the known band around the hole, px: at most 1024 (its square kernel is (2 band + 1)^2 bytes;
+        # 10**9 asked OpenCV for 250 GB)
+        band: int = Field(12, ge=1, le=1024)
+        # the band error's Gaussian sigma, px: at most 256 (OpenCV's kernel is ~8 sigma wide, every pixel)
+        smooth: float = Field(24.0, gt=0, le=256)
+        # the median filter's side, px: at most 255 (OpenCV's median of uint8 takes any odd side; 10**9
+        # asked for 250 GB)
+        clean: int = Field(7, ge=1, le=255)
+        reach: float = Field(32.0, ge=0, le=SIDE_MAX)  # px: beyond any image, the fall-off is flat
+        reject: float = Field(2.0, ge=1, le=1e6)  # a ratio of errors: 1e6 keeps every plane
 
     def complete(self, scene) -> BaselineResult:
         c = self.config
