@@ -49,7 +49,9 @@ class TrainConfig(Section):
     # lr * weight_decay of itself), so above 1 the first step blows the weights up to inf/nan
     lr_unet: float = Field(2e-4, gt=0, le=1)
     lr_text_encoder: float = Field(4e-5, gt=0, le=1)
-    lr_schedule: Literal["constant", "cosine", "linear"] = "constant"
+    # diffusers' schedules; "constant" has no warmup (so warmup_steps > 0 with it is refused), its warmed-up
+    # form is "constant_with_warmup"
+    lr_schedule: Literal["constant", "constant_with_warmup", "cosine", "linear"] = "constant"
     warmup_steps: int = Field(0, ge=0, le=MAX_STEPS)
     weight_decay: float = Field(1e-2, ge=0, le=1)
     adam_beta1: float = Field(0.9, ge=0, lt=1)  # torch's AdamW refuses others
@@ -253,6 +255,10 @@ def validate_config(data: dict, source: str, plugins=None) -> RunConfigBase:
     except ValidationError as exc:
         raise UserError(format_validation_error(exc, model, source)) from None
     check_baseline_settings(config, plugins, source)
+    if config.train.lr_schedule == "constant" and config.train.warmup_steps > 0:  # diffusers would ignore it
+        raise UserError(f"{source}: config key 'train.warmup_steps': {config.train.warmup_steps} with "
+                        "train.lr_schedule='constant', which has no warmup; set train.lr_schedule="
+                        "constant_with_warmup, or train.warmup_steps=0")
     backbone = plugins.backbones.get(config.backbone.name)
     resolve_backbone_defaults(config, backbone)
     check_sides(config, backbone.native_resolution, source)
