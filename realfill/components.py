@@ -90,6 +90,9 @@ class Backbone(Component):
     #: how long a real run would take on a CPU, for the message that stops a GPU config on a machine without
     #: one (``device = "cuda"``); None where there is no such figure
     cpu_estimate: ClassVar[str | None] = None
+    #: whether ``load`` returns a model around a diffusers pipeline (``model.pipeline``), which an adapter
+    #: such as ``lora`` saves its weights through; False for a bare model (``scratch-pixel``)
+    diffusers_pipeline: ClassVar[bool] = True
 
     def load(self, device: Any = "cpu", dtype: Any = None):  # -> InpaintModel
         raise NotImplementedError
@@ -99,6 +102,13 @@ class Adapter(Component):
     """Decides which parameters train, and saves and loads them."""
 
     role = "adapter"
+
+    @classmethod
+    def check_backbone(cls, backbone: type[Backbone]) -> str | None:
+        """Why this adapter cannot train ``backbone`` (its class: nothing is loaded), or None where it can;
+        read with the config (``realfill.config.validate_config``), so a pair that cannot run is refused
+        before any file is written."""
+        return None
 
     def apply(self, model) -> list[dict]:
         """Prepare ``model`` (an InpaintModel) for training; return optimizer param groups with ``lr``."""

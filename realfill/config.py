@@ -260,6 +260,10 @@ def validate_config(data: dict, source: str, plugins=None) -> RunConfigBase:
                         "train.lr_schedule='constant', which has no warmup; set train.lr_schedule="
                         "constant_with_warmup, or train.warmup_steps=0")
     backbone = plugins.backbones.get(config.backbone.name)
+    check = getattr(plugins.adapters.get(config.adapter.name), "check_backbone", None)
+    why = check(backbone) if check is not None else None
+    if why:  # a pair that cannot train: refused here, not once the run folder is made and the model loaded
+        raise UserError(f"{source}: config key 'adapter.name': {why}")
     resolve_backbone_defaults(config, backbone)
     check_sides(config, backbone.native_resolution, source)
     timesteps = getattr(config.backbone, "num_train_timesteps", None)  # a backbone trained from scratch

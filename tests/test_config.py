@@ -218,3 +218,18 @@ def test_a_config_file_with_a_utf8_byte_order_mark_reads(tmp_path, capsys):
     assert read_toml(path)["train"]["steps"] == 3
     assert main(["config", "--config", str(path)]) == 0
     assert capsys.readouterr().out == text
+
+
+def test_an_adapter_that_cannot_train_the_backbone_is_refused_before_any_file(example_scene, tmp_path, capsys):
+    """Found by the property test: lora on scratch-pixel (a bare UNet) failed after the run folder was made
+    (a rerun then met a folder it refused); the adapter class says so to the config instead."""
+    from realfill.cli import main
+
+    out = tmp_path / "run"
+    argv = ["fill", str(example_scene), "--preset", "smoke", "--backbone", "scratch-pixel", "--adapter", "lora",
+            "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "'adapter.name'" in err and "--adapter full" in err, err
+    assert not out.exists()
+    assert main(["config", "--preset", "smoke", "--backbone", "scratch-pixel", "--adapter", "full"]) == 0

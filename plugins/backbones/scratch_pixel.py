@@ -125,6 +125,7 @@ class ScratchPixel(Backbone):
     native_resolution = 64  # no published weights: the UNet's default sample size (the cpu preset sets 48)
     needs = ()
     disclaimer = DISCLAIMER
+    diffusers_pipeline = False  # a bare UNet: only the full adapter trains it
     Config = ScratchPixelConfig
 
     def load(self, device="cpu", dtype=None):

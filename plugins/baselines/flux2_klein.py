@@ -24,7 +24,7 @@ by ``weights_seed``, with a byte-level Qwen2 tokenizer and a Qwen-style chat tem
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 from pydantic import Field
@@ -67,9 +67,14 @@ class Flux2Klein(ReferenceEditor):
         model: str = DEFAULT_MODEL
         steps: int = Field(50, ge=1, le=STEPS_MAX)
         guidance: float = Field(8.0, ge=0, le=GUIDANCE_MAX)  # true CFG (ignored by a step-distilled checkpoint)
-        strength: float = Field(1.0, gt=0, le=1)
+        # at least 1e-3: diffusers keeps steps - int(steps * (1 - strength)) steps, none for a strength lost in
+        # the rounding (5e-324 ended the fill with a traceback)
+        strength: float = Field(1.0, ge=1e-3, le=1)
         max_sequence_length: int = Field(512, ge=1, le=512)
-        text_encoder_out_layers: tuple[int, ...] = (9, 18, 27)
+        # the Qwen3 text encoder's layers whose states are stacked (1 to 8 of them, each at most 64: the 8B
+        # model has 36; a layer the encoder lacks fails only once the editor runs)
+        text_encoder_out_layers: tuple[Annotated[int, Field(ge=0, le=64)], ...] = Field(
+            (9, 18, 27), min_length=1, max_length=8)
 
     def call_arguments(self, scene, size):
         c = self.config
@@ -143,7 +148,8 @@ class TinyFlux2Klein(Flux2Klein):
         steps: int = Field(4, ge=1, le=STEPS_MAX)
         resolution: int | None = Field(64, ge=16, le=TINY_EDIT_SIDE_MAX)
         max_sequence_length: int = Field(TINY_TOKENS, ge=1, le=TINY_TOKENS)
-        text_encoder_out_layers: tuple[int, ...] = (1, 2, 3)  # the tiny Qwen3's three layers
+        text_encoder_out_layers: tuple[Annotated[int, Field(ge=0, le=3)], ...] = Field(  # the tiny Qwen3's three
+            (1, 2, 3), min_length=1, max_length=8)
 
     def build_pipeline(self, dtype):
         return in_dtype(build_tiny_flux2_klein(self.config.weights_seed), dtype)

@@ -54,7 +54,9 @@ class FluxKontext(ReferenceEditor):
         model: str = DEFAULT_MODEL
         steps: int = Field(28, ge=1, le=STEPS_MAX)
         guidance: float = Field(3.5, ge=0, le=GUIDANCE_MAX)  # embedded guidance (guidance-distilled)
-        strength: float = Field(1.0, gt=0, le=1)
+        # at least 1e-3: diffusers keeps steps - int(steps * (1 - strength)) steps, none for a strength lost in
+        # the rounding (5e-324 ended the fill with a traceback)
+        strength: float = Field(1.0, ge=1e-3, le=1)
         max_sequence_length: int = Field(512, ge=1, le=512)
 
     def call_arguments(self, scene, size):

@@ -100,7 +100,9 @@ def multi_homography(scene, max_planes: int = 4, min_inliers: int = 12, band: in
         ring_labels = labels.ravel()[ring_index]
         label_to_pixel[ring_labels] = ring_index
         nearest = label_to_pixel[labels.ravel()]
-        near = np.exp(-distance.ravel() / reach) if reach > 0 else np.zeros(h * w)
+        # in float64: OpenCV's float32 distances would make a subnormal reach 0, and 0 / 0 nan
+        with np.errstate(over="ignore"):  # a tiny reach: distance / reach is inf, and exp(-inf) the 0 meant
+            near = np.exp(-distance.ravel().astype(np.float64) / reach) if reach > 0 else np.zeros(h * w)
         errors, overall = [], []
         for candidate in candidates:
             error = np.abs(candidate["image"].astype(np.float64) - target).mean(axis=2)
@@ -111,10 +113,13 @@ def multi_homography(scene, max_planes: int = 4, min_inliers: int = 12, band: in
         costs = np.full((len(candidates), h * w), np.inf)
         for c, candidate in enumerate(candidates):
             candidate["band_error"] = round(overall[c], 2)
-            if not overall[c] <= reject * best_overall:  # a plane the known pixels contradict: Telea is better
+            # a plane the known pixels contradict (or that sees none of them): Telea is better
+            if not (np.isfinite(overall[c]) and overall[c] <= reject * best_overall):
                 continue
             local = _band_error_in_hole(errors[c], ring & candidate["valid"], nearest, smooth)
-            cost = np.where(np.isfinite(local), near * local + (1 - near) * overall[c], overall[c])
+            finite = np.isfinite(local)  # only there: near 0 (reach 0) times an inf local error is nan
+            cost = np.full(h * w, overall[c])
+            cost[finite] = near[finite] * local[finite] + (1 - near[finite]) * overall[c]
             costs[c] = np.where(candidate["valid"].ravel(), cost, np.inf)
         best = np.argmin(costs, axis=0)
         has = np.isfinite(costs.min(axis=0))
