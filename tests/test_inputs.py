@@ -431,3 +431,26 @@ def test_an_icc_profile_that_cannot_be_applied_is_one_line_naming_the_file(scene
     out = tmp_path / "run"
     _one_line(capsys, main(["fill", str(scene), *QUICK, "--out", str(out)]), str(reference), "ICC profile")
     assert not out.exists()
+
+
+ISSUE_29_REFUSED = [
+    ["--set", "baselines.multi-homography.clean=1000000000"],
+    ["--set", "baselines.telea.radius=1e20"],
+    ["--set", "baselines.tiny-flux-kontext.device=banana"],
+    ["--set", "ranker.max_keypoints=1000000000000"],
+    ["--set", "train.warmup_steps=3"],  # with the smoke preset's constant schedule
+]
+
+
+def test_a_refused_value_leaves_the_run_folder_byte_identical(example_scene, tmp_path, capsys):
+    """Issue 29: each value refused with the config is refused before the run folder is touched, on a
+    --resume of a finished run and on a plain rerun into it alike."""
+    out = tmp_path / "run"
+    assert main(["fill", str(example_scene), *QUICK, "--no-compare", "--out", str(out)]) == 0
+    capsys.readouterr()
+    before = _snapshot(out)
+    for bad in ISSUE_29_REFUSED:
+        for resume in ([], ["--resume"]):
+            _one_line(capsys, main(["fill", str(example_scene), *QUICK, *bad, "--out", str(out), *resume]),
+                      bad[-1].split("=")[0].split(".")[-1])
+            assert _snapshot(out) == before, bad
