@@ -7,7 +7,8 @@ field of every section (train, sample, select, the top level) and of every regis
 every role, baselines included (``--set baselines.NAME.KEY``), so a new component is covered the day it is
 registered. ``test_every_numeric_key_is_bounded_both_ways`` holds each of them to a lower and an upper bound.
 
-The budget (about 60 s of CPU on this 2-core machine, on top of the suite's plugin import):
+The budget (about 70 s of CPU on this 2-core machine, on top of the suite's plugin import; more wall time
+when other work shares the cores):
 
 - validation: ``test_hypothesis_any_value_of_any_key_validates_or_is_refused_in_one_line`` draws 400 values
   (any int up to +-2**70, any float with inf, nan, subnormals and +-1e300, and each key's bounds) through
@@ -16,16 +17,21 @@ The budget (about 60 s of CPU on this 2-core machine, on top of the suite's plug
 - running: ``test_hypothesis_accepted_values_run_a_one_step_fill`` runs 5 real one-step ``fill --preset
   smoke`` runs, each with a component drawn for every role among those that run here (no weights to
   download: tiny-sd2, tiny-sdxl, tiny-flux, scratch-pixel; lora, full; every masking; sift, warp), every
-  baseline that runs here compared (telea, geometric, multi-homography, in-context, the tiny editors), and a value drawn for *every* numeric key of the sections, of those components and of every
-  baseline at once: floats over their whole declared range, ints near their lower bound (a run's cost grows
-  with counts; huge counts are refused by the validation test's bounds), and seeds and sides
-  (``resolution``) up to their upper bound too. A run must end with exit 0, no nan pixel and every
+  baseline that runs here compared (telea, geometric, multi-homography, in-context, the tiny editors),
+  and a value drawn for *every* numeric key of the sections, of those components and of every baseline
+  at once (about 75 keys a fill): floats over their whole declared range, ints near their lower bound (a
+  run's cost grows with counts; huge counts are refused by the validation test's bounds), and seeds and
+  sides (``resolution``) up to their upper bound too. A run must end with exit 0, no nan pixel and every
   baseline's row, or with one line and exit 2 (weights that diverge, in training's loss or in sampling's
-  pixels, are one line too: no bound rules out every joint extreme, such as lr 0.8 with a LoRA scale of 3500).
+  pixels, are one line too: no bound rules out every joint extreme, such as lr 0.8 with a LoRA scale of
+  3500).
 
 What they found, now bounded: learning rates and weight decay of 1e300 (nan weights), a subnormal
-adam_epsilon (0 in float32: a nan loss), a LoRA alpha of 1e308 (inf in float32: 0 * inf is nan); issue 29:
-every key of the baselines, rankers, masking strategies and backbones that had no upper bound.
+adam_epsilon (0 in float32: a nan loss), a LoRA alpha of 1e308 (inf in float32: 0 * inf is nan). Issue 29:
+every key of the baselines, rankers, masking strategies and backbones that had no upper bound; and, once
+they ran, multi-homography's nan at ``reach`` 0 or subnormal, an editor ``strength`` lost in diffusers'
+rounding (no step left: a traceback after the fill), lora on scratch-pixel failing only after the run
+folder was made (now refused with the config: ``Adapter.check_backbone``).
 """
 
 from __future__ import annotations
