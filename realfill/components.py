@@ -21,6 +21,19 @@ from pydantic import BaseModel, ConfigDict, Field
 SEED_MAX = 2**32 - 1
 #: the type of every seed key (the run's and a component's own, e.g. a tiny backbone's weights)
 Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
+#: the most pixels any side, distance or kernel of a config may be (an RGB image of 8192 x 8192 is 200 MB);
+#: ``realfill.config.MAX_SIDE`` for the run's sides, the ceiling of every component's pixel keys
+SIDE_MAX = 8192
+#: a length in pixels: a side, a margin, a dilation, a blend band (docs/method.md "Bounds")
+Pixels = Annotated[int, Field(ge=0, le=SIDE_MAX)]
+#: the most denoising steps a sampler or an editor takes: no sampler takes more than the 1000 training
+#: timesteps of the models here (as ``sample.steps``)
+STEPS_MAX = 1000
+#: the most guidance (classifier-free or embedded): far above any published setting (SD 7.5, FLUX Fill 30);
+#: 1e300 overflows to black pixels (as ``sample.guidance_scale``)
+GUIDANCE_MAX = 100.0
+#: intra-op threads, as ``train.threads``
+THREADS_MAX = 4096
 
 
 class ComponentConfig(BaseModel):
@@ -89,6 +102,9 @@ class Backbone(Component):
     #: how long a real run would take on a CPU, for the message that stops a GPU config on a machine without
     #: one (``device = "cuda"``); None where there is no such figure
     cpu_estimate: ClassVar[str | None] = None
+    #: whether ``load`` returns a model around a diffusers pipeline (``model.pipeline``), which an adapter
+    #: such as ``lora`` saves its weights through; False for a bare model (``scratch-pixel``)
+    diffusers_pipeline: ClassVar[bool] = True
 
     def load(self, device: Any = "cpu", dtype: Any = None):  # -> InpaintModel
         raise NotImplementedError
@@ -98,6 +114,13 @@ class Adapter(Component):
     """Decides which parameters train, and saves and loads them."""
 
     role = "adapter"
+
+    @classmethod
+    def check_backbone(cls, backbone: type[Backbone]) -> str | None:
+        """Why this adapter cannot train ``backbone`` (its class: nothing is loaded), or None where it can;
+        read with the config (``realfill.config.validate_config``), so a pair that cannot run is refused
+        before any file is written."""
+        return None
 
     def apply(self, model) -> list[dict]:
         """Prepare ``model`` (an InpaintModel) for training; return optimizer param groups with ``lr``."""

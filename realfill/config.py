@@ -14,9 +14,10 @@ import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 from realfill.atomic import atomic_write_text
-from realfill.components import ComponentConfig, Seed, accept_old_spellings
+from realfill.components import SIDE_MAX, ComponentConfig, Seed, accept_old_spellings
 from realfill.config_files import (COMPONENT_FIELDS, apply_override, base_data, load_preset, parse_override,
                                    preset_names, set_component)
+from realfill.device import resolve_device
 from realfill.errors import UserError
 from realfill.plugins import get_plugins
 
@@ -25,7 +26,7 @@ from realfill.plugins import get_plugins
 #: the most samples a run holds (they are all in memory, at the target's size, before samples/ is written)
 MAX_SAMPLES = 4096
 #: training and sampling sides, whatever the backbone; validate_config then ties them to its native side
-MAX_SIDE = 8192
+MAX_SIDE = SIDE_MAX
 #: train.resolution at most this many times the backbone's native side (4x its pixels and memory); an
 #: explicit sample.resolution twice that (inference holds no gradients)
 TRAIN_SIDE_FACTOR, SAMPLE_SIDE_FACTOR = 2, 4
@@ -55,14 +56,17 @@ class TrainConfig(Section):
     # the denoiser's (a UNet, a transformer); "lr_unet", its old spelling, is read as it
     lr_denoiser: float = Field(2e-4, gt=0, le=1)
     lr_text_encoder: float = Field(4e-5, gt=0, le=1)
-    lr_schedule: Literal["constant", "cosine", "linear"] = "constant"
+    # diffusers' schedules; "constant" has no warmup (so warmup_steps > 0 with it is refused), its warmed-up
+    # form is "constant_with_warmup"
+    lr_schedule: Literal["constant", "constant_with_warmup", "cosine", "linear"] = "constant"
     warmup_steps: int = Field(0, ge=0, le=MAX_STEPS)
     weight_decay: float = Field(1e-2, ge=0, le=1)
     adam_beta1: float = Field(0.9, ge=0, lt=1)  # torch's AdamW refuses others
     adam_beta2: float = Field(0.999, ge=0, lt=1)
     # at least 1e-30: AdamW divides by sqrt(v) + eps in float32, where a subnormal eps is 0 and 0/0 is nan
     adam_epsilon: float = Field(1e-8, ge=1e-30, le=1)
-    max_grad_norm: float = Field(1.0, gt=0)
+    # at most 1e6: far above any gradient norm a run reaches (the paper clips at 1), so no clipping at all
+    max_grad_norm: float = Field(1.0, gt=0, le=1e6)
     prompt: str = "a photo of sks"
     prompt_dropout: float = Field(0.1, ge=0, le=1)
     full_mask_prob: float = Field(0.1, ge=0, le=1)
@@ -188,8 +192,10 @@ def run_config_model(plugins=None) -> type[RunConfigBase]:
 
 
 def format_validation_error(exc: ValidationError, model: type[BaseModel], source: str) -> str:
-    """One line naming the first bad key and, for unknown keys, the valid ones."""
-    err = exc.errors()[0]
+    """One line naming the first bad key and, for unknown keys, the valid ones. An unknown key is named
+    before any other error: a misspelt ``[trian]`` is the cause of whatever else is missing."""
+    errors = exc.errors()
+    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = list(err["loc"])
     # drop the discriminator tags pydantic inserts for union members
     cls: Any = model
@@ -213,7 +219,8 @@ def format_validation_error(exc: ValidationError, model: type[BaseModel], source
     if err["type"] == "extra_forbidden":
         parent = owner if isinstance(owner, type) else _resolve(model, keys[:-1])
         valid = ", ".join(sorted(parent.model_fields)) if isinstance(parent, type) else "?"
-        return f"{source}: unknown config key '{key}'; valid keys there: {valid}"
+        what = "section" if isinstance(err.get("input"), dict) else "key"
+        return f"{source}: unknown config {what} '{key}'; valid keys there: {valid}"
     if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
         tags = err.get("ctx", {}).get("expected_tags", "")
         got = err.get("ctx", {}).get("tag", "")
@@ -262,7 +269,15 @@ def validate_config(data: dict, source: str, plugins=None) -> RunConfigBase:
     except ValidationError as exc:
         raise UserError(format_validation_error(exc, model, source)) from None
     check_baseline_settings(config, plugins, source)
+    if config.train.lr_schedule == "constant" and config.train.warmup_steps > 0:  # diffusers would ignore it
+        raise UserError(f"{source}: config key 'train.warmup_steps': {config.train.warmup_steps} with "
+                        "train.lr_schedule='constant', which has no warmup; set train.lr_schedule="
+                        "constant_with_warmup, or train.warmup_steps=0")
     backbone = plugins.registry("backbone").get(config.backbone.name)
+    check = getattr(plugins.registry("adapter").get(config.adapter.name), "check_backbone", None)
+    why = check(backbone) if check is not None else None
+    if why:  # a pair that cannot train: refused here, not once the run folder is made and the model loaded
+        raise UserError(f"{source}: config key 'adapter.name': {why}")
     resolve_backbone_defaults(config, backbone)
     check_sides(config, backbone.native_resolution, source)
     timesteps = getattr(config.backbone, "num_train_timesteps", None)  # a backbone trained from scratch
@@ -284,7 +299,8 @@ def check_baseline_settings(config: RunConfigBase, plugins, source: str) -> None
 
 def check_baseline_table(name: str, settings: Any, registry, source: str) -> dict:
     """One ``baselines.NAME`` table against baseline NAME's config; returns it (a table's ``name`` is its
-    baseline: another one there is refused, not silently overwritten)."""
+    baseline: another one there is refused, not silently overwritten; a device this machine lacks is refused
+    here, not after the run's training, sampling and ranking, where the baseline would first load its model)."""
     if not isinstance(settings, dict):
         raise UserError(f"{source}: config key 'baselines.{name}': must be a table of that baseline's keys")
     if "name" in settings and settings["name"] != name:
@@ -292,11 +308,19 @@ def check_baseline_table(name: str, settings: Any, registry, source: str) -> dic
                         f"a table's name is its own ('{name}'): set that baseline's keys as "
                         f"baselines.{settings['name']}.KEY")
     try:
-        registry.get(name).Config(**{**settings, "name": name})
+        baseline_config = registry.get(name).Config(**{**settings, "name": name})
     except ValidationError as exc:
         err = exc.errors()[0]
         key = ".".join(str(part) for part in err["loc"])
-        raise UserError(f"{source}: config key 'baselines.{name}.{key}': {err['msg']}") from None
+        raise UserError(f"{source}: config key 'baselines.{name}.{key}': {err['msg']} "
+                        f"(got {err.get('input')!r})") from None
+    if "device" in settings and isinstance(getattr(baseline_config, "device", None), str):
+        try:
+            resolve_device(baseline_config.device)
+        except UserError as exc:
+            why = str(exc).split("; ")[0].removeprefix("device: ")
+            raise UserError(f"{source}: config key 'baselines.{name}.device': {why}; "
+                            f"--set baselines.{name}.device=auto runs it where torch can") from None
     return settings
 
 

@@ -43,7 +43,8 @@ def config_file_of(path: Path) -> Path:
 def read_toml(path: Path) -> dict:
     path = config_file_of(path)
     try:
-        return tomllib.loads(Path(path).read_text())
+        # utf-8-sig: a file saved with a byte-order mark (Windows editors) reads as the same TOML
+        return tomllib.loads(Path(path).read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
         raise UserError(f"{path}: no such config file") from None
     except OSError as exc:

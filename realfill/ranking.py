@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from realfill.components import ComponentConfig, Ranker, RankScore
+from realfill.components import SIDE_MAX, THREADS_MAX, ComponentConfig, Pixels, Ranker, RankScore
 from realfill.device import torch_threads
 
 # -- shared config --------------------------------------------------------------------------------
@@ -37,20 +37,21 @@ class CorrespondenceConfig(ComponentConfig):
 
     #: pixels (at the candidate's size) the fill mask grows by before counting; correspondences whose
     #: candidate-side keypoint lies outside it do not count
-    region_dilate: int = Field(8, ge=0)
+    region_dilate: Pixels = 8
     #: geometric verification of the in-region correspondences; the score is then the inlier count
     geometric_check: Literal["none", "fundamental", "homography"] = "fundamental"
-    ransac_threshold: float = Field(3.0, gt=0)
+    #: pixels (at most SIDE_MAX: beyond any image, every match an inlier)
+    ransac_threshold: float = Field(3.0, gt=0, le=SIDE_MAX)
     #: images are matched with their longer side at most this many pixels (coordinates map back)
-    max_side: int = Field(640, ge=32)
+    max_side: int = Field(640, ge=32, le=SIDE_MAX)
     #: candidates extracted per batch (None: 8 on a GPU, 1 on a CPU, where batching measured no faster
     #: and a DISK batch of 4 added 439 MiB of peak memory against 157 MiB one at a time)
-    batch_size: int | None = Field(None, ge=1)
+    batch_size: int | None = Field(None, ge=1, le=4096)  # at most sample.num_samples' most
     #: extract each reference's and each candidate's features once (false: again for every pair)
     cache_features: bool = True
     #: torch intra-op threads while ranking (None: torch's default). On a small CPU shared with other
     #: work, 1 avoids OpenMP oversubscription, which slowed LightGlue's matching ~40x here with 2 threads
-    threads: int | None = Field(None, ge=1)
+    threads: int | None = Field(None, ge=1, le=THREADS_MAX)
 
 
 # -- region and geometry helpers ------------------------------------------------------------------

@@ -1,17 +1,19 @@
 """Scenes in the RealBench layout: ``ref/*``, ``target/target.png``, ``target/mask.png``, ``target/gt.png``.
 
-Images load as HxWx3 uint8 RGB whatever their file holds (any format Pillow reads, whatever the file's name
-says; RGB, RGBA, grayscale, 16-bit; EXIF orientation applied). Every problem is a :class:`UserError` naming the file.
+Images load as HxWx3 uint8 sRGB whatever their file holds (any format Pillow reads, whatever the file's name
+says; RGB, RGBA, grayscale, 16-bit scaled by the bit depth; EXIF orientation applied; an embedded ICC
+profile converted to sRGB). Every problem is a :class:`UserError` naming the file.
 """
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from realfill.errors import UserError
 
@@ -41,16 +43,25 @@ class Scene:
         return out
 
 
-def _to_uint8(array: np.ndarray) -> np.ndarray:
-    if array.dtype == np.uint8:
-        return array
-    if array.dtype == bool:
-        return array.astype(np.uint8) * 255
-    if np.issubdtype(array.dtype, np.floating):
-        top = 1.0 if array.max(initial=0) <= 1.0 else 255.0
-        return np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    top = 65535 if array.max(initial=0) > 255 else 255
-    return np.clip(array.astype(np.float64) / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+#: the full scale of Pillow's integer single-channel modes, by the file's bit depth (never by the content: a
+#: 16-bit image whose brightest pixel is 200/65535 is nearly black, not bright). "I" is what Pillow gives
+#: for 16-bit PNG, PGM and TIFF data as well, so 16 bits is its scale too (a rare 32-bit integer TIFF clips)
+_INTEGER_FULL_SCALE = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535}
+#: the profile every image is converted to while it loads (what the models, metrics and PNGs written assume)
+_SRGB = None
+
+
+def _eight_bit(image: Image.Image) -> Image.Image:
+    """An 8-bit image of the same picture: 16-bit (and 32-bit integer) gray scaled by the mode's full
+    scale, float gray ("F", e.g. a float TIFF) taken as 0..1; every other mode as it is (Pillow decodes 16-bit
+    RGB and RGBA PNGs to 8 bits itself, by their bit depth)."""
+    if image.mode in _INTEGER_FULL_SCALE:
+        array = np.asarray(image).astype(np.float64) / _INTEGER_FULL_SCALE[image.mode]
+    elif image.mode == "F":
+        array = np.nan_to_num(np.asarray(image, dtype=np.float64))
+    else:
+        return image
+    return Image.fromarray(np.clip(array * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
 
 
 def _open(path: Path) -> Image.Image:
@@ -70,23 +81,41 @@ def _open(path: Path) -> Image.Image:
     return ImageOps.exif_transpose(image)
 
 
+def _srgb(image: Image.Image, icc: bytes | None, path: Path) -> Image.Image:
+    """``image`` (8-bit) as RGB in sRGB: through its embedded ICC profile where it has one (phone photos
+    carry Display P3 or others; LittleCMS through Pillow's ImageCms), else its values as they are. A profile
+    LittleCMS cannot read or apply to the image's channels is an error naming the file, not a silent
+    change of colours."""
+    if not icc:
+        return image.convert("RGB")
+    global _SRGB
+    if _SRGB is None:
+        _SRGB = ImageCms.createProfile("sRGB")
+    if image.mode not in ("RGB", "L", "CMYK"):  # alpha dropped, palettes expanded, before the transform
+        image = image.convert("L" if image.mode in ("LA", "La", "1", "I", "F") else "RGB")
+    try:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        return ImageCms.profileToProfile(image, profile, _SRGB, outputMode="RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError) as exc:
+        raise UserError(f"{path}: its embedded ICC profile cannot be applied ({str(exc) or type(exc).__name__}); "
+                        "save the image in sRGB, or without a profile") from None
+
+
 def read_rgb(path: Path) -> np.ndarray:
-    """Any PNG/JPEG as HxWx3 uint8 RGB (alpha dropped, gray replicated, 16-bit scaled down)."""
+    """Any image Pillow reads as HxWx3 uint8 sRGB: alpha dropped, gray replicated, 16-bit scaled by its bit
+    depth, an embedded ICC profile converted to sRGB."""
     image = _open(Path(path))
-    if image.mode in ("RGB", "L", "RGBA", "LA", "P", "CMYK", "YCbCr"):
-        return np.asarray(image.convert("RGB"))
-    gray = _to_uint8(np.asarray(image))  # I;16, I, F
-    if gray.ndim == 3:
-        return gray[..., :3]
-    return np.repeat(gray[..., None], 3, axis=2)
+    icc = image.info.get("icc_profile")
+    return np.asarray(_srgb(_eight_bit(image), icc, Path(path)))
 
 
 def read_mask(path: Path) -> tuple[np.ndarray, str | None]:
     """A mask as HxW bool (white = fill). Non-binary masks are thresholded at half range, with a note."""
     image = _open(Path(path))
-    if image.mode in ("RGB", "RGBA", "P", "LA", "CMYK", "YCbCr"):
+    image = _eight_bit(image)  # 16-bit by its bit depth
+    if image.mode != "L":
         image = image.convert("L")
-    values = _to_uint8(np.asarray(image))
+    values = np.asarray(image)
     if values.ndim == 3:
         values = values[..., 0]
     levels = np.unique(values)

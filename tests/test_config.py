@@ -150,3 +150,125 @@ def test_a_run_folder_written_with_lr_unet_resumes_and_keeps_its_spelling(exampl
     assert saved.read_bytes() == before and (run / "train_log.jsonl").read_bytes() == log
     assert main(["fill", str(example_scene), "--config", str(saved), "--out", str(run), "--resume",
                  "--no-compare"]) == 0  # its own config.toml, as the resume advice says
+# -- issue 29: no setting silently ignored; every bad value one line, exit 2 --------------------------------
+
+
+def test_constant_schedule_with_warmup_is_refused_and_constant_with_warmup_warms_up(example_scene, tmp_path,
+                                                                                    capsys, one_thread):
+    """diffusers' ``constant`` ignores ``num_warmup_steps``: the pair is refused (it trained without warmup
+    before), and ``constant_with_warmup`` ramps the logged learning rates up over the warmup."""
+    import json
+
+    from realfill.cli import main
+
+    out = tmp_path / "run"
+    quick = ["--preset", "smoke", "--steps", "6", "--set", "train.batch_size=2", "--set", "train.log_every=1",
+             "--set", "train.checkpoint_every=0", "--set", "train.warmup_steps=4", "--out", str(out)]
+    assert main(["train", str(example_scene), *quick]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "train.warmup_steps" in err and "constant_with_warmup" in err, err
+    assert not out.exists()
+    assert main(["train", str(example_scene), *quick, "--set", "train.lr_schedule=constant_with_warmup"]) == 0
+    assert 'lr_schedule = "constant_with_warmup"' in (out / "config.toml").read_text()
+    logged = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [entry["step"] for entry in logged] == [1, 2, 3, 4, 5, 6]
+    for group, full in logged[-1]["lr"].items():  # each parameter group's rate, as a share of its own
+        assert [entry["lr"][group] / full for entry in logged] == pytest.approx([1 / 4, 2 / 4, 3 / 4, 1, 1, 1])
+    assert 2e-4 in logged[-1]["lr"].values()  # the denoiser's train.lr_unet, reached after the warmup
+
+
+@pytest.mark.parametrize("override, key", [
+    # case 8: baselines' settings
+    ("baselines.multi-homography.clean=1000000000", "baselines.multi-homography.clean"),
+    ("baselines.multi-homography.band=1000000000", "baselines.multi-homography.band"),
+    ("baselines.tiny-flux-kontext.seed=1180591620717411303424", "baselines.tiny-flux-kontext.seed"),
+    ("baselines.tiny-flux-kontext.resolution=100000", "baselines.tiny-flux-kontext.resolution"),
+    ("baselines.flux-kontext.resolution=100000", "baselines.flux-kontext.resolution"),
+    ("baselines.telea.radius=1e20", "baselines.telea.radius"),
+    ("baselines.telea.radius=100000", "baselines.telea.radius"),
+    # case 9: the run's components
+    ("ranker.max_keypoints=1000000000000", "ranker.max_keypoints"),
+    ("masking.max_boxes=1000000000000", "masking.max_boxes"),
+    # case 10: a baseline's device
+    ("baselines.tiny-flux-kontext.device=banana", "baselines.tiny-flux-kontext.device"),
+])
+def test_issue_29_values_are_refused_by_config_in_one_line(override, key, capsys):
+    from realfill.cli import main
+
+    assert main(["config", "--preset", "smoke", "--set", override]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"'{key}'" in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("component, override", [
+    ("scratch-pixel", "backbone.layers_per_block=100000"),
+    ("tiny-flux", "backbone.guidance=1e308"),
+    ("tiny-flux", "backbone.mode_scale=1e308"),
+    ("tiny-flux", "backbone.mode_scale=-2"),
+])
+def test_a_backbone_setting_that_would_crash_late_is_refused_by_config(component, override, capsys):
+    from realfill.cli import main
+
+    key = override.split("=")[0]
+    argv = ["config", "--preset", "smoke", "--set", f"backbone.name={component}", "--set",
+            "backbone.weighting_scheme=mode" if component == "tiny-flux" else "train.steps=1", "--set", override]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"'{key}'" in err, err
+
+
+def test_a_baseline_on_a_gpu_this_machine_lacks_is_refused_before_any_work(example_scene, tmp_path, capsys):
+    """``baselines.NAME.device=cuda`` with no CUDA GPU stops when the config is read, not after the run's
+    training, sampling and ranking (where the editor first loads its model)."""
+    import torch
+
+    from realfill.cli import main
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU: cuda is a device it has")
+    out = tmp_path / "run"
+    argv = ["fill", str(example_scene), "--preset", "smoke", "--baseline", "tiny-flux-kontext",
+            "--set", "baselines.tiny-flux-kontext.device=cuda", "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "'baselines.tiny-flux-kontext.device'" in err and "CUDA" in err, err
+    assert not out.exists()
+    assert main(["config", "--preset", "smoke", "--set", "baselines.tiny-flux-kontext.device=cpu"]) == 0
+
+
+def test_a_misspelt_section_is_named(tmp_path, capsys):
+    from realfill.cli import main
+
+    path = tmp_path / "typo.toml"
+    path.write_text('[backbone]\nname = "tiny-sd2"\n\n[trian]\nsteps = 3\n')
+    assert main(["config", "--config", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "unknown config section 'trian'" in err and "train" in err, err
+    assert "Field required" not in err
+
+
+def test_a_config_file_with_a_utf8_byte_order_mark_reads(tmp_path, capsys):
+    from realfill.cli import main
+
+    assert main(["config", "--preset", "smoke", "--steps", "3"]) == 0
+    text = capsys.readouterr().out
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode())  # as Windows' Notepad saves "UTF-8 with BOM"
+    assert read_toml(path)["train"]["steps"] == 3
+    assert main(["config", "--config", str(path)]) == 0
+    assert capsys.readouterr().out == text
+
+
+def test_an_adapter_that_cannot_train_the_backbone_is_refused_before_any_file(example_scene, tmp_path, capsys):
+    """Found by the property test: lora on scratch-pixel (a bare UNet) failed after the run folder was made
+    (a rerun then met a folder it refused); the adapter class says so to the config instead."""
+    from realfill.cli import main
+
+    out = tmp_path / "run"
+    argv = ["fill", str(example_scene), "--preset", "smoke", "--backbone", "scratch-pixel", "--adapter", "lora",
+            "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "'adapter.name'" in err and "--adapter full" in err, err
+    assert not out.exists()
+    assert main(["config", "--preset", "smoke", "--backbone", "scratch-pixel", "--adapter", "full"]) == 0

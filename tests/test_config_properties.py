@@ -1,27 +1,37 @@
-"""Property-based tests (hypothesis) of issue 22's promise: every number in the config is bounded where it
-is declared (docs/method.md "Bounds"), so any value either validates and runs, or is refused in one line
-naming its key, exit 2, with no file written.
+"""Property-based tests (hypothesis) of issues 22 and 29's promise: every number in the config is bounded
+where it is declared (docs/method.md "Bounds"), so any value either validates and runs, or is refused in one
+line naming its key, exit 2, with no file written.
 
-The keys are discovered from the pydantic models, not listed by hand: every int and float field of every
-section (train, sample, select, the top level) and of every registered component's config, of every role.
+The keys are discovered from the pydantic models and the registries, not listed by hand: every int and float
+field of every section (train, sample, select, the top level) and of every registered component's config, of
+every role, baselines included (``--set baselines.NAME.KEY``), so a new component is covered the day it is
+registered. ``test_every_numeric_key_is_bounded_both_ways`` holds each of them to a lower and an upper bound.
 
-The budget (about 60 s on this 2-core machine, on top of the suite's plugin import):
+The budget (about 70 s of CPU on this 2-core machine, on top of the suite's plugin import; more wall time
+when other work shares the cores):
 
-- validation: ``test_hypothesis_any_value_of_any_key_validates_or_is_refused_in_one_line`` draws 300 values
+- validation: ``test_hypothesis_any_value_of_any_key_validates_or_is_refused_in_one_line`` draws 400 values
   (any int up to +-2**70, any float with inf, nan, subnormals and +-1e300, and each key's bounds) through
   the real ``realfill config`` path in-process (``realfill.cli.main``, about 25 ms each); a refused value
   goes through ``realfill fill`` too, which must leave no run folder;
-- running: ``test_hypothesis_accepted_values_run_a_one_step_smoke_fill`` runs 4 real one-step ``fill
-  --preset smoke`` runs (tiny-sd2, lora, lama-boxes, sift), each with a value drawn for *every* numeric key of
-  the sections and of those components at once: floats over their whole declared range, ints near their
-  lower bound (a run's cost grows with counts; huge counts are refused by the validation test's bounds),
-  and seeds and sides up to their upper bound (the overflows issue 22 found after fine-tuning). A run must
-  end with exit 0 and no nan pixel, or with one line and exit 2 (weights that diverge, in training's loss or
-  in sampling's pixels, are one line too: no bound rules out every joint extreme, such as lr 0.8 with a LoRA
-  scale of 3500).
+- running: ``test_hypothesis_accepted_values_run_a_one_step_fill`` runs 5 real one-step ``fill --preset
+  smoke`` runs, each with a component drawn for every role among those that run here (no weights to
+  download: tiny-sd2, tiny-sdxl, tiny-flux, scratch-pixel; lora, full; every masking; sift, warp), every
+  baseline that runs here compared (telea, geometric, multi-homography, in-context, the tiny editors),
+  and a value drawn for *every* numeric key of the sections, of those components and of every baseline
+  at once (about 75 keys a fill): floats over their whole declared range, ints near their lower bound (a
+  run's cost grows with counts; huge counts are refused by the validation test's bounds), and seeds and
+  sides (``resolution``) up to their upper bound too. A run must end with exit 0, no nan pixel and every
+  baseline's row, or with one line and exit 2 (weights that diverge, in training's loss or in sampling's
+  pixels, are one line too: no bound rules out every joint extreme, such as lr 0.8 with a LoRA scale of
+  3500).
 
 What they found, now bounded: learning rates and weight decay of 1e300 (nan weights), a subnormal
-adam_epsilon (0 in float32: a nan loss), a LoRA alpha of 1e308 (inf in float32: 0 * inf is nan).
+adam_epsilon (0 in float32: a nan loss), a LoRA alpha of 1e308 (inf in float32: 0 * inf is nan). Issue 29:
+every key of the baselines, rankers, masking strategies and backbones that had no upper bound; and, once
+they ran, multi-homography's nan at ``reach`` 0 or subnormal, an editor ``strength`` lost in diffusers'
+rounding (no step left: a traceback after the fill), lora on scratch-pixel failing only after the run
+folder was made (now refused with the config: ``Adapter.check_backbone``).
 """
 
 from __future__ import annotations
@@ -36,7 +46,9 @@ import pytest
 from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
+from realfill.baselines import RUNNABLE_KINDS
 from realfill.cli import main
 from realfill.config import RunConfigBase
 from realfill.config_files import COMPONENT_FIELDS
@@ -53,7 +65,9 @@ def _numeric(field) -> tuple[type, list] | None:
         else (field.annotation,)
     for arg in args:
         if typing.get_origin(arg) is typing.Annotated and typing.get_args(arg)[0] in (int, float):
-            return typing.get_args(arg)[0], [*arg.__metadata__, *field.metadata]
+            # Annotated[int, Field(ge=1, le=1000)]: the FieldInfo holds the constraints in its own metadata
+            inner = [m for meta in arg.__metadata__ for m in (meta.metadata if isinstance(meta, FieldInfo) else [meta])]
+            return typing.get_args(arg)[0], [*inner, *field.metadata]
         if arg in (int, float):
             return arg, list(field.metadata)
     return None
@@ -95,12 +109,31 @@ COMPONENT_KEYS = [(role, component.name, key, kind, field)
                   for key, kind, field in numeric_keys(component.Config)]
 
 
+def runs_here(component) -> bool:
+    """A component that needs nothing to download or install (its ``needs`` name no weights, no package)."""
+    return not any(need.startswith(("weights:", "package:")) for need in component.needs)
+
+
 def test_the_keys_are_discovered():
     """A guard that the discovery finds what it must (a model change that hid the keys would pass vacuously)."""
     found = {key for key, _, _ in SECTION_KEYS}
     assert {"seed", "train.resolution", "sample.guidance_scale", "sample.steps", "select.keep_fraction"} <= found
-    assert {(role, name) for role, name, *_ in COMPONENT_KEYS} >= {("ranker", "sift"), ("adapter", "lora"),
-                                                                   ("backbone", "tiny-sd2"), ("baseline", "telea")}
+    components = {(role, name) for role, name, *_ in COMPONENT_KEYS}
+    assert components >= {("ranker", "sift"), ("adapter", "lora"), ("backbone", "tiny-sd2"), ("baseline", "telea"),
+                          ("baseline", "multi-homography"), ("baseline", "tiny-flux-kontext"), ("ranker", "warp"),
+                          ("backbone", "scratch-pixel"), ("backbone", "tiny-flux"), ("masking", "strokes")}
+    # every role with a component that has a numeric key is walked (the registries drive it, not a list)
+    assert {role for role, *_ in COMPONENT_KEYS} >= {"backbone", "adapter", "masking", "ranker", "baseline"}
+
+
+def test_every_numeric_key_is_bounded_both_ways():
+    """Issue 29: every numeric key of every section and of every registered component's config, baselines
+    included, declares a lower and an upper bound next to it (``Field(ge=..., le=...)``), so a value that
+    would crash after training (``baselines.multi-homography.clean=10**9``, ``ranker.max_keypoints=10**12``)
+    is refused by ``realfill config``."""
+    unbounded = [f"{role}:{component or ''}:{key} {_bounds(field)[:2]}" for role, component, key, _, field in ALL_KEYS
+                 if None in _bounds(field)[:2]]
+    assert not unbounded, unbounded
 
 
 def _edges(kind: type, field) -> list:
@@ -140,12 +173,26 @@ def _assert_refused(code: int, err: str, key: str) -> None:
 ALL_KEYS = [("section", None, key, kind, field) for key, kind, field in SECTION_KEYS] + COMPONENT_KEYS
 
 
-@settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def trains(backbone: str) -> str:
+    """The first adapter (lora first, the smoke preset's) that can train ``backbone``."""
+    backbone_class = PLUGINS.backbones.get(backbone)
+    names = sorted(PLUGINS.adapters.names(), key=lambda name: name != "lora")
+    return next(name for name in names if not PLUGINS.adapters.get(name).check_backbone(backbone_class))
+
+
+def dotted_key(role: str, component: str | None, key: str) -> str:
+    """How ``--set`` names a key: ``train.steps``, ``ranker.max_keypoints``, ``baselines.telea.radius``."""
+    if role == "section":
+        return key
+    return f"baselines.{component}.{key}" if role == "baseline" else f"{RUN_ROLES[role]}.{key}"
+
+
+@settings(max_examples=400, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_hypothesis_any_value_of_any_key_validates_or_is_refused_in_one_line(data, example_scene, tmp_path, capsys):
     role, component, key, kind, field = data.draw(st.sampled_from(ALL_KEYS), label="key")
     value = data.draw(any_value(kind, field), label="value")
-    if role in ("metric", "baseline"):  # not part of a run config: their configs validate on their own
+    if role == "metric":  # not part of a run config (``realfill evaluate`` makes them): validated on their own
         from pydantic import ValidationError
 
         try:
@@ -153,15 +200,18 @@ def test_hypothesis_any_value_of_any_key_validates_or_is_refused_in_one_line(dat
         except ValidationError as exc:
             assert exc.errors()[0]["loc"][0] == key
         return
-    dotted = key if role == "section" else f"{RUN_ROLES[role]}.{key}"
-    sets = [] if role == "section" else ["--set", f"{RUN_ROLES[role]}.name={component}"]
+    dotted = dotted_key(role, component, key)
+    sets = ["--set", f"{RUN_ROLES[role]}.name={component}"] if role in RUN_ROLES else []
+    if role == "backbone":  # with an adapter that trains it (smoke's lora cannot train scratch-pixel)
+        sets += ["--set", f"adapter.name={trains(component)}"]
     sets += ["--set", f"{dotted}={toml_literal(value)}"]
     code, err = _run(capsys, ["config", "--preset", "smoke", *sets])
     if code == 0:
         return
     _assert_refused(code, err, dotted)
     out = Path(tempfile.mkdtemp(dir=tmp_path)) / "run"  # one per example (tmp_path is shared)
-    code, err = _run(capsys, ["fill", str(example_scene), "--preset", "smoke", *sets, "--out", str(out)])
+    compare = ["--baseline", component] if role == "baseline" else []
+    code, err = _run(capsys, ["fill", str(example_scene), "--preset", "smoke", *compare, *sets, "--out", str(out)])
     _assert_refused(code, err, dotted)
     assert not out.exists()
 
@@ -176,7 +226,7 @@ def runnable_value(key: str, kind: type, field) -> st.SearchStrategy:
     low = 0 if low is None else int(low) + (0 if low_incl else 1)
     choices = st.integers(low, low + 2)
     name = key.split(".")[-1]
-    if name == "seed" and high is not None:
+    if name.endswith("seed") and high is not None:
         choices = st.one_of(choices, st.just(int(high)))
     if name == "max_references":  # at least the example scene's 3, or the scene itself is refused
         choices = st.integers(3, 5)
@@ -185,33 +235,54 @@ def runnable_value(key: str, kind: type, field) -> st.SearchStrategy:
     return choices
 
 
-SMOKE_COMPONENTS = {"backbone": "tiny-sd2", "adapter": "lora", "masking": "lama-boxes", "ranker": "sift"}
+#: per run role, the components that run here (no weights to download), by the registry: a new one is drawn
+#: the day it is registered
+RUNNABLE = {role: [name for name in PLUGINS.registry(role).names() if runs_here(PLUGINS.registry(role).get(name))]
+            for role in RUN_ROLES}
+#: the baselines that run here and that fill compares with (a pipeline baseline, backbone-untuned, is a run of
+#: its own, for ablate), each compared in every drawn fill
+RUNNABLE_BASELINES = [name for name in PLUGINS.baselines.names() if runs_here(PLUGINS.baselines.get(name))
+                      and PLUGINS.baselines.get(name).kind in RUNNABLE_KINDS]
+
+
+def test_the_runnable_components_are_found():
+    assert {"tiny-sd2", "tiny-flux", "scratch-pixel"} <= set(RUNNABLE["backbone"])
+    assert {"sift", "warp"} <= set(RUNNABLE["ranker"]) and "loftr" not in RUNNABLE["ranker"]
+    assert {"telea", "multi-homography", "tiny-flux-kontext", "in-context"} <= set(RUNNABLE_BASELINES)
+    assert "flux-kontext" not in RUNNABLE_BASELINES  # its weights are gated downloads
 
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("error:invalid value encountered:RuntimeWarning")  # nan pixels: a run gone to nan
 # no shrinking: each example is a fill of seconds, and shrinking one failure took over 5 minutes here (the
 # failing draws are printed whole, one line per key)
-@settings(max_examples=4, deadline=None, database=None, derandomize=True, phases=[Phase.explicit, Phase.generate],
+@settings(max_examples=5, deadline=None, database=None, derandomize=True, phases=[Phase.explicit, Phase.generate],
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                  HealthCheck.filter_too_much])
 @given(data=st.data())
-def test_hypothesis_accepted_values_run_a_one_step_smoke_fill(data, example_scene, tmp_path, capsys, one_thread):
+def test_hypothesis_accepted_values_run_a_one_step_fill(data, example_scene, tmp_path, capsys, one_thread):
+    import json
+
+    chosen = {role: data.draw(st.sampled_from(names), label=role) for role, names in RUNNABLE.items()}
     keys = [(key, kind, field) for key, kind, field in SECTION_KEYS if key not in ("train.threads",)]
-    keys += [(f"{RUN_ROLES[role]}.{key}", kind, field) for role, name, key, kind, field in COMPONENT_KEYS
-             if SMOKE_COMPONENTS.get(RUN_ROLES.get(role)) == name]
-    sets = []
+    keys += [(dotted_key(role, name, key), kind, field) for role, name, key, kind, field in COMPONENT_KEYS
+             if chosen.get(role) == name or (role == "baseline" and name in RUNNABLE_BASELINES)]
+    sets = [arg for role, name in chosen.items() for arg in ("--set", f"{RUN_ROLES[role]}.name={name}")]
     for key, kind, field in keys:
         value = data.draw(runnable_value(key, kind, field), label=key)
         sets += ["--set", f"{key}={toml_literal(value)}"]
     code, err = _run(capsys, ["config", "--preset", "smoke", *sets])
-    # cross-key rules (min_side <= max_side, ...) refuse many joint draws: those are the validation test's
-    # business; a run needs an accepted config
+    # cross-key rules (min_side <= max_side, a side the backbone's levels divide, ...) refuse many joint
+    # draws: those are the validation test's business; a run needs an accepted config
     assume(code == 0)
     out = Path(tempfile.mkdtemp(dir=tmp_path)) / "run"  # one per example (tmp_path is shared)
-    code, err = _run(capsys, ["fill", str(example_scene), "--preset", "smoke", *sets, "--no-compare", "--out", str(out)])
+    compare = [arg for name in RUNNABLE_BASELINES for arg in ("--baseline", name)]
+    code, err = _run(capsys, ["fill", str(example_scene), "--preset", "smoke", *sets, *compare, "--out", str(out)])
     if code == 0:
         assert (out / "result.png").is_file(), err
+        record = json.loads((out / "comparison.json").read_text())
+        rows = {row["method"] for row in record["methods"]} | set(record.get("skipped_baselines", {}))
+        assert set(RUNNABLE_BASELINES) <= rows, (rows, err)
         return
     # the config validated and the scene is good: the one refusal left is weights that diverge (one line,
     # from training's loss or from sampling's pixels: bounds cannot rule out every joint extreme)

@@ -339,3 +339,119 @@ def test_sample_steps_above_a_scratch_backbones_timesteps_is_refused(example_sce
                  "--set", "sample.steps=5", "--out", str(out)])
     _one_line(capsys, code, "'sample.steps'", "backbone.num_train_timesteps")
     assert not out.exists()
+
+
+# -- issue 29: images decode by their bit depth and their colour profile -----------------------------------
+
+
+def _profile(colorants: dict[bytes, tuple[float, float, float]]) -> bytes:
+    """LittleCMS's own sRGB profile (Pillow's ImageCms) with other primaries: each of ``rXYZ``, ``gXYZ``,
+    ``bXYZ`` given is its colorant's D50 XYZ, written as the profile's s15Fixed16 numbers."""
+    import struct
+
+    from PIL import ImageCms
+
+    data = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
+    for i in range(struct.unpack(">I", data[128:132])[0]):
+        signature, offset, _ = struct.unpack(">4sII", data[132 + 12 * i:144 + 12 * i])
+        if signature in colorants:
+            data[offset + 8:offset + 20] = struct.pack(">3i", *(round(v * 65536) for v in colorants[signature]))
+    return bytes(data)
+
+
+#: sRGB's primaries (D50-adapted, as LittleCMS writes them) and Display P3's (Apple's Display P3 profile)
+SRGB_COLORANTS = {b"rXYZ": (0.4361, 0.2225, 0.0139), b"gXYZ": (0.3851, 0.7169, 0.0971),
+                  b"bXYZ": (0.1431, 0.0606, 0.7141)}
+P3_COLORANTS = {b"rXYZ": (0.5151, 0.2412, -0.0011), b"gXYZ": (0.2920, 0.6922, 0.0419),
+                b"bXYZ": (0.1571, 0.0666, 0.7841)}
+
+
+def test_a_16_bit_png_scales_by_its_bit_depth_not_its_content(scene, tmp_path, capsys):
+    from realfill.scene import load_scene, read_mask, read_rgb
+
+    dark = np.full((32, 48), 200, np.uint16)  # 200 of 65535: nearly black, whatever the brightest pixel is
+    dark[::2] = 100
+    Image.fromarray(dark).save(tmp_path / "dark.png")
+    assert Image.open(tmp_path / "dark.png").mode == "I;16"
+    assert read_rgb(tmp_path / "dark.png").max() <= 1  # it read as 200/255 (mean 79) before
+    ramp = (np.arange(32 * 48).reshape(32, 48) * 41).astype(np.uint16)  # 0 .. 62976
+    Image.fromarray(ramp).save(tmp_path / "ramp.png")
+    expected = np.round(ramp / 65535 * 255).astype(np.uint8)
+    assert np.array_equal(read_rgb(tmp_path / "ramp.png"), np.repeat(expected[..., None], 3, axis=2))
+    # a 16-bit RGB PNG (written by OpenCV; Pillow decodes it to 8 bits itself) and a 16-bit mask
+    import cv2
+
+    rgb = np.zeros((8, 8, 3), np.uint16)
+    rgb[..., 2], rgb[..., 1], rgb[..., 0] = 200, 65535, 32768  # OpenCV's order is BGR
+    cv2.imwrite(str(tmp_path / "rgb16.png"), rgb)
+    assert read_rgb(tmp_path / "rgb16.png")[0, 0].tolist() == [0, 255, 128]
+    mask = np.asarray(Image.open(scene / "target" / "mask.png").convert("L")) > 127
+    Image.fromarray(mask.astype(np.uint16) * 65535).save(scene / "target" / "mask.png")
+    assert np.array_equal(read_mask(scene / "target" / "mask.png")[0], mask)
+    assert load_scene(scene).mask.sum() == mask.sum()
+    Image.fromarray(mask.astype(np.uint16) * 200).save(scene / "target" / "mask.png")  # black, in 16 bits
+    _one_line(capsys, main(["fill", str(scene), *QUICK, "--out", str(tmp_path / "run")]), "mask.png",
+              "nothing to fill")
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_embedded_icc_profile_is_converted_to_srgb(scene, tmp_path):
+    from realfill.scene import load_scene, read_rgb
+
+    # four 16 x 16 blocks (a JPEG's chroma is averaged over 2 x 2 pixels, its blocks are 8 x 8)
+    colours = np.array([[[200, 30, 10], [10, 30, 200], [128, 128, 128], [230, 120, 40]]], np.uint8)
+    colours = colours.repeat(16, axis=0).repeat(16, axis=1)
+    plain = tmp_path / "plain.png"
+    Image.fromarray(colours).save(plain)
+    assert np.array_equal(read_rgb(plain), colours)  # no profile: the values as they are
+    # LittleCMS's sRGB profile, embedded: the same colours (to a rounding step)
+    Image.fromarray(colours).save(tmp_path / "srgb.png", icc_profile=_profile({}))
+    assert np.abs(read_rgb(tmp_path / "srgb.png").astype(int) - colours).max() <= 1
+    # red and blue primaries swapped: what the file calls red is sRGB's blue, so the colours come out swapped
+    swapped = _profile({b"rXYZ": SRGB_COLORANTS[b"bXYZ"], b"bXYZ": SRGB_COLORANTS[b"rXYZ"]})
+    Image.fromarray(colours).save(tmp_path / "swapped.png", icc_profile=swapped)
+    assert np.abs(read_rgb(tmp_path / "swapped.png").astype(int) - colours[..., ::-1]).max() <= 2
+    # Display P3 (a phone's photos): its primaries are more saturated than sRGB's, so a warm colour comes
+    # out more saturated in sRGB (more red, less green and blue) and a gray stays gray; in a JPEG too
+    for name in ("p3.png", "p3.jpg"):
+        Image.fromarray(colours).save(tmp_path / name, icc_profile=_profile(P3_COLORANTS), quality=100)
+        p3 = read_rgb(tmp_path / name).astype(int)
+        raw = np.asarray(Image.open(tmp_path / name)).astype(int)
+        r, g, b = p3[8, 56]
+        assert r > raw[8, 56, 0] + 5 and g < raw[8, 56, 1] and b < raw[8, 56, 2] - 5, (p3[8, 56], raw[8, 56])
+        assert np.abs(p3[8, 40] - raw[8, 40]).max() <= 2 and np.ptp(p3[8, 40]) <= 2
+    # and the scene's images go through it: a target saved with the swapped profile loads swapped back
+    target = np.asarray(Image.open(scene / "target" / "target.png").convert("RGB"))
+    Image.fromarray(target[..., ::-1].copy()).save(scene / "target" / "target.png", icc_profile=swapped)
+    assert np.abs(load_scene(scene).target.astype(int) - target).max() <= 2
+
+
+def test_an_icc_profile_that_cannot_be_applied_is_one_line_naming_the_file(scene, tmp_path, capsys):
+    reference = scene / "ref" / "left_b.png"
+    Image.open(reference).save(reference, icc_profile=b"not a profile" * 20)
+    out = tmp_path / "run"
+    _one_line(capsys, main(["fill", str(scene), *QUICK, "--out", str(out)]), str(reference), "ICC profile")
+    assert not out.exists()
+
+
+ISSUE_29_REFUSED = [
+    ["--set", "baselines.multi-homography.clean=1000000000"],
+    ["--set", "baselines.telea.radius=1e20"],
+    ["--set", "baselines.tiny-flux-kontext.device=banana"],
+    ["--set", "ranker.max_keypoints=1000000000000"],
+    ["--set", "train.warmup_steps=3"],  # with the smoke preset's constant schedule
+]
+
+
+def test_a_refused_value_leaves_the_run_folder_byte_identical(example_scene, tmp_path, capsys):
+    """Issue 29: each value refused with the config is refused before the run folder is touched, on a
+    --resume of a finished run and on a plain rerun into it alike."""
+    out = tmp_path / "run"
+    assert main(["fill", str(example_scene), *QUICK, "--no-compare", "--out", str(out)]) == 0
+    capsys.readouterr()
+    before = _snapshot(out)
+    for bad in ISSUE_29_REFUSED:
+        for resume in ([], ["--resume"]):
+            _one_line(capsys, main(["fill", str(example_scene), *QUICK, *bad, "--out", str(out), *resume]),
+                      bad[-1].split("=")[0].split(".")[-1])
+            assert _snapshot(out) == before, bad

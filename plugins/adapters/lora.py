@@ -46,6 +46,13 @@ class Lora(Adapter):
         return LoraConfig(r=c.rank, lora_alpha=float(c.alpha), lora_dropout=c.dropout, init_lora_weights="gaussian",
                           target_modules=list(targets))
 
+    @classmethod
+    def check_backbone(cls, backbone) -> str | None:
+        if not backbone.diffusers_pipeline:
+            return f"adapter 'lora' saves through a diffusers pipeline, which backbone '{backbone.name}' has not; " \
+                   "use --adapter full"
+        return None
+
     @staticmethod
     def _pipeline(model):
         pipeline = getattr(model, "pipeline", None)

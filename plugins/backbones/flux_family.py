@@ -28,7 +28,7 @@ from pydantic import Field
 from torch import nn
 
 from realfill.attention import attention_processor
-from realfill.components import Backbone, ComponentConfig, SamplingDefaults
+from realfill.components import GUIDANCE_MAX, Backbone, ComponentConfig, SamplingDefaults
 from realfill.diffusion import InpaintModel, loss_weights
 from realfill.errors import UserError
 
@@ -78,11 +78,16 @@ class FlowMatchingSettings(ComponentConfig):
     # how timesteps are drawn and errors weighted (compute_density_for_timestep_sampling /
     # compute_loss_weighting_for_sd3): logit_normal (default), mode, sigma_sqrt, cosmap, none (uniform)
     weighting_scheme: Literal["logit_normal", "mode", "sigma_sqrt", "cosmap", "none"] = "logit_normal"
-    logit_mean: float = 0.0
-    logit_std: float = Field(1.0, gt=0)
-    mode_scale: float = 1.29
-    # the guidance embedding in training (examples/flux-fill trains Fill with --guidance_scale=1)
-    guidance: float = Field(1.0, ge=0)
+    # the logit-normal's mean and spread: at +-10 sigmoid(u) is already 0 or 1 to 4 decimals (every draw at
+    # one end of the schedule), so wider ones change nothing but can overflow
+    logit_mean: float = Field(0.0, ge=-10, le=10)
+    logit_std: float = Field(1.0, gt=0, le=10)
+    # "mode": u = 1 - u - mode_scale * (cos(pi u / 2)^2 - 1 + u) stays in [0, 1] (an index the schedule has)
+    # for every u only for mode_scale in [-1, 7.2] (SD3's default 1.29); outside it a negative index is read
+    mode_scale: float = Field(1.29, ge=-1, le=7.2)
+    # the guidance embedding in training (examples/flux-fill trains Fill with --guidance_scale=1); at most
+    # GUIDANCE_MAX, as sample.guidance_scale (1e308 is inf in the embedding: a nan loss)
+    guidance: float = Field(1.0, ge=0, le=GUIDANCE_MAX)
 
 
 class FluxBackbone(Backbone):

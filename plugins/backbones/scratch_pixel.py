@@ -32,12 +32,17 @@ DISCLAIMER = (
 class ScratchPixelConfig(ComponentConfig):
     name: Literal["scratch-pixel"] = "scratch-pixel"
     seed: Seed = 0  # the random initial weights' seed
-    block_out_channels: tuple[Annotated[int, Field(ge=1, le=4096)], ...] = (32, 64, 64)  # one entry per level
-    layers_per_block: int = Field(1, ge=1)
-    attention_levels: int = Field(0, ge=0)  # self-attention in this many of the lowest-resolution levels
-    norm_num_groups: int = Field(8, ge=1)
+    # one entry per level, at most 8 levels: each halves the side, and a side must be a multiple of
+    # 2 ** (levels - 1) (8 levels: of 128 px, above most training sides here)
+    block_out_channels: tuple[Annotated[int, Field(ge=1, le=4096)], ...] = Field((32, 64, 64), max_length=8)
+    # at most 16 resnet layers per level (SD's UNet has 2): 100000 built a model no memory holds
+    layers_per_block: int = Field(1, ge=1, le=16)
+    # self-attention in this many of the lowest-resolution levels (at most the levels; 8 the most levels)
+    attention_levels: int = Field(0, ge=0, le=8)
+    norm_num_groups: int = Field(8, ge=1, le=4096)  # at most the most channels a level has
     prediction_type: Literal["sample", "epsilon", "v_prediction"] = "sample"
-    num_train_timesteps: int = Field(1000, ge=2)
+    # at most 100000 (100x SD's 1000): the schedule's tables are this long
+    num_train_timesteps: int = Field(1000, ge=2, le=100_000)
     beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "linear"
     channels_last: bool = False
 
@@ -122,6 +127,7 @@ class ScratchPixel(Backbone):
     native_resolution = 64  # no published weights: the UNet's default sample size (the cpu preset sets 48)
     needs = ()
     disclaimer = DISCLAIMER
+    diffusers_pipeline = False  # a bare UNet: only the full adapter trains it
     Config = ScratchPixelConfig
 
     def load(self, device="cpu", dtype=None):

@@ -24,14 +24,16 @@ by ``weights_seed``, with a byte-level Qwen2 tokenizer and a Qwen-style chat tem
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 from pydantic import Field
 
+from realfill.components import GUIDANCE_MAX, STEPS_MAX, Seed
 from realfill.hookspecs import hookimpl
 from realfill_plugins.backbones.tiny import in_dtype
 from realfill_plugins.baselines.reference_editing import (
+    TINY_EDIT_SIDE_MAX,
     EditorSettings,
     ReferenceEditor,
     choose_reference,
@@ -63,11 +65,16 @@ class Flux2Klein(ReferenceEditor):
     class Config(EditorSettings):
         name: Literal["flux2-klein"] = "flux2-klein"
         model: str = DEFAULT_MODEL
-        steps: int = Field(50, ge=1)
-        guidance: float = Field(8.0, ge=0)  # true CFG (ignored by a step-distilled checkpoint)
-        strength: float = Field(1.0, gt=0, le=1)
+        steps: int = Field(50, ge=1, le=STEPS_MAX)
+        guidance: float = Field(8.0, ge=0, le=GUIDANCE_MAX)  # true CFG (ignored by a step-distilled checkpoint)
+        # at least 1e-3: diffusers keeps steps - int(steps * (1 - strength)) steps, none for a strength lost in
+        # the rounding (5e-324 ended the fill with a traceback)
+        strength: float = Field(1.0, ge=1e-3, le=1)
         max_sequence_length: int = Field(512, ge=1, le=512)
-        text_encoder_out_layers: tuple[int, ...] = (9, 18, 27)
+        # the Qwen3 text encoder's layers whose states are stacked (1 to 8 of them, each at most 64: the 8B
+        # model has 36; a layer the encoder lacks fails only once the editor runs)
+        text_encoder_out_layers: tuple[Annotated[int, Field(ge=0, le=64)], ...] = Field(
+            (9, 18, 27), min_length=1, max_length=8)
 
     def call_arguments(self, scene, size):
         c = self.config
@@ -136,12 +143,13 @@ class TinyFlux2Klein(Flux2Klein):
     class Config(Flux2Klein.Config):
         name: Literal["tiny-flux2-klein"] = "tiny-flux2-klein"
         model: Literal["tiny"] = "tiny"
-        weights_seed: int = 0
+        weights_seed: Seed = 0
         dtype: Literal["float32", "float16", "bfloat16"] = "float32"
-        steps: int = Field(4, ge=1)
-        resolution: int | None = Field(64, ge=16)
+        steps: int = Field(4, ge=1, le=STEPS_MAX)
+        resolution: int | None = Field(64, ge=16, le=TINY_EDIT_SIDE_MAX)
         max_sequence_length: int = Field(TINY_TOKENS, ge=1, le=TINY_TOKENS)
-        text_encoder_out_layers: tuple[int, ...] = (1, 2, 3)  # the tiny Qwen3's three layers
+        text_encoder_out_layers: tuple[Annotated[int, Field(ge=0, le=3)], ...] = Field(  # the tiny Qwen3's three
+            (1, 2, 3), min_length=1, max_length=8)
 
     def build_pipeline(self, dtype):
         return in_dtype(build_tiny_flux2_klein(self.config.weights_seed), dtype)

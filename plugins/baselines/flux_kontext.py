@@ -25,10 +25,12 @@ from typing import Literal
 
 from pydantic import Field
 
+from realfill.components import GUIDANCE_MAX, STEPS_MAX, Seed
 from realfill.hookspecs import hookimpl
 from realfill_plugins.backbones.tiny import in_dtype
 from realfill_plugins.backbones.tiny_flux import tiny_flux_parts
-from realfill_plugins.baselines.reference_editing import (EditorSettings, ReferenceEditor, choose_reference, pil,
+from realfill_plugins.baselines.reference_editing import (TINY_EDIT_SIDE_MAX, EditorSettings, ReferenceEditor,
+                                                          choose_reference, pil,
                                                           working_size)
 
 DEFAULT_MODEL = "black-forest-labs/FLUX.1-Kontext-dev"
@@ -50,9 +52,11 @@ class FluxKontext(ReferenceEditor):
     class Config(EditorSettings):
         name: Literal["flux-kontext"] = "flux-kontext"
         model: str = DEFAULT_MODEL
-        steps: int = Field(28, ge=1)
-        guidance: float = Field(3.5, ge=0)  # embedded guidance (guidance-distilled)
-        strength: float = Field(1.0, gt=0, le=1)
+        steps: int = Field(28, ge=1, le=STEPS_MAX)
+        guidance: float = Field(3.5, ge=0, le=GUIDANCE_MAX)  # embedded guidance (guidance-distilled)
+        # at least 1e-3: diffusers keeps steps - int(steps * (1 - strength)) steps, none for a strength lost in
+        # the rounding (5e-324 ended the fill with a traceback)
+        strength: float = Field(1.0, ge=1e-3, le=1)
         max_sequence_length: int = Field(512, ge=1, le=512)
 
     def call_arguments(self, scene, size):
@@ -88,10 +92,10 @@ class TinyFluxKontext(FluxKontext):
     class Config(FluxKontext.Config):
         name: Literal["tiny-flux-kontext"] = "tiny-flux-kontext"
         model: Literal["tiny"] = "tiny"
-        weights_seed: int = 0
+        weights_seed: Seed = 0
         dtype: Literal["float32", "float16", "bfloat16"] = "float32"
-        steps: int = Field(4, ge=1)
-        resolution: int | None = Field(64, ge=16)
+        steps: int = Field(4, ge=1, le=STEPS_MAX)
+        resolution: int | None = Field(64, ge=16, le=TINY_EDIT_SIDE_MAX)
         max_sequence_length: int = Field(32, ge=1, le=32)  # the tiny T5's
 
     def build_pipeline(self, dtype):

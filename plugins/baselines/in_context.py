@@ -64,9 +64,10 @@ class InContextBaseline(Baseline):
     class Config(ComponentConfig):
         name: Literal["in-context"] = "in-context"
         #: the canvas's area in native squares (the backbone's native side squared)
-        canvas_area: float = Field(2.0, gt=0)
-        #: references on the canvas (the scene's first ones)
-        max_references: int = Field(5, ge=1)
+        #: (at most 16: a canvas of 4x the native side, as an explicit sample.resolution at most)
+        canvas_area: float = Field(2.0, gt=0, le=16)
+        #: references on the canvas (the scene's first ones; at most 1000, as max_references)
+        max_references: int = Field(5, ge=1, le=1000)
         #: None: the run's sampling prompt (as ``backbone-untuned`` samples with)
         prompt: str | None = None
 

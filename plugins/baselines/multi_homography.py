@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 from pydantic import Field
 
-from realfill.components import Baseline, BaselineResult, ComponentConfig
+from realfill.components import SIDE_MAX, Baseline, BaselineResult, ComponentConfig
 from realfill.hookspecs import hookimpl
 from realfill_plugins.baselines.geometric import match_colours, sift_features
 
@@ -100,7 +100,9 @@ def multi_homography(scene, max_planes: int = 4, min_inliers: int = 12, band: in
         ring_labels = labels.ravel()[ring_index]
         label_to_pixel[ring_labels] = ring_index
         nearest = label_to_pixel[labels.ravel()]
-        near = np.exp(-distance.ravel() / reach) if reach > 0 else np.zeros(h * w)
+        # in float64: OpenCV's float32 distances would make a subnormal reach 0, and 0 / 0 nan
+        with np.errstate(over="ignore"):  # a tiny reach: distance / reach is inf, and exp(-inf) the 0 meant
+            near = np.exp(-distance.ravel().astype(np.float64) / reach) if reach > 0 else np.zeros(h * w)
         errors, overall = [], []
         for candidate in candidates:
             error = np.abs(candidate["image"].astype(np.float64) - target).mean(axis=2)
@@ -111,10 +113,13 @@ def multi_homography(scene, max_planes: int = 4, min_inliers: int = 12, band: in
         costs = np.full((len(candidates), h * w), np.inf)
         for c, candidate in enumerate(candidates):
             candidate["band_error"] = round(overall[c], 2)
-            if not overall[c] <= reject * best_overall:  # a plane the known pixels contradict: Telea is better
+            # a plane the known pixels contradict (or that sees none of them): Telea is better
+            if not (np.isfinite(overall[c]) and overall[c] <= reject * best_overall):
                 continue
             local = _band_error_in_hole(errors[c], ring & candidate["valid"], nearest, smooth)
-            cost = np.where(np.isfinite(local), near * local + (1 - near) * overall[c], overall[c])
+            finite = np.isfinite(local)  # only there: near 0 (reach 0) times an inf local error is nan
+            cost = np.full(h * w, overall[c])
+            cost[finite] = near[finite] * local[finite] + (1 - near[finite]) * overall[c]
             costs[c] = np.where(candidate["valid"].ravel(), cost, np.inf)
         best = np.argmin(costs, axis=0)
         has = np.isfinite(costs.min(axis=0))
@@ -151,13 +156,20 @@ class MultiHomographyBaseline(Baseline):
 
     class Config(ComponentConfig):
         name: Literal["multi-homography"] = "multi-homography"
-        max_planes: int = Field(4, ge=1)
-        min_inliers: int = Field(12, ge=4)
-        band: int = Field(12, ge=1)
-        smooth: float = Field(24.0, gt=0)
-        clean: int = Field(7, ge=1)
-        reach: float = Field(32.0, ge=0)
-        reject: float = Field(2.0, ge=1)
+        # at most 16 planes a reference (each is a RANSAC over the remaining matches; TransFill fits a few,
+        # and the per-pixel choice is a uint8 over every plane of every reference)
+        max_planes: int = Field(4, ge=1, le=16)
+        min_inliers: int = Field(12, ge=4, le=65536)  # at most the most SIFT matches (sift.max_keypoints)
+        # the known band around the hole, px: at most 1024 (its square kernel is (2 band + 1)^2 bytes;
+        # 10**9 asked OpenCV for 250 GB)
+        band: int = Field(12, ge=1, le=1024)
+        # the band error's Gaussian sigma, px: at most 256 (OpenCV's kernel is ~8 sigma wide, every pixel)
+        smooth: float = Field(24.0, gt=0, le=256)
+        # the median filter's side, px: at most 255 (OpenCV's median of uint8 takes any odd side; 10**9
+        # asked for 250 GB)
+        clean: int = Field(7, ge=1, le=255)
+        reach: float = Field(32.0, ge=0, le=SIDE_MAX)  # px: beyond any image, the fall-off is flat
+        reject: float = Field(2.0, ge=1, le=1e6)  # a ratio of errors: 1e6 keeps every plane
 
     def complete(self, scene) -> BaselineResult:
         c = self.config

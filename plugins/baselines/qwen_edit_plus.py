@@ -33,6 +33,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from realfill.components import GUIDANCE_MAX, STEPS_MAX, Seed
 from realfill.hookspecs import hookimpl
 from realfill_plugins.baselines.reference_editing import EditorSettings, ReferenceEditor, pil, working_size
 
@@ -58,8 +59,8 @@ class QwenEditPlus(ReferenceEditor):
     class Config(EditorSettings):
         name: Literal["qwen-edit-plus"] = "qwen-edit-plus"
         model: str = DEFAULT_MODEL
-        steps: int = Field(50, ge=1)
-        guidance: float = Field(4.0, ge=0)  # true_cfg_scale
+        steps: int = Field(50, ge=1, le=STEPS_MAX)
+        guidance: float = Field(4.0, ge=0, le=GUIDANCE_MAX)  # true_cfg_scale
         prompt: str = PROMPT
         negative_prompt: str = " "
         max_sequence_length: int = Field(512, ge=1, le=1024)

@@ -26,7 +26,8 @@ import torch
 from PIL import Image
 from pydantic import Field
 
-from realfill.components import Baseline, BaselineResult, ComponentConfig
+from realfill.components import (GUIDANCE_MAX, STEPS_MAX, Baseline, BaselineResult, ComponentConfig, Pixels,
+                                 Seed)
 from realfill.device import resolve_device
 from realfill.diffusion import TORCH_DTYPES
 from realfill.sampling import blend_weights, composite
@@ -39,21 +40,30 @@ COMPLETION_PROMPT = ("Fill in the missing region of the photo so that it shows t
                      "image, matching its content, lighting and perspective")
 
 
+#: an editor's longest side: twice the 1024 px the FLUX and Qwen editors were trained at (4x their pixels)
+EDIT_SIDE_MAX = 2048
+#: a tiny editor's: four times its 64 px (its attention is over every token of target and reference)
+TINY_EDIT_SIDE_MAX = 256
+
+
 class EditorSettings(ComponentConfig):
     """Settings every reference editor has; each editor sets its pipeline's defaults."""
 
     model: str  # a diffusers folder or a hub id looked for in the local model cache
     dtype: Literal["float32", "float16", "bfloat16"] = "bfloat16"
-    device: str = "auto"  # "auto": the first CUDA GPU where torch sees one, else the CPU
-    steps: int = Field(28, ge=1)
-    guidance: float = Field(3.5, ge=0)
+    # "auto": the first CUDA GPU where torch sees one, else the CPU; a device this machine lacks is refused
+    # with the config (realfill.config.check_baseline_settings), before any work
+    device: str = "auto"
+    steps: int = Field(28, ge=1, le=STEPS_MAX)
+    guidance: float = Field(3.5, ge=0, le=GUIDANCE_MAX)
     prompt: str = COMPLETION_PROMPT
-    seed: int = 0
-    #: the longer side to edit at (a multiple of 16 is taken); None: the pipeline's own sizing rule
-    resolution: int | None = Field(None, ge=16)
+    seed: Seed = 0
+    #: the longer side to edit at (a multiple of 16 is taken); None: the pipeline's own sizing rule. At most
+    #: EDIT_SIDE_MAX (100000 was killed for its memory)
+    resolution: int | None = Field(None, ge=16, le=EDIT_SIDE_MAX)
     reference: Literal["best-match", "first"] = "best-match"
-    mask_dilate: int = Field(8, ge=0)  # pixels at the target's size, as sample.mask_dilate
-    feather: int = Field(8, ge=0)
+    mask_dilate: Pixels = 8  # pixels at the target's size, as sample.mask_dilate
+    feather: Pixels = 8
 
 
 def reference_order(scene) -> list[dict]:

@@ -26,7 +26,9 @@ class TeleaBaseline(Baseline):
 
     class Config(ComponentConfig):
         name: Literal["telea"] = "telea"
-        radius: int = Field(5, ge=1)
+        # at most 256 px (OpenCV's own examples use 3; each hole pixel weighs every known pixel within it,
+        # and 1e20 overflowed OpenCV's int)
+        radius: int = Field(5, ge=1, le=256)
 
     def complete(self, scene) -> BaselineResult:
         return telea(scene, self.config.radius)

