@@ -95,6 +95,14 @@ def add_config_arguments(parser: argparse.ArgumentParser, *, out: bool = True) -
         group.add_argument("--out", type=Path, help="the run folder (default: runs/SCENE-RUNNAME)")
 
 
+def add_tracker_argument(parser: argparse.ArgumentParser) -> None:
+    """``--tracker NAME`` (repeatable) on fill, train and ablate: where the run is also logged (TensorBoard,
+    MLflow, a plugin's; docs/tracking.md). Report only, so not part of the run config."""
+    parser.add_argument("--tracker", dest="trackers", action="append", default=[], metavar="NAME",
+                        help="also log the run to this tracker (repeatable): tensorboard, mlflow, or one a plugin "
+                        "registers (realfill plugins); needs the extra: pip install 'realfill[tracking]'")
+
+
 def config_roles(parser: argparse.ArgumentParser) -> tuple[Role, ...]:
     """The roles whose component a run config names, as ``build_parser`` gave them to this parser."""
     return tuple(role for role in getattr(parser, "roles", BUILTIN_ROLES) if role.field is not None)
