@@ -46,7 +46,7 @@ figure{display:inline-block;margin:4px;vertical-align:top;text-align:center}
 figure img{max-height:220px;max-width:420px;border:1px solid #ccc;display:block}
 figure.small img{max-height:110px;max-width:200px}figcaption{font-size:12px;color:#555;max-width:420px}
 .strip img{max-width:100%;border:1px solid #ccc}.note{color:#8a5a00}.muted{color:#777}
-.grid td{text-align:left;vertical-align:top}
+.grid td{text-align:left;vertical-align:top}.wide{overflow-x:auto}.each .strip img{max-height:160px;width:auto}
 """
 
 _SORT_JS = """
@@ -76,8 +76,8 @@ document.querySelectorAll('table.sortable').forEach(function(table){
 
 _BASE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title>
-<meta name="viewport" content="width=device-width, initial-scale=1"><style>{{ css }}</style></head>
-<body><h1>{{ title }}</h1>{% block body %}{% endblock %}<script>{{ js }}</script></body></html>
+<meta name="viewport" content="width=device-width, initial-scale=1"><style>{{ css|safe }}</style></head>
+<body><h1>{{ title }}</h1>{% block body %}{% endblock %}<script>{{ js|safe }}</script></body></html>
 """
 
 _MACROS = """
@@ -107,8 +107,8 @@ _RUN = _MACROS + """{% extends "base" %}{% block body %}
 _ABLATION = _MACROS + """{% extends "base" %}{% block body %}
 <p class="muted">{{ subtitle }}</p>
 <h2>Runs</h2><p class="muted">click a column to sort by it (↑ higher is better, ↓ lower)</p>
-<table class="sortable" id="runs"><thead><tr>{% for h in runs.headings %}<th{% if loop.index <= runs.text_columns %} class="t"{% endif %}>{{ h }}</th>{% endfor %}</tr></thead>
-<tbody>{% for row in runs.rows %}<tr>{% for cell in row %}<td data-sort="{{ cell.sort }}"{% if loop.index <= runs.text_columns %} class="t"{% endif %}>{{ value(cell.value) }}</td>{% endfor %}</tr>{% endfor %}</tbody></table>
+<div class="wide"><table class="sortable" id="runs"><thead><tr>{% for h in runs.headings %}<th{% if loop.index <= runs.text_columns %} class="t"{% endif %}>{{ h }}</th>{% endfor %}</tr></thead>
+<tbody>{% for row in runs.rows %}<tr>{% for cell in row %}<td data-sort="{{ cell.sort }}"{% if loop.index <= runs.text_columns %} class="t"{% endif %}>{{ value(cell.value) }}</td>{% endfor %}</tr>{% endfor %}</tbody></table></div>
 {% if realbench %}<h2>RealBench table</h2>
 <table id="realbench"><thead><tr><th class="t">method</th>{% for h in realbench.headings %}<th>{{ h }}</th>{% endfor %}<th>scenes</th></tr></thead><tbody>
 {% for row in realbench.rows %}<tr><td class="t">{{ row.label }}</td>{% for cell in row.cells %}<td{% if cell.best %} class="best"{% endif %}>{{ value(cell.value) }}</td>{% endfor %}<td>{{ row.scenes }}</td></tr>{% endfor %}
@@ -116,8 +116,8 @@ _ABLATION = _MACROS + """{% extends "base" %}{% block body %}
 {% for grid in grids %}<h2>Axis: {{ grid.axis }}</h2><table class="grid"><thead><tr><th class="t">{{ grid.axis }}</th>{% for scene in grid.scenes %}<th class="t">{{ scene }}</th>{% endfor %}</tr></thead><tbody>
 {% for row in grid.rows %}<tr><td>{{ row.value }}</td>{% for cell in row.cells %}<td>{% for src, caption in cell %}{{ fig(src, caption, 'small') }}{% endfor %}</td>{% endfor %}</tr>{% endfor %}</tbody></table>{% endfor %}
 <h2>Each run</h2>
-{% for run in each %}<h3>{{ run.title }}</h3>{% if run.error %}<p class="note">{{ run.error }}</p>{% endif %}
-{% for src, caption in run.pictures %}{{ fig(src, caption, 'small') }}{% endfor %}{% if run.strip %}<figure class="strip"><img src="{{ run.strip[0]|urlencode }}" alt="{{ run.strip[1] }}"><figcaption>{{ run.strip[1] }}</figcaption></figure>{% endif %}{% endfor %}
+{% for run in each %}<div class="each"><h3>{{ run.title }}</h3>{% if run.error %}<p class="note">{{ run.error }}</p>{% endif %}
+{% for src, caption in run.pictures %}{{ fig(src, caption, 'small') }}{% endfor %}{% if run.strip %}<figure class="strip"><img src="{{ run.strip[0]|urlencode }}" alt="{{ run.strip[1] }}"><figcaption>{{ run.strip[1] }}</figcaption></figure>{% endif %}</div>{% endfor %}
 {% endblock %}
 """
 

@@ -362,6 +362,11 @@ def fine_tune(
                                 f"{DTYPE_NAMES.get(model.dtype, model.dtype)}, mixed precision "
                                 f"{trainer.mixed_precision}); lower train.lr_unet, or train in float32")
             progress.update(task, completed=step, loss=f"{loss:.4f}")
+            if is_validation_step(train, step) and not strip_path(run_dir, step).is_file():  # resumed: kept
+                images = trainer.sample_validation(scene, config)
+                path = write_strip(run_dir, step, images)
+                if plugins is not None:
+                    plugins.validation_done(run_dir=run_dir, step=step, path=path, images=images)
             if logs:
                 rates = trainer.learning_rates()
                 seconds = time.perf_counter() - start
@@ -371,11 +376,6 @@ def fine_tune(
                     plugins.train_step_end(step=step, loss=loss, learning_rates=rates, seconds=seconds)
             if on_step is not None:
                 on_step(step, loss)
-            if is_validation_step(train, step) and not strip_path(run_dir, step).is_file():  # resumed: kept
-                images = trainer.sample_validation(scene, config)
-                path = write_strip(run_dir, step, images)
-                if plugins is not None:
-                    plugins.validation_done(run_dir=run_dir, step=step, path=path, images=images)
             if checkpoints:
                 save_checkpoint(trainer, run_dir)
     trainer.finish()

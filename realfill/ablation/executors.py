@@ -24,6 +24,7 @@ from realfill.errors import MissingWeightsError, UserError
 from realfill.evaluation import RUN_RECORD, build_metrics, evaluate_run
 import realfill.plugins as plugins_module
 from realfill.scene import load_scene, read_rgb
+from realfill.tracking import Trackers
 
 # -- measuring a stage -------------------------------------------------------------------------------
 
@@ -141,7 +142,8 @@ def _train_body(task, plugins, progress):
         observer = _StepObserver(config.train.steps, progress)
         plugins.register(observer, name=f"ablation-progress-{id(observer)}")
     try:
-        _stage_api().train_stage(scene, config, directory, plugins=plugins)
+        with _trackers(task, plugins, task["config"]):
+            _stage_api().train_stage(scene, config, directory, plugins=plugins)
     finally:
         if observer is not None:
             plugins.pm.unregister(observer)
@@ -179,6 +181,12 @@ def _baseline_body(task, plugins, progress):
     return {}
 
 
+def _trackers(task: dict, plugins, config: dict | None):
+    """The ablation's trackers (``--tracker``), started for this stage under its own name."""
+    return Trackers(task.get("trackers") or (), plugins).start(Path(task["track_dir"]), task["track_name"], config) \
+        if task.get("trackers") else Trackers((), plugins)
+
+
 def _evaluate_into(task: dict, plugins, record: dict) -> None:
     run_dir = Path(task["dir"])
     metrics = build_metrics(plugins, task.get("metrics") or None, {k: Path(v) for k, v in task.get("metric_weights", {}).items()})
@@ -211,6 +219,9 @@ def run_final_stage(task: dict, progress: Callable | None = None) -> dict:
         _write_json(run_dir / RUN_RECORD, {"scene": task["scene"], "label": task["label"], "overrides": task["overrides"]})
         out = (_baseline_body if task.get("baseline") else _rank_body)(task, plugins, progress)
         _evaluate_into(task, plugins, out)
+        if task.get("trackers"):
+            with _trackers(task, plugins, task.get("config")) as trackers:
+                trackers.log_metrics(out.get("metrics", {}), step=(task.get("config") or {}).get("train", {}).get("steps", 0))
         return out
 
     return _stage(task, body, progress)

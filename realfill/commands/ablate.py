@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from realfill.cli import config_roles
+from realfill.cli import add_tracker_argument, config_roles
 from realfill.errors import UserError
 from realfill.runfolder import RunLock
 
@@ -61,6 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      "num_gpus or memory), e.g. train.num_gpus=1 (default: training and sampling one GPU where "
                      "the run's device is a GPU, every stage one CPU)")
     run.add_argument("--no-tui", action="store_true", help="plain lines instead of the live terminal UI")
+    add_tracker_argument(run)
     run.add_argument("--metric", action="append", default=[], metavar="NAME", help="only these metrics (repeatable)")
     run.add_argument("--metric-weights", action="append", default=[], metavar="NAME=PATH",
                      help="local weights for a learned metric, e.g. dino=/models/dino-vits16")
@@ -147,6 +148,9 @@ def run(args: argparse.Namespace, ctx) -> int:
 
     if args.address and args.executor != "ray":
         raise UserError("--address is for --executor ray")
+    from realfill.tracking import check_trackers
+
+    check_trackers(args.trackers, ctx.plugins)  # unknown or not installed: one line, before anything runs
     base, configurations = configurations_from_args(args, ctx.plugins)
     weights = parse_metric_weights(args.metric_weights)
     for name in [*args.metric, *weights]:
@@ -165,9 +169,10 @@ def run(args: argparse.Namespace, ctx) -> int:
         try:
             with make_reporter(ctx.console, ctx.plugins, tui=not args.no_tui) as reporter:
                 outcome = run_ablation(plan, executor, reporter, metrics=args.metric, metric_weights=weights,
-                                       blocked=blocked, plugins=ctx.plugins)
+                                       blocked=blocked, plugins=ctx.plugins, trackers=args.trackers)
         finally:
             if hasattr(executor, "close"):
                 executor.close()
-    ctx.console.print(f"results: {plan.out / 'results.csv'}, {plan.out / 'report.md'}", soft_wrap=True)
+    ctx.console.print(f"results: {plan.out / 'results.csv'}, {plan.out / 'report.md'}, {plan.out / 'report.html'}",
+                      soft_wrap=True)
     return 1 if outcome.failed else 0
