@@ -186,7 +186,7 @@ def loss_svg(entries: list[dict], width: int = 640, height: int = 240) -> str:
 
     points = " ".join(f"{x(s):.1f},{y(v):.1f}" for s, v in zip(steps, losses, strict=True))
     dots = "".join(f'<circle cx="{x(s):.1f}" cy="{y(v):.1f}" r="2.5"/>' for s, v in zip(steps, losses, strict=True))
-    return (f'<svg id="loss-curve" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+    return (f'<svg id="loss-curve" width="{width}" height="{height}" '
             f'viewBox="0 0 {width} {height}" role="img" aria-label="training loss">'
             f'<rect x="{left}" y="{top}" width="{width - left - right}" height="{height - top - bottom}" '
             'fill="#fafafa" stroke="#bbb"/>'
@@ -277,7 +277,7 @@ def write_run_report(run_dir: Path) -> Path:
         subtitle=f"scene {Path(record['scene']).name}" if record.get("scene") else run_dir.name,
         notes=notes, inputs=inputs, results=results, metrics=_metrics_table(comparison), samples=samples,
         strips=strips, curve=loss_svg(read_train_log(run_dir / TRAIN_LOG)))
-    return atomic_write_text(run_dir / REPORT_FILE, html)
+    return atomic_write_text(run_dir / REPORT_FILE, html.lstrip())
 
 
 # -- an ablation -------------------------------------------------------------------------------------
@@ -359,7 +359,7 @@ def write_ablation_report(out: Path, rows: list[dict], runs: list[dict], *, axes
         title=f"realfill ablation: {out.name}", css=_CSS, js=_SORT_JS,
         subtitle=f"{len(rows)} runs over {len(scenes)} scenes: {', '.join(scenes)}",
         runs=_runs_table(rows, components, metrics, better), realbench=_realbench(realbench), grids=grids, each=each)
-    return atomic_write_text(out / REPORT_FILE, html)
+    return atomic_write_text(out / REPORT_FILE, html.lstrip())
 
 
 def _metric_caption(row: dict, metrics: list[str]) -> str:

@@ -24,18 +24,6 @@ needs_mlflow = pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m 
                                   reason="the tracking extra is not installed: pip install 'realfill[tracking]'")
 
 
-@pytest.fixture(scope="module")
-def tracked_run(tmp_path_factory, example_scene):
-    """The issue's check command, in process (its run folder is shared with tests/test_report.py's checks)."""
-    if importlib.util.find_spec("tensorboard") is None:
-        pytest.skip("the tracking extra is not installed: pip install 'realfill[tracking]'")
-    out = tmp_path_factory.mktemp("tracked") / "run"
-    code = main(["fill", str(example_scene), "--preset", "smoke", "--steps", "4", "--set", "train.validation_steps=2",
-                 "--tracker", "tensorboard", "--out", str(out)])
-    assert code == 0
-    return out
-
-
 @pytest.mark.slow
 @needs_tensorboard
 def test_fill_writes_validation_strips_and_tensorboard_reads_them(tracked_run):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import warnings
 from pathlib import Path
 from typing import Literal
 
@@ -42,7 +43,9 @@ class MlflowTracker(Tracker):
 
         directory = Path(directory).resolve()
         self.client = MlflowClient(tracking_uri=f"sqlite:///{directory / STORE}")
-        experiment = self.client.get_experiment_by_name(EXPERIMENT)
+        with warnings.catch_warnings():  # SQLAlchemy's deprecation notices about MLflow's own mappers
+            warnings.simplefilter("ignore", DeprecationWarning)
+            experiment = self.client.get_experiment_by_name(EXPERIMENT)
         experiment_id = (experiment.experiment_id if experiment is not None else
                          self.client.create_experiment(EXPERIMENT, artifact_location=(directory / ARTIFACTS).as_uri()))
         self.run_id = self.client.create_run(experiment_id, run_name=run_name).info.run_id
