@@ -33,7 +33,7 @@ def load() -> RealfillPlugins:
 def test_the_role_table_drives_hooks_and_registries(plugins):
     from realfill import hookspecs
 
-    assert ROLES == ("backbone", "adapter", "masking", "ranker", "metric", "baseline")
+    assert ROLES == ("backbone", "adapter", "masking", "ranker", "metric", "baseline", "tracker")
     for role in BUILTIN_ROLES:
         assert callable(getattr(hookspecs, role.hook))
         assert plugins.registry(role.name).role == role.name

@@ -12,13 +12,13 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
-
 from realfill.components import ComponentConfig, Tracker
 from realfill.hookspecs import hookimpl
 
 #: where a folder's event files go
 TENSORBOARD_DIR = "tensorboard"
+#: seconds between flushes of pending events (a live TensorBoard sees a running training); all at finish
+FLUSH_SECS = 30
 
 
 class TensorBoardTracker(Tracker):
@@ -29,14 +29,11 @@ class TensorBoardTracker(Tracker):
 
     class Config(ComponentConfig):
         name: Literal["tensorboard"] = "tensorboard"
-        #: seconds between flushes of pending events to disk (SummaryWriter's flush_secs)
-        flush_secs: int = Field(30, ge=1)
 
     def start(self, directory, run_name, config):
         from torch.utils.tensorboard import SummaryWriter  # start-up time; the extra
 
-        self.writer = SummaryWriter(log_dir=str(Path(directory) / TENSORBOARD_DIR / run_name),
-                                    flush_secs=self.config.flush_secs)
+        self.writer = SummaryWriter(log_dir=str(Path(directory) / TENSORBOARD_DIR / run_name), flush_secs=FLUSH_SECS)
         if config:
             self.writer.add_text("config", "```\n" + json.dumps(config, indent=2) + "\n```", 0)
 
