@@ -5,6 +5,10 @@ screenshots."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import importlib.util
+import io
 import os
 import re
 from pathlib import Path
@@ -23,15 +27,27 @@ needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on thi
                                     ".ci/run installs it where apt-get can)")
 
 
+TENSORBOARD = importlib.util.find_spec("tensorboard") is not None
+
+
 @pytest.fixture(scope="session")
-def ablation(tmp_path_factory, example_scene):
+def ablation_run(tmp_path_factory, example_scene):
     """``realfill ablate examples/motorcycle --preset smoke --matcher sift --matcher warp`` (2 steps, 2 samples,
-    a validation strip every step)."""
+    a validation strip every step, TensorBoard where the tracking extra is installed): the folder and what it
+    printed (its plain lines, --no-tui)."""
     out = tmp_path_factory.mktemp("ablation") / "out"
-    code = main(["ablate", str(example_scene), "--preset", "smoke", "--matcher", "sift", "--matcher", "warp",
-                 "--steps", "2", "--samples", "2", "--set", "train.validation_steps=1", "--out", str(out), "--no-tui"])
-    assert code == 0
-    return out
+    printed = io.StringIO()
+    with contextlib.redirect_stderr(printed):  # the shared console writes to whatever sys.stderr is
+        code = main(["ablate", str(example_scene), "--preset", "smoke", "--matcher", "sift", "--matcher", "warp",
+                     "--steps", "2", "--samples", "2", "--set", "train.validation_steps=1", "--out", str(out),
+                     "--no-tui", *(["--tracker", "tensorboard"] if TENSORBOARD else [])])
+    assert code == 0, printed.getvalue()[-3000:]
+    return out, printed.getvalue()
+
+
+@pytest.fixture
+def ablation(ablation_run):
+    return ablation_run[0]
 
 
 @pytest.fixture
@@ -142,3 +158,50 @@ def test_a_report_of_an_empty_folder_is_a_page_without_pictures(tmp_path):
     """A folder with nothing of a run yet (train stopped early, say) still gets a valid page."""
     path = write_run_report(tmp_path)
     assert path.read_text().startswith("<!doctype html>") and linked_files(path) == []
+
+
+@pytest.mark.slow
+def test_the_ablation_shows_each_trainings_latest_validation_strip(ablation_run):
+    out, printed = ablation_run
+    lines = [line for line in printed.splitlines() if line.startswith("valid ")]
+    assert len(lines) == 2, printed  # one line per new strip of the one shared training
+    assert "step 1:" in lines[0] and lines[0].endswith("validation/step-00001.png")
+    assert "step 2:" in lines[1] and lines[1].endswith("validation/step-00002.png")
+
+
+def test_the_live_ui_shows_a_trainings_latest_validation_strip_beside_its_bar(plugins, tmp_path):
+    from rich.console import Console
+
+    from realfill.tui import LiveReporter
+
+    buffer = io.StringIO()
+    reporter = LiveReporter(Console(file=buffer, force_terminal=True, width=200, color_system=None), plugins)
+    with reporter:
+        reporter.stage_started("train:abc", "train", "motorcycle · train abc")
+        reporter.stage_progress("train:abc", 500, 2000)
+        reporter.stage_validation("train:abc", 500, tmp_path / "validation" / "step-00500.png")
+        reporter.live.refresh()
+        screen = buffer.getvalue()
+    assert "validation step 500:" in screen and "step-00500.png" in screen and "motorcycle · train abc" in screen
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not TENSORBOARD, reason="the tracking extra is not installed: pip install 'realfill[tracking]'")
+def test_the_ablation_logs_each_run_and_training_under_its_own_name(ablation):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logs = ablation / "tensorboard" / "motorcycle"
+    assert sorted(p.name for p in logs.iterdir()) == ["ranker=sift", "ranker=warp", "train-ranker=sift,ranker=warp"]
+
+    def read(name):
+        events = EventAccumulator(str(logs / name), size_guidance={"scalars": 0, "images": 0})
+        events.Reload()
+        return events
+
+    training = read("train-ranker=sift,ranker=warp")
+    assert [e.step for e in training.Scalars("train/loss")] == [1, 2]
+    assert [e.step for e in training.Images("validation")] == [1, 2]
+    rows = {r["configuration"]: r for r in json.loads((ablation / "results.json").read_text())["rows"]}
+    for name in ("ranker=sift", "ranker=warp"):
+        (psnr,) = read(name).Scalars("metrics/psnr_masked")
+        assert psnr.value == pytest.approx(rows[name]["metrics"]["psnr_masked"], rel=1e-6)
