@@ -20,7 +20,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
 from realfill.components import Tracker
+from realfill.console import console
 from realfill.errors import UserError
 from realfill.hookspecs import hookimpl
 
@@ -77,8 +80,11 @@ class Trackers:
                 call(tracker)
             except Exception as exc:  # noqa: BLE001 - a tracker must not break the run
                 self.active.remove(tracker)
-                warnings.warn(f"tracker '{tracker.name}' raised in {what} ({type(exc).__name__}: {exc}); "
-                              "it is dropped, the run goes on", TrackerWarning, stacklevel=3)
+                message = (f"tracker '{tracker.name}' raised in {what} ({type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0] if str(exc) else ''}); it is dropped, the run goes on")
+                # on the console (the CLI silences Python warnings while a command runs) and as a warning
+                console.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)
+                warnings.warn(message, TrackerWarning, stacklevel=3)
 
     def start(self, directory: Path, run_name: str, config: dict | None = None) -> Trackers:
         """Start every tracker on ``directory`` (the run or ablation folder) under ``run_name``, and observe

@@ -148,7 +148,7 @@ def test_an_unknown_tracker_lists_the_known_ones(capsys, tmp_path, example_scene
     assert "mlflow" in line
 
 
-def test_a_tracker_that_raises_is_dropped_and_the_run_goes_on(tmp_path, plugins):
+def test_a_tracker_that_raises_is_dropped_and_the_run_goes_on(tmp_path, plugins, capsys):
     """An observer's failure is a warning, not the run's end (as any lifecycle observer's)."""
     from realfill.components import ComponentConfig, Tracker
     from realfill.tracking import Trackers, TrackerWarning
@@ -177,4 +177,5 @@ def test_a_tracker_that_raises_is_dropped_and_the_run_goes_on(tmp_path, plugins)
         plugins.train_step_end(step=1, loss=0.5, learning_rates={"unet": 1e-4}, seconds=0.1)
     trackers.close()
     assert calls == [("start", "r")] and trackers.active == []
+    assert "warning: tracker 'flaky' raised in log_scalars (OSError: disk gone)" in capsys.readouterr().err
     assert os.listdir(tmp_path) == []
