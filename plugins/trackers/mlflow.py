@@ -37,9 +37,12 @@ class MlflowTracker(Tracker):
         name: Literal["mlflow"] = "mlflow"
 
     def start(self, directory, run_name, config):
-        for noisy in ("mlflow", "alembic"):  # schema set-up notices on stderr would break the one-line output
-            logging.getLogger(noisy).setLevel(logging.WARNING)
         from mlflow.tracking import MlflowClient  # start-up time; the extra
+
+        # its schema set-up notices on stderr would break the one-line output (set after the import, which
+        # configures mlflow's logger)
+        for noisy in ("mlflow", "alembic"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
 
         directory = Path(directory).resolve()
         self.client = MlflowClient(tracking_uri=f"sqlite:///{directory / STORE}")
