@@ -45,9 +45,9 @@ class MlflowTracker(Tracker):
             logging.getLogger(noisy).setLevel(logging.WARNING)
 
         directory = Path(directory).resolve()
-        self.client = MlflowClient(tracking_uri=f"sqlite:///{directory / STORE}")
         with warnings.catch_warnings():  # SQLAlchemy's deprecation notices about MLflow's own mappers
             warnings.simplefilter("ignore", DeprecationWarning)
+            self.client = MlflowClient(tracking_uri=f"sqlite:///{directory / STORE}")
             experiment = self.client.get_experiment_by_name(EXPERIMENT)
         experiment_id = (experiment.experiment_id if experiment is not None else
                          self.client.create_experiment(EXPERIMENT, artifact_location=(directory / ARTIFACTS).as_uri()))
