@@ -65,3 +65,11 @@ def config_from_args(args: argparse.Namespace, ctx: Context):
         overrides=overrides,
         plugins=ctx.plugins,
     )
+
+
+def add_tracker_argument(parser: argparse.ArgumentParser) -> None:
+    """``--tracker NAME`` (repeatable) on fill, train and ablate: where the run is also logged (TensorBoard,
+    MLflow, a plugin's; docs/tracking.md). Report only, so not part of the run config."""
+    parser.add_argument("--tracker", dest="trackers", action="append", default=[], metavar="NAME",
+                        help="also log the run to this tracker (repeatable): tensorboard, mlflow, or one a plugin "
+                        "registers (realfill plugins); needs the extra: pip install 'realfill[tracking]'")

@@ -231,6 +231,40 @@ class Baseline(Component):
         raise NotImplementedError
 
 
+class Tracker(Component):
+    """An experiment tracker: receives a run's scalars (loss, learning rates, step time), its validation
+    images and its final metrics, and writes them where its tool reads them (TensorBoard's event files,
+    an MLflow store). Report only: no stage's output depends on which trackers ran.
+
+    The core drives one per ``--tracker NAME`` (:mod:`realfill.tracking`): ``start`` once, then any number
+    of ``log_scalars`` / ``log_image`` / ``log_table``, then ``finish``. A tracker that raises is reported
+    as a warning and the run goes on."""
+
+    role = "tracker"
+    #: the module whose absence makes it unavailable, and the extra that installs it
+    requires: ClassVar[tuple[str, ...]] = ()
+    extra: ClassVar[str] = "tracking"
+
+    def start(self, directory, run_name: str, config: dict) -> None:
+        """Begin a run named ``run_name`` whose files go under ``directory`` (a run or ablation folder);
+        ``config`` is the run config as plain data (hyper-parameters)."""
+        raise NotImplementedError
+
+    def log_scalars(self, values: dict[str, float], step: int) -> None:
+        raise NotImplementedError
+
+    def log_image(self, tag: str, image, step: int) -> None:
+        """``image``: HxWx3 uint8 RGB."""
+        raise NotImplementedError
+
+    def log_table(self, tag: str, rows: list[dict], step: int) -> None:
+        """A table (e.g. the result against the baselines): one dict per row, the same keys in each."""
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        raise NotImplementedError
+
+
 # -- the role table ----------------------------------------------------------------------------------
 
 
@@ -318,6 +352,11 @@ BUILTIN_ROLES: tuple[Role, ...] = (
     Role("baseline", Baseline, "realfill_register_baselines",
          "baselines (completions made without RealFill, evaluated beside it; an image baseline implements "
          "``complete(scene)``, a pipeline baseline sets ``overrides``)", stage="report", plural="baselines"),
+    # report only (no stage's output depends on it), and repeatable: not a run-config field; chosen with
+    # --tracker NAME (repeatable) on fill, train and ablate (realfill.tracking)
+    Role("tracker", Tracker, "realfill_register_trackers",
+         "experiment trackers (TensorBoard, MLflow, ...: a run's scalars, validation images and metrics)",
+         stage="report", plural="trackers"),
 )
 
 #: the built-in roles' names, in table order

@@ -72,6 +72,12 @@ class TrainConfig(Section):
     full_mask_prob: float = Field(0.1, ge=0, le=1)
     crop_scale_min: float = Field(0.5, gt=0, le=1)
     checkpoint_every: int = Field(500, ge=0, le=MAX_STEPS)
+    # every N steps, validation_images completions of the target with the current adapter, fixed seeds,
+    # as validation/step-NNNNN.png (realfill.validation); 0: off. The GPU presets turn it on
+    validation_steps: int = Field(0, ge=0, le=MAX_STEPS)
+    validation_images: int = Field(4, ge=1, le=64)
+    # the sampler's steps for a validation image; unset: sample.steps (the GPU presets take fewer: cheaper)
+    validation_sample_steps: int | None = Field(None, ge=1, le=1000)
     log_every: int = Field(10, ge=1, le=MAX_STEPS)
     # autocast; "auto": for float32 weights bf16 where the device computes it natively (a CUDA GPU of compute
     # capability 8+, a CPU with AVX512-BF16 or AMX), else full float32; for float16 / bfloat16 weights

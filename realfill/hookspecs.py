@@ -131,6 +131,25 @@ def realfill_train_step_end(step: int, loss: float, learning_rates: dict[str, fl
 
 
 @hookspec
+def realfill_validation_done(run_dir: Path, step: int, path: Path, images: list[Any]) -> None:
+    """Validation images were sampled during training (every ``train.validation_steps`` steps) and written.
+
+    :param run_dir: the training's folder (a run folder, or an ablation's train stage).
+    :param step: the 1-based training step they were sampled after.
+    :param path: the strip written, ``validation/step-NNNNN.png``.
+    :param images: the completions in the strip, HxWx3 uint8 RGB arrays at the target's size, fixed seeds.
+
+    Not firstresult; return value ignored.
+
+    Sample implementation::
+
+        @hookimpl
+        def realfill_validation_done(step, path):
+            print(f"step {step}: {path}")
+    """
+
+
+@hookspec
 def realfill_sampling_done(run_dir: Path, sample_paths: list[Path]) -> None:
     """Every sample has been generated, composited and written.
 

@@ -286,6 +286,9 @@ class RealfillPlugins:
     def train_step_end(self, *, step: int, loss: float, learning_rates: dict[str, float], seconds: float) -> None:
         self._notify("realfill_train_step_end", step=step, loss=loss, learning_rates=learning_rates, seconds=seconds)
 
+    def validation_done(self, *, run_dir: Path, step: int, path: Path, images: list[Any]) -> None:
+        self._notify("realfill_validation_done", run_dir=run_dir, step=step, path=path, images=images)
+
     def sampling_done(self, *, run_dir: Path, sample_paths: list[Path]) -> None:
         self._notify("realfill_sampling_done", run_dir=run_dir, sample_paths=sample_paths)
 

@@ -164,8 +164,10 @@ def check_run_dir(run_dir: Path, config, resume: bool) -> None:
 
 
 def fill(scene_path: Path, config, run_dir: Path | None = None, *, plugins, resume: bool = False,
-         console=None) -> Path:
-    """The whole method on one scene; returns the run folder."""
+         console=None, trackers=None) -> Path:
+    """The whole method on one scene; returns the run folder. ``trackers``: a
+    :class:`realfill.tracking.Trackers`, started here once the folder is locked and set up (the caller
+    closes it)."""
     scene = load_scene(scene_path, max_references=config.max_references)  # bad scenes fail here
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(scene_path, config)
     compute = check_device(config, plugins)  # a GPU preset on a CPU machine stops here, before any weights load
@@ -175,6 +177,8 @@ def fill(scene_path: Path, config, run_dir: Path | None = None, *, plugins, resu
         check_run_dir(run_dir, config, resume)
         model = prepare_run(scene, scene_path, config, run_dir, plugins=plugins, console=console, compute=compute,
                             whole=True)
+        if trackers is not None:
+            trackers.start(run_dir, run_dir.name, config.model_dump(mode="json"))
         _fill_locked(scene, config, run_dir, plugins=plugins, resume=resume, console=console, compute=compute,
                      model=model)
     return run_dir

@@ -38,6 +38,7 @@ from realfill.diffusion import DENOISER_GROUP, InpaintModel, loss_weights, selec
 from realfill.errors import UserError
 from realfill.layout import ADAPTER_DIR, CHECKPOINT_DIR, TRAIN_LOG, TRAIN_STATE
 from realfill.training_data import Batch, TrainingImages, random_resized_crops
+from realfill.validation import is_validation_step, sample_validation, strip_path, write_strip
 
 
 
@@ -110,6 +111,7 @@ class Trainer:
         if offload is None:
             offload = self.device.type == "cuda"
         self._offloaded = model.text_encoders_to(text_encoder_home) if offload and not self.text_trains else []
+        self._text_encoder_home = text_encoder_home
 
     # -- one step ------------------------------------------------------------------------------------
 
@@ -222,6 +224,23 @@ class Trainer:
             encoder.to(self.device)
         self._offloaded = []
 
+    def sample_validation(self, scene, config) -> list:
+        """Validation completions with the adapter as trained so far (:mod:`realfill.validation`): eval mode
+        (no LoRA dropout), offloaded text encoders back for the prompt, and every RNG training draws from left
+        as it was, so a run trains the same with validation on or off. The next step goes back to train mode."""
+        self._set_train_mode(False)
+        for encoder in self._offloaded:
+            encoder.to(self.device)
+        state = self.generator.get_state()
+        devices = [self.device] if self.device.type == "cuda" else []
+        try:
+            with torch.random.fork_rng(devices=devices), torch.no_grad(), self._autocast():
+                return sample_validation(self.model, scene, config, attention=self.attention)
+        finally:
+            self.generator.set_state(state)
+            for encoder in self._offloaded:
+                encoder.to(self._text_encoder_home)
+
     def restore_dtypes(self) -> None:
         """The trained parameters back in the dtype the model had them in (float16 / bfloat16 for a full
         fine-tune of a half-precision backbone, so that sampling, which has no autocast, sees one dtype;
@@ -323,7 +342,8 @@ def fine_tune(
         while trainer.step < train.steps:
             step_loss = trainer.step_once()
             step = trainer.step
-            logs = step % train.log_every == 0 or step == train.steps
+            # a validation step is logged too: its strip has its loss beside it (train_log.jsonl, the trackers)
+            logs = step % train.log_every == 0 or step == train.steps or is_validation_step(train, step)
             checkpoints = bool(train.checkpoint_every) and step % train.checkpoint_every == 0 and step < train.steps
             if not (logs or checkpoints or on_step is not None):
                 progress.update(task, completed=step)  # the loss is read (the host waits for it) when logged
@@ -336,6 +356,11 @@ def fine_tune(
                                 f"{DTYPE_NAMES.get(model.dtype, model.dtype)}, mixed precision "
                                 f"{trainer.mixed_precision}); lower train.lr_denoiser, or train in float32")
             progress.update(task, completed=step, loss=f"{loss:.4f}")
+            if is_validation_step(train, step) and not strip_path(run_dir, step).is_file():  # resumed: kept
+                images = trainer.sample_validation(scene, config)
+                path = write_strip(run_dir, step, images)
+                if plugins is not None:
+                    plugins.validation_done(run_dir=run_dir, step=step, path=path, images=images)
             if logs:
                 rates = trainer.learning_rates()
                 seconds = time.perf_counter() - start

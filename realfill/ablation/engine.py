@@ -13,6 +13,7 @@ from realfill.ablation.executors import BASELINE_FAILED, run_final_stage, run_sa
 from realfill.ablation.plan import DONE, ERROR, ROW, Plan, RunSpec, _write_json
 from realfill.ablation.reports import write_results
 from realfill.config import dump_config
+from realfill.validation import latest_validation
 
 # -- the engine --------------------------------------------------------------------------------------
 
@@ -45,8 +46,11 @@ def run_ablation(
     blocked: Iterable[str] = (),
     plugins=None,
     protocol: str = "pick",
+    trackers: Iterable[str] = (),
 ) -> AblationOutcome:
-    """Train, sample and rank what the plan needs and is not yet finished; write the results."""
+    """Train, sample and rank what the plan needs and is not yet finished; write the results. ``trackers``
+    (names, checked by the caller): each training stage and each run is logged to them under its own name
+    (``SCENE/train-LABELS``, ``SCENE/LABEL``) in ``OUT``, so TensorBoard overlays them."""
     out = plan.out
     out.mkdir(parents=True, exist_ok=True)
     _write_json(out / "plan.json", {
@@ -55,7 +59,8 @@ def run_ablation(
     })
     autoload = plugins is None or any(not info.builtin for info in plugins.plugin_infos())
     common = {"blocked": list(blocked), "autoload": autoload, "metrics": list(metrics or []),
-              "metric_weights": {k: str(v) for k, v in (metric_weights or {}).items()}, "protocol": protocol}
+              "metric_weights": {k: str(v) for k, v in (metric_weights or {}).items()}, "protocol": protocol,
+              "trackers": list(trackers), "track_dir": str(out)}
     ran = {"train": 0, "sample": 0, "run": 0}
     skipped = {"train": 0, "sample": 0, "run": 0}
     failed_stage: dict[str, str] = {}  # stage key -> error, for the runs that depend on it
@@ -66,6 +71,9 @@ def run_ablation(
 
     def on_progress(task, done, total):
         reporter.stage_progress(task["id"], done, total)
+        show = getattr(reporter, "stage_validation", None)  # the TUI: the latest strip beside the bar
+        if show is not None and task["kind"] == "train" and (latest := latest_validation(Path(task["dir"]))):
+            show(task["id"], *latest)
 
     def on_done(task, record):
         ok = record.get("status") == "ok"
@@ -114,6 +122,9 @@ def run_ablation(
                     "config": spec.config.model_dump(mode="json")}
             if kind == "sample":
                 task["train_dir"] = str(plan.stage_dir("train", spec))
+            else:  # the tracker's name of a training: the runs it serves
+                served = [s.label for s in plan.runs if s.train_key == key]
+                task["track_name"] = f"{spec.scene_name}/train-{','.join(served)}"
             tasks.append(task)
         if tasks:
             executor.run(runner, tasks, on_start, on_done, on_progress)
@@ -136,6 +147,7 @@ def run_ablation(
             continue
         task = {**common, "kind": "run", "key": spec.run_key, "id": f"run:{spec.run_key}", "dir": str(spec.run_dir),
                 "title": f"{spec.scene_name} · {spec.label}", "scene": str(spec.scene), "label": spec.label,
+                "track_name": f"{spec.scene_name}/{spec.label}",
                 "overrides": spec.configuration.overrides, "baseline": spec.configuration.baseline,
                 "config_toml": dump_config(spec.config) if spec.config is not None else
                 f"# image baseline: {spec.configuration.baseline}\n"}

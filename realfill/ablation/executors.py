@@ -26,6 +26,7 @@ from realfill.evaluation import RUN_RECORD, build_metrics, evaluate_run
 from realfill.fingerprint import FINGERPRINT_KEY, scene_fingerprint
 import realfill.plugins as plugins_module
 from realfill.scene import load_scene, read_rgb
+from realfill.tracking import Trackers
 
 # -- measuring a stage -------------------------------------------------------------------------------
 
@@ -161,7 +162,8 @@ def _train_body(task, plugins, progress):
         observer = _StepObserver(config.train.steps, progress)
         plugins.register(observer, name=f"ablation-progress-{id(observer)}")
     try:
-        _stage_api().train_stage(scene, config, directory, plugins=plugins, compute=_compute(config, plugins))
+        with _trackers(task, plugins, task["config"]):
+            _stage_api().train_stage(scene, config, directory, plugins=plugins, compute=_compute(config, plugins))
     finally:
         if observer is not None:
             plugins.pm.unregister(observer)
@@ -208,6 +210,12 @@ def _baseline_body(task, plugins, progress):
 NO_GROUND_TRUTH = "no ground truth (target/gt.png)"
 
 
+def _trackers(task: dict, plugins, config: dict | None):
+    """The ablation's trackers (``--tracker``), started for this stage under its own name."""
+    return Trackers(task.get("trackers") or (), plugins).start(Path(task["track_dir"]), task["track_name"], config) \
+        if task.get("trackers") else Trackers((), plugins)
+
+
 def _evaluate_into(task: dict, plugins, record: dict) -> None:
     run_dir = Path(task["dir"])
     if not (Path(task["scene"]) / "target" / "gt.png").is_file():  # its result stands; nothing to score it by
@@ -248,6 +256,9 @@ def run_final_stage(task: dict, progress: Callable | None = None) -> dict:
                                            "label": task["label"], "overrides": task["overrides"]})
         out = (_baseline_body if task.get("baseline") else _rank_body)(task, plugins, progress)
         _evaluate_into(task, plugins, out)
+        if task.get("trackers"):
+            with _trackers(task, plugins, task.get("config")) as trackers:
+                trackers.log_metrics(out.get("metrics", {}), step=(task.get("config") or {}).get("train", {}).get("steps", 0))
         return out
 
     return _stage(task, body, progress)

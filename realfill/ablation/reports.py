@@ -114,6 +114,46 @@ def write_results(plan: Plan, rows: list[dict]) -> None:
     table = realbench_table(rows, summary)
     _write_json(out / REALBENCH_JSON, table)
     atomic_write_text(out / REALBENCH_MD, realbench_markdown(table))
+    write_html_report(plan, rows, table)
+
+
+def _axis_values(overrides: list[str]) -> dict[str, str]:
+    """``['ranker.name="sift"']`` -> ``{"ranker": "sift"}`` (TOML literals read back)."""
+    import tomllib
+
+    values = {}
+    for item in overrides:
+        key, _, literal = item.partition("=")
+        try:
+            value = tomllib.loads(f"v = {literal}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = literal
+        values[key.removesuffix(".name")] = str(value)
+    return values
+
+
+def write_html_report(plan: Plan, rows: list[dict], realbench: dict | None = None) -> None:
+    """``report.html`` (realfill.report): the runs table, thumbnails, the RealBench table, a grid per axis."""
+    from realfill.report import write_ablation_report
+
+    specs = {spec.run_key: spec for spec in plan.runs}
+    runs, taken = [], {}
+    for row in rows:
+        spec = specs.get(row.get("run_key"))
+        chosen = _axis_values(spec.configuration.overrides) if spec is not None else {}
+        for key, value in chosen.items():
+            taken.setdefault(key, [])
+            if value not in taken[key]:
+                taken[key].append(value)
+        runs.append({
+            "run_dir": plan.out / row["run_dir"],
+            "sample_dir": plan.stage_dir("sample", spec) if spec is not None and spec.sample_key else None,
+            "train_dir": plan.stage_dir("train", spec) if spec is not None and spec.train_key else None,
+            "axes": chosen,
+        })
+    components = [k for k in ("method", "backbone", "adapter", "masking", "ranker") if any(k in r for r in rows)]
+    write_ablation_report(plan.out, rows, runs, axes=taken, components=components, metrics=metric_names(rows),
+                          better=directions(rows), realbench=realbench)
 
 
 def _fmt(value: Any, digits: int = 4) -> str:

@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from realfill.arguments import config_roles
+from realfill.arguments import add_tracker_argument, config_roles
 from realfill.errors import UserError
 from realfill.runfolder import RunLock
 
@@ -65,6 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="print the plan (each run, the stages it shares with which, the stage keys' inputs) and "
                      "exit: nothing runs, no folder is made")
     run.add_argument("--no-tui", action="store_true", help="plain lines instead of the live terminal UI")
+    add_tracker_argument(run)
     run.add_argument("--metric", action="append", default=[], metavar="NAME", help="only these metrics (repeatable)")
     run.add_argument("--protocol", default="pick", metavar="NAME",
                      help="which images are scored, at what size: pick (each run's ranked pick at the target's "
@@ -158,6 +159,9 @@ def run(args: argparse.Namespace, ctx) -> int:
 
     if args.address and args.executor != "ray":
         raise UserError("--address is for --executor ray")
+    from realfill.tracking import check_trackers
+
+    check_trackers(args.trackers, ctx.plugins)  # unknown or not installed: one line, before anything runs
     base, configurations = configurations_from_args(args, ctx.plugins)
     weights = parse_metric_weights(args.metric_weights)
     check_protocol(args.protocol)
@@ -192,7 +196,8 @@ def run(args: argparse.Namespace, ctx) -> int:
         try:
             with make_reporter(ctx.console, ctx.plugins, tui=not args.no_tui) as reporter:
                 outcome = run_ablation(plan, executor, reporter, metrics=args.metric, metric_weights=weights,
-                                       blocked=blocked, plugins=ctx.plugins, protocol=args.protocol)
+                                       blocked=blocked, plugins=ctx.plugins, protocol=args.protocol,
+                                       trackers=args.trackers)
         finally:
             if hasattr(executor, "close"):
                 executor.close()
@@ -200,5 +205,6 @@ def run(args: argparse.Namespace, ctx) -> int:
         if row["status"] == BASELINE_FAILED:
             ctx.console.print(f"[yellow]warning:[/] {escape(row['scene'] + ': ' + str(row['error']))}; its row says so, "
                               "the other rows are kept", soft_wrap=True)
-    ctx.console.print(f"results: {plan.out / 'results.csv'}, {plan.out / 'report.md'}", soft_wrap=True)
+    ctx.console.print(f"results: {plan.out / 'results.csv'}, {plan.out / 'report.md'}, "
+                      f"{plan.out / 'report.html'}", soft_wrap=True)
     return 1 if outcome.failed else 0

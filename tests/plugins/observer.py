@@ -16,6 +16,11 @@ def realfill_train_step_end(step, loss, learning_rates, seconds):
 
 
 @hookimpl
+def realfill_validation_done(run_dir, step, path, images):
+    EVENTS.append(("validation_done", run_dir, step, path, len(images)))
+
+
+@hookimpl
 def realfill_sampling_done(run_dir, sample_paths):
     EVENTS.append(("sampling_done", run_dir, list(sample_paths)))
 
