@@ -102,9 +102,14 @@ def test_the_sdist_holds_what_the_wheel_is_built_from(built):
     assert not needed - names, f"{top}: missing {sorted(needed - names)}"
 
 
+#: the environment of everything run in the fresh venv: no PYTHONPATH (a checkout on it would pass for an
+#: installed realfill, its egg-info and all), no other venv
+CLEAN_ENV = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+
+
 def _pip(python: Path, *args) -> subprocess.CompletedProcess:
     """This venv's pip installing into another interpreter (no pip of its own to set up there)."""
-    return run(sys.executable, "-m", "pip", "--python", python, "--disable-pip-version-check", *args)
+    return run(sys.executable, "-m", "pip", "--python", python, "--disable-pip-version-check", *args, env=CLEAN_ENV)
 
 
 def test_the_installed_wheel_runs_outside_the_checkout(built, base, capsys):
@@ -130,12 +135,12 @@ def test_the_installed_wheel_runs_outside_the_checkout(built, base, capsys):
                   f"({time.monotonic() - started:.0f} s)")
 
     bin_dir = python.parent
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+    env = dict(CLEAN_ENV)
     env.update(PATH=f"{bin_dir}{os.pathsep}{env.get('PATH', '')}", REALFILL_DISABLE_PLUGIN_AUTOLOAD="")
     outside = tmp_path / "elsewhere"
     outside.mkdir(parents=True)
     realfill = shutil.which("realfill", path=str(bin_dir))
-    assert realfill is not None, "the wheel installs no `realfill` command"
+    assert realfill is not None, f"the wheel installs no `realfill` command: {sorted(p.name for p in bin_dir.iterdir())}"
 
     def cli(*args) -> subprocess.CompletedProcess:
         return run(realfill, *args, cwd=outside, env=env)
