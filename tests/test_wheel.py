@@ -112,16 +112,34 @@ def _pip(python: Path, *args) -> subprocess.CompletedProcess:
     return run(sys.executable, "-m", "pip", "--python", python, "--disable-pip-version-check", *args, env=CLEAN_ENV)
 
 
+def _children_cpu() -> float:
+    """CPU seconds of the finished child processes (their wall time says more about the neighbours)."""
+    try:
+        import resource
+    except ImportError:  # Windows has no resource module
+        return float("nan")
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def test_the_installed_wheel_runs_outside_the_checkout(built, base, capsys):
-    started = time.monotonic()
+    started, cpu = time.monotonic(), _children_cpu()
+    last = [started]
     report = []
+
+    def took() -> str:
+        """Seconds since the previous step."""
+        now = time.monotonic()
+        seconds, last[0] = now - last[0], now
+        return f"{seconds:.0f} s"
+
     tmp_path = base / "installed"
     venv = tmp_path / "venv"
     proc = run(sys.executable, "-m", "venv", "--without-pip", venv)
     assert proc.returncode == 0, proc.stderr
     python = venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
     wanted = ["-c", built["constraints"], TORCH, built["wheel"], built["plugin"]]
-    # --no-compile: byte-compiling torch's 1 GB of sources took longer than installing it (3:20 against 0:47)
+    # --no-compile: byte-compiling all of torch's sources took longer than installing it (3:20 against 0:47 here)
     install = _pip(python, "install", "--quiet", "--no-compile", "--no-index", "--find-links", WHEELHOUSE, *wanted)
     if install.returncode != 0:  # a dependency not in the wheel folder yet: fetch what is missing, once
         WHEELHOUSE.mkdir(parents=True, exist_ok=True)
@@ -131,8 +149,7 @@ def test_the_installed_wheel_runs_outside_the_checkout(built, base, capsys):
             ours.unlink()  # our own wheels come from this build, never from the cache
         install = _pip(python, "install", "--quiet", "--no-compile", "--no-index", "--find-links", WHEELHOUSE, *wanted)
     assert install.returncode == 0, install.stderr[-3000:]
-    report.append(f"installed {built['wheel'].name} and {built['plugin'].name} into a fresh venv "
-                  f"({time.monotonic() - started:.0f} s)")
+    report.append(f"installed {built['wheel'].name} and {built['plugin'].name} into a fresh venv ({took()})")
 
     bin_dir = python.parent
     env = dict(CLEAN_ENV)
@@ -150,14 +167,14 @@ def test_the_installed_wheel_runs_outside_the_checkout(built, base, capsys):
     assert where.returncode == 0 and str(ROOT) not in where.stdout and str(venv) in where.stdout, where
     version = cli("--version")
     assert version.returncode == 0 and version.stdout.startswith("realfill 0") and "torch 2.13.0" in version.stdout
-    report.append(f"$ realfill --version\n{version.stdout.strip()}")
+    report.append(f"$ realfill --version  ({took()})\n  {version.stdout.strip()}")
 
     commands = sorted(module.NAME for module in _command_modules())
     assert len(commands) >= 8
     for command in commands:
         proc = cli(command, "--help")
         assert proc.returncode == 0 and f"usage: realfill {command}" in proc.stdout, (command, proc.stderr[-2000:])
-    report.append(f"$ realfill COMMAND --help: exit 0 for each of {', '.join(commands)}")
+    report.append(f"$ realfill COMMAND --help: exit 0 for each of {', '.join(commands)} ({took()})")
 
     listing = cli("plugins", "--json")
     assert listing.returncode == 0, listing.stderr[-2000:]
@@ -165,7 +182,7 @@ def test_the_installed_wheel_runs_outside_the_checkout(built, base, capsys):
     assert plugins["border-bands"]["components"] == {"masking": ["border-bands"]}
     assert plugins["border-bands"]["distribution"] == "realfill-border-bands"
     assert all(p["builtin"] for name, p in plugins.items() if name != "border-bands")
-    report.append("$ realfill plugins --json\n" + "\n".join(
+    report.append(f"$ realfill plugins --json  ({took()})\n" + "\n".join(
         f"  {name} {p['version']}{'' if p['builtin'] else ' (' + p['distribution'] + ')'}: "
         + "; ".join(f"{role} {', '.join(names)}" for role, names in p["components"].items())
         for name, p in plugins.items()))
@@ -175,9 +192,10 @@ def test_the_installed_wheel_runs_outside_the_checkout(built, base, capsys):
                "--out", out)
     assert fill.returncode == 0, fill.stderr[-3000:]
     assert (out / "result.png").is_file()
-    report.append(f"$ realfill fill examples/motorcycle --preset smoke --steps 2 --samples 2 --out RUN\n"
+    report.append(f"$ realfill fill examples/motorcycle --preset smoke --steps 2 --samples 2 --out RUN  ({took()})\n"
                   f"  wrote RUN/result.png ({(out / 'result.png').stat().st_size} bytes); "
                   f"RUN holds {', '.join(sorted(p.name for p in out.iterdir()))}")
-    report.append(f"installed-wheel test: {time.monotonic() - started:.0f} s in all")
+    report.append(f"installed-wheel test: {time.monotonic() - started:.0f} s in all, "
+                  f"{_children_cpu() - cpu:.0f} s of CPU in the processes it ran")
     with capsys.disabled():
         print("\n" + "\n".join(report))
