@@ -11,18 +11,22 @@ import json
 import sys
 import threading
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
 
+ROOT = Path(__file__).resolve().parents[1]
 N_CANDIDATES = 16
 WIDTH = 256
 
 
 def build_case(n: int = N_CANDIDATES):
-    """skimage's stereo_motorcycle (``realfill.testing``) and ``n`` candidates: the true right view and
+    """skimage's stereo_motorcycle (``tests/material.py``) and ``n`` candidates: the true right view and
     noisy / blurred / shifted versions of its hole."""
-    from realfill.testing import stereo_motorcycle_scene
+    if str(ROOT) not in sys.path:  # run as a script, only benchmarks/ is on the path
+        sys.path.insert(0, str(ROOT))
+    from tests.material import stereo_motorcycle_scene
 
     scene = stereo_motorcycle_scene(WIDTH)
     right, mask = scene.gt, scene.mask

@@ -1,8 +1,9 @@
 """Run folders that survive concurrent writers, full disks and unwritable places.
 
 - :class:`RunLock`: one writer per run folder. The lock file ``DIR/.realfill.lock`` holds the writer's
-  process id, host, command and start time, and is held with ``flock`` while the writer runs, so the
-  kernel frees it when the process dies, however it dies. A second writer is refused
+  process id, host, command and start time, and is held with the operating system's lock (``filelock``:
+  ``flock`` on Linux and macOS, ``LockFileEx`` on Windows) while the writer runs, so the system frees it
+  when the process dies, however it dies. A second writer is refused
   (:class:`RunFolderBusy`, a :class:`UserError`: one line naming the holder, exit 2) before it touches
   anything; a lock file left by a dead process on this host is taken over with a one-line note.
 - :func:`check_writable`: the place a run will write is probed (a temporary file created and removed in
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import json
 import os
 import shutil
@@ -26,6 +26,8 @@ import socket
 import time
 import uuid
 from pathlib import Path
+
+from filelock import FileLock, SoftFileLock, Timeout
 
 from realfill.atomic import TEMP_MARK, OutOfSpace, free_bytes, is_out_of_space, space_failure
 from realfill.errors import UserError
@@ -55,7 +57,7 @@ def _check_name_lengths(path: Path, existing: Path, flag: str) -> None:
     def limit(name: str, default: int) -> int:
         try:
             return os.pathconf(existing if existing.is_dir() else existing.parent, name)
-        except (OSError, ValueError):
+        except (OSError, ValueError, AttributeError):  # AttributeError: no pathconf (Windows)
             return default
 
     name_max = limit("PC_NAME_MAX", 255)
@@ -87,7 +89,7 @@ def check_writable(path: Path, *, flag: str = "--out") -> None:
     if place == path:  # an existing folder (perhaps another writer's): asked, not probed, so nothing is touched
         if os.access(path, os.W_OK | os.X_OK):
             return
-        readonly = bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+        readonly = hasattr(os, "statvfs") and bool(os.statvfs(path).f_flag & os.ST_RDONLY)
         raise UnwritablePlace(f"{flag} {path}: cannot write there "
                               f"({'read-only file system' if readonly else 'permission denied'}); choose another {flag}")
     try:
@@ -108,16 +110,13 @@ def check_writable(path: Path, *, flag: str = "--out") -> None:
 
 def _alive(pid: int) -> bool:
     """Whether process ``pid`` exists. A lock file may hold anything: a pid no process can have (0, a
-    negative one, which would ask a whole process group, or one past 2**31) is no live process."""
+    negative one, or one past 2**31) is no live process. psutil asks the system the portable way
+    (``os.kill(pid, 0)`` would end the process on Windows)."""
     if isinstance(pid, bool) or not 0 < pid < 2**31:
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    import psutil  # here, not at the top: the command line imports this module at start-up
+
+    return psutil.pid_exists(pid)
 
 
 def read_lock(directory: Path) -> dict | None:
@@ -152,7 +151,7 @@ class RunLock:
         self.console = console
         self.resume_hint = resume_hint
         self.path = self.directory / LOCK_FILE
-        self._fd: int | None = None
+        self._lock: FileLock | None = None
         self._created: list[Path] = []
         self.took_over: dict | None = None
 
@@ -170,40 +169,42 @@ class RunLock:
         except OSError as exc:
             raise UnwritablePlace(f"--out {self.directory}: cannot create it: {_WHY.get(exc.errno, exc.strerror)}") from None
         self._created = missing  # deepest first
+        if issubclass(FileLock, SoftFileLock):  # neither fcntl nor Windows: filelock has only lock-by-existence
+            self._remove_created()
+            raise UnwritablePlace(f"{self.path}: cannot lock the run folder: this platform has no file locks "
+                                  "(Python's fcntl module is missing)")
         for _ in range(10):
+            lock = FileLock(self.path, blocking=False, on_acquired=self._take_over, fallback_to_soft=False)
             try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            except OSError as exc:
-                self._remove_created()
-                raise UnwritablePlace(f"{self.path}: cannot create the run folder's lock: "
-                                      f"{_WHY.get(exc.errno, exc.strerror)}") from None
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
+                lock.acquire()
+            except Timeout:
+                if not self.path.exists():  # its holder released it (and removed the file) just then: try again
+                    continue
                 raise RunFolderBusy(f"{self.directory}: in use by {_holder(read_lock(self.directory))}; "
                                     "one writer at a time: wait for it, or choose another --out") from None
-            try:  # the file we locked must still be the one at the path (a releasing holder unlinks it)
-                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                break
-            os.close(fd)
+            except (UserError, OutOfSpace):  # from _take_over: busy after all, or the record could not be written
+                self._remove_created()
+                raise
+            except OSError as exc:
+                self._remove_created()
+                raise UnwritablePlace(f"{self.path}: cannot lock the run folder: "
+                                      f"{_WHY.get(exc.errno, exc.strerror or type(exc).__name__)}") from None
+            break
         else:  # pragma: no cover - ten lost races in a row
             raise RunFolderBusy(f"{self.directory}: its lock keeps changing hands; try again")
-        try:
-            self._check_previous(fd)
-        except BaseException:
-            os.close(fd)
-            raise
-        self._fd = fd
-        self._write_info()
+        self._lock = lock
         sweep_temporaries(self.directory)
         return self
 
+    def _take_over(self, fd: int) -> None:
+        """filelock's ``on_acquired``: with the system lock held, check what a previous holder left in the file,
+        then write this writer's record into it (filelock leaves the file's content to its user)."""
+        self._check_previous(fd)
+        self._write_info(fd)
+
     def _check_previous(self, fd: int) -> None:
-        """The lock file is ours by flock; content left in it is a writer that ended without releasing."""
+        """The lock file is ours by the system's lock; content left in it is a writer that ended without
+        releasing (or one of another host, whose lock this host cannot see)."""
         os.lseek(fd, 0, os.SEEK_SET)
         raw = os.read(fd, 65536)
         if not raw.strip():
@@ -226,26 +227,27 @@ class RunLock:
             self.console.print(f"[yellow]note:[/] {self.directory}: took over the lock left by "
                                f"{_holder(info)}, which is no longer running", soft_wrap=True)
 
-    def _write_info(self) -> None:
+    def _write_info(self, fd: int) -> None:
         info = {"pid": os.getpid(), "host": socket.gethostname(), "command": self.command, "started": time.time()}
         data = (json.dumps(info) + "\n").encode()
-        os.ftruncate(self._fd, 0)
-        os.lseek(self._fd, 0, os.SEEK_SET)
         try:
-            os.write(self._fd, data)
-        except OSError as exc:
-            self.release()
+            os.ftruncate(fd, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.write(fd, data)
+        except OSError as exc:  # filelock releases the lock when this hook raises
+            with contextlib.suppress(OSError):
+                self.path.unlink()  # still held: as release() does, so the folders acquire made can go again
             if is_out_of_space(exc):
                 raise OutOfSpace(self.path, free_bytes(self.directory), resume_hint=self.resume_hint) from None
             raise UnwritablePlace(f"{self.path}: cannot write the lock: {exc.strerror}") from None
 
     def release(self) -> None:
-        if self._fd is None:
+        if self._lock is None:
             return
-        with contextlib.suppress(OSError):
-            self.path.unlink()  # while still holding it, so no one takes a file about to vanish
-        os.close(self._fd)
-        self._fd = None
+        with contextlib.suppress(OSError):  # Windows refuses while it is open: filelock removes it on release
+            self.path.unlink()  # while still holding it; a writer that locked the vanished file tries again
+        self._lock.release()
+        self._lock = None
         self._remove_created()
 
     def _remove_created(self) -> None:
@@ -258,7 +260,7 @@ class RunLock:
 
     @property
     def held(self) -> bool:
-        return self._fd is not None
+        return self._lock is not None
 
     def __enter__(self) -> RunLock:
         return self.acquire()

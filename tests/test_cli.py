@@ -35,9 +35,15 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) ->
     return lines[0]
 
 
-def test_version():
-    proc = realfill("--version")
-    assert proc.returncode == 0 and proc.stdout.strip() == f"realfill {__version__}"
+def test_version_is_one_line_with_the_libraries_an_issue_report_needs(tmp_path):
+    import diffusers
+    import peft
+    import torch
+
+    proc = realfill("--version", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == (f"realfill {__version__} (torch {torch.__version__}, diffusers {diffusers.__version__}, "
+                           f"peft {peft.__version__})\n")
 
 
 def test_plugins_json_lists_every_builtin_component_by_role(plugins):

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from realfill.cli import main
-from realfill.testing import known_pixels_kept
+from tests.material import known_pixels_kept
 from realfill.scene import load_scene, read_rgb
 
 

@@ -336,7 +336,7 @@ def test_smoke_fill_with_tiny_flux_writes_the_whole_run_folder_in_minutes(exampl
     import tomllib
 
     from realfill.cli import main
-    from realfill.testing import known_pixels_kept
+    from tests.material import known_pixels_kept
     from realfill.scene import read_rgb
 
     run_dir = tmp_path / "run"

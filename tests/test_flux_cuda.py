@@ -26,7 +26,7 @@ import torch
 
 from realfill.config import resolve_config
 from realfill.scene import load_scene
-from realfill.testing import test_devices
+from tests.material import test_devices
 from realfill.training import Trainer, fine_tune
 from realfill.device import model_compute
 

@@ -16,7 +16,7 @@ from skimage import data
 from realfill.baselines import BaselineContext, run_baseline
 from realfill.cli import main
 from realfill.config import resolve_config
-from realfill.testing import known_pixels_kept
+from tests.material import known_pixels_kept
 from realfill.scene import load_scene
 from realfill_plugins.baselines.in_context import InContextBaseline, canvas_layout
 

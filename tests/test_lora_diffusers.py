@@ -9,7 +9,7 @@ from safetensors import safe_open
 
 from realfill.config import resolve_config
 from realfill.scene import load_scene
-from realfill.testing import test_devices
+from tests.material import test_devices
 from realfill.training import fine_tune
 from realfill.device import model_compute
 

@@ -243,7 +243,7 @@ def geometric_fills(example_scene):
     256 px): its warp is misregistered by the parallax, as every warp of another viewpoint is."""
     from realfill_plugins.baselines.geometric import geometric
     from realfill.scene import load_scene
-    from realfill.testing import stereo_motorcycle_scene
+    from tests.material import stereo_motorcycle_scene
 
     return [(scene, geometric(scene).image) for scene in (load_scene(example_scene), stereo_motorcycle_scene())]
 

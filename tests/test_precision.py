@@ -17,7 +17,7 @@ import torch
 from realfill.cli import main
 from realfill.config import resolve_config
 from realfill.scene import load_scene, read_rgb
-from realfill.testing import test_devices
+from tests.material import test_devices
 from realfill.device import resolve_precision
 from realfill.training import fine_tune
 from realfill.device import model_compute

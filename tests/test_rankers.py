@@ -26,8 +26,8 @@ from realfill.correspondence_pictures import draw_correspondences
 from realfill.ranking import fill_region, in_region
 from realfill.seed_selection import kept_count, rank_candidates, read_ranking, score_candidates
 from realfill.scene import Scene
-from realfill.testing import resize_to_width, stereo_motorcycle_scene
 from tests.conftest import record_scene
+from tests.material import resize_to_width, stereo_motorcycle_scene
 
 WIDTH = 256  # everything is downscaled so the file runs in well under two minutes on two cores
 

@@ -19,7 +19,7 @@ from realfill.sampling import (
     to_tensor_image,
     to_tensor_mask,
 )
-from realfill.testing import test_devices
+from tests.material import test_devices
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py

@@ -1,6 +1,6 @@
 """``sd2-inpaint`` / ``sdxl-inpaint`` from one original-format checkpoint file (``backbone.model=FILE``,
 ``backbone.config=FOLDER``): a tiny pipeline written in the LDM / Stability layout by
-:func:`realfill_plugins.backbones.sd_single_file.save_single_file` loads through the real backbone class and diffusers'
+:func:`tests.sd_single_file.save_single_file` loads through the real backbone class and diffusers'
 ``from_single_file`` with the same weights and the same samples; a missing configuration is one line
 naming the places looked.
 
@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from realfill.errors import MissingWeightsError, UserError
-from realfill_plugins.backbones.sd_single_file import save_single_file
+from tests.sd_single_file import save_single_file
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 

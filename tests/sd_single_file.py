@@ -1,8 +1,7 @@
 """The SD family's single-file layout, the reverse of diffusers' single-file conversion: a diffusers SD2 or
 SDXL pipeline written as one original-format checkpoint (what ``from_single_file`` reads and Stability AI
-publishes), so tests can load a real single file made from a tiny model. No hooks: a helper module of the
-family, as :mod:`realfill_plugins.backbones.sd_family` (whose ``SINGLE_FILE_MODULES`` are what a single file
-must hold)."""
+publishes), so tests can load a real single file made from a tiny model. A test helper, not installed (issue 27): the
+layout a single file must hold is ``SINGLE_FILE_MODULES`` in :mod:`realfill_plugins.backbones.sd_family`."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""Test material that needs no download, for realfill's tests and benchmarks and for plugin authors testing
-their own components: real test scenes from photos that ship with scikit-image, and original-format single
-checkpoint files written from a (tiny) diffusers pipeline."""
+"""Test material that needs no download, for realfill's tests and benchmarks: real test scenes from photos
+that ship with scikit-image, and original-format single checkpoint files written from a (tiny) diffusers
+pipeline. It lives beside the tests, not in the installed package: users run none of it."""
 
 from __future__ import annotations
 
