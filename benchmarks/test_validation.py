@@ -32,6 +32,7 @@ def _paper_cadence() -> dict:
 def test_training_step_with_a_validation_strip_vs_without(threads, ratio, benchmark):
     from realfill.run import known_pixels_kept
     from realfill.scene import load_scene
+    from realfill.device import model_compute
     from realfill.training import Trainer
 
     cadence = _paper_cadence()
@@ -39,9 +40,10 @@ def test_training_step_with_a_validation_strip_vs_without(threads, ratio, benchm
     scene = load_scene(SCENE)
 
     def trainer():
-        model = plugins.backbones.create(config.backbone).load(device="cpu")
-        return Trainer(model, plugins.adapters.create(config.adapter), plugins.masking.create(config.masking), scene,
-                       config.train, seed=config.seed)
+        model = plugins.registry("backbone").create(config.backbone).load(device="cpu")
+        return Trainer(model, plugins.registry("adapter").create(config.adapter),
+                       plugins.registry("masking").create(config.masking), scene, config.train, seed=config.seed,
+                       compute=model_compute(model, config.train))
 
     plain, validated = trainer(), trainer()
     strips = []

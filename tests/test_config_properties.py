@@ -175,9 +175,9 @@ ALL_KEYS = [("section", None, key, kind, field) for key, kind, field in SECTION_
 
 def trains(backbone: str) -> str:
     """The first adapter (lora first, the smoke preset's) that can train ``backbone``."""
-    backbone_class = PLUGINS.backbones.get(backbone)
-    names = sorted(PLUGINS.adapters.names(), key=lambda name: name != "lora")
-    return next(name for name in names if not PLUGINS.adapters.get(name).check_backbone(backbone_class))
+    backbone_class = PLUGINS.registry("backbone").get(backbone)
+    names = sorted(PLUGINS.registry("adapter").names(), key=lambda name: name != "lora")
+    return next(name for name in names if not PLUGINS.registry("adapter").get(name).check_backbone(backbone_class))
 
 
 def dotted_key(role: str, component: str | None, key: str) -> str:
@@ -241,8 +241,8 @@ RUNNABLE = {role: [name for name in PLUGINS.registry(role).names() if runs_here(
             for role in RUN_ROLES}
 #: the baselines that run here and that fill compares with (a pipeline baseline, backbone-untuned, is a run of
 #: its own, for ablate), each compared in every drawn fill
-RUNNABLE_BASELINES = [name for name in PLUGINS.baselines.names() if runs_here(PLUGINS.baselines.get(name))
-                      and PLUGINS.baselines.get(name).kind in RUNNABLE_KINDS]
+RUNNABLE_BASELINES = [name for name in PLUGINS.registry("baseline").names() if runs_here(PLUGINS.registry("baseline").get(name))
+                      and PLUGINS.registry("baseline").get(name).kind in RUNNABLE_KINDS]
 
 
 def test_the_runnable_components_are_found():

@@ -196,7 +196,7 @@ def test_hook_realfill_register_trackers():
     from realfill.components import Tracker
 
     plugins = _single_component_plugin(Tracker, "realfill_register_trackers", "test-tracker", "tracker")
-    assert {"tensorboard", "mlflow"} <= set(plugins.trackers.names())
+    assert {"tensorboard", "mlflow"} <= set(plugins.registry("tracker").names())
 
 
 @pytest.fixture
