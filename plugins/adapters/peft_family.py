@@ -23,6 +23,8 @@ from realfill.diffusion import DENOISER_GROUP, TEXT_ENCODER_GROUP
 from realfill.errors import UserError
 
 LORA_WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
+#: peft config keys that say where and when, not what: peft fills them in when it injects the layers
+BOOKKEEPING = {"base_model_name_or_path", "revision", "inference_mode", "peft_version", "runtime_config"}
 
 
 class PeftSettings(ComponentConfig):
@@ -160,10 +162,17 @@ class PeftFileAdapter(PeftAdapter):
                 raise UserError(f"{path}: no {self.name} weights here; train first (realfill train) or point at a "
                                 "run's adapter/")
             with safe_open(str(path), "pt") as f:
-                saved = (f.metadata() or {}).get("adapter")
+                metadata = f.metadata() or {}
+                saved = metadata.get("adapter")
                 state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no items()
             if saved != self.name:
                 raise UserError(f"{path}: holds adapter '{saved}', not '{self.name}'; sample with the run's config")
+            wanted = sorted_sets(self.peft_config(self.targets(model, key)).to_dict())
+            found = json.loads(metadata.get("peft_config", "{}"))
+            differ = sorted(k for k in wanted if k not in BOOKKEEPING and json.dumps(wanted[k], default=str) != json.dumps(found.get(k), default=str))
+            if differ:  # the same shapes may hold another rank's or alpha's update (LoKr): the settings must agree
+                raise UserError(f"{path}: does not fit backbone module '{key}' (saved with other adapter settings: "
+                                f"{', '.join(differ)}); sample with the run's config")
             if "default" not in getattr(module, "peft_config", {}):
                 module.add_adapter(self.peft_config(self.targets(model, key)))
             try:
