@@ -17,6 +17,7 @@ from realfill.components import ComponentConfig, Seed
 from realfill.config_files import (COMPONENT_FIELDS, apply_override, base_data, load_preset, parse_override,
                                    preset_names, set_component)
 from realfill.errors import UserError
+from realfill.optimizers import check_optimizer_installed
 from realfill.plugins import get_plugins
 
 
@@ -56,6 +57,17 @@ class TrainConfig(Section):
     # at least 1e-30: AdamW divides by sqrt(v) + eps in float32, where a subnormal eps is 0 and 0/0 is nan
     adam_epsilon: float = Field(1e-8, ge=1e-30, le=1)
     max_grad_norm: float = Field(1.0, gt=0)
+    # the optimizer (realfill.optimizers): "adamw" (the paper's), "prodigy" (prodigyopt; its learning rates
+    # are multipliers of its own estimate, 1.0 as its authors advise), "adamw-8bit" (torchao's AdamW8bit)
+    optimizer: Literal["adamw", "prodigy", "adamw-8bit"] = "adamw"
+    # micro-batches of batch_size per optimizer step: the step's batch is batch_size x this, its gradients
+    # the same (docs/training.md), its activation memory that of one micro-batch
+    gradient_accumulation_steps: int = Field(1, ge=1, le=1024)
+    # keep the adapter of every checkpoint step (and the extra snapshot steps an ablation asks for) as
+    # adapter/step-NNNNN/; `realfill sample --run R --step N` samples from one
+    keep_adapters: bool = False
+    # with keep_adapters, at most this many step-NNNNN/ snapshots (the oldest go first); unset: all
+    checkpoints_total_limit: int | None = Field(None, ge=1, le=MAX_STEPS)
     prompt: str = "a photo of sks"
     prompt_dropout: float = Field(0.1, ge=0, le=1)
     full_mask_prob: float = Field(0.1, ge=0, le=1)
@@ -248,6 +260,7 @@ def validate_config(data: dict, source: str, plugins=None) -> RunConfigBase:
     except ValidationError as exc:
         raise UserError(format_validation_error(exc, model, source)) from None
     check_baseline_settings(config, plugins, source)
+    check_optimizer_installed(config.train.optimizer)
     backbone = plugins.backbones.get(config.backbone.name)
     resolve_backbone_defaults(config, backbone)
     check_sides(config, backbone.native_resolution, source)
@@ -333,9 +346,33 @@ def resolve_config(
     """Preset (or a saved config file) <- component flags <- section flags <- ``--set`` overrides."""
     plugins = plugins or get_plugins()
     data, source = base_data(preset=preset, config_file=config_file)
+    before = dict(data.get("train") or {})
     source = apply_flags(data, source, components=components, sections=sections, overrides=overrides,
                          component_fields={role.field for role in plugins.config_roles})
+    given = {".".join(parse_override(item)[0]) for item in overrides}
+    given |= {f"{section}.{key}" for section, values in (sections or {}).items()
+              for key, value in values.items() if value is not None}
+    resolve_optimizer_rates(data, before, given)
     return validate_config(data, source, plugins)
+
+
+#: the learning rates an optimizer that estimates its own step size takes as multipliers (its authors' advice)
+OWN_STEP_SIZE_RATES = {"prodigy": 1.0}
+
+
+def resolve_optimizer_rates(data: dict, before: dict, given: set[str] = frozenset()) -> None:
+    """Switching ``train.optimizer`` to one that estimates its own step size (Prodigy) sets the learning
+    rates it multiplies that estimate by to 1.0, unless the same command sets them too: the preset's AdamW
+    rates (2e-4) would make Prodigy's steps 5,000 times smaller than its authors intend."""
+    train = data.get("train")
+    if not isinstance(train, dict):
+        return
+    name = train.get("optimizer")
+    if name not in OWN_STEP_SIZE_RATES or before.get("optimizer") == name:
+        return
+    for key in ("lr_unet", "lr_text_encoder"):
+        if f"train.{key}" not in given:  # ``given``: the dotted keys this command's flags set
+            train[key] = OWN_STEP_SIZE_RATES[name]
 
 
 def dump_config(config: BaseModel) -> str:
