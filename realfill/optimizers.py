@@ -30,7 +30,13 @@ OPTIMIZERS: dict[str, tuple[str | None, str | None]] = {
 def check_optimizer_installed(name: str) -> None:
     """One line naming the extra when ``name``'s package is not installed."""
     module, extra = OPTIMIZERS[name]
-    if module is not None and importlib.util.find_spec(module) is None:
+    if module is None:
+        return
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except ValueError:  # a module set to None in sys.modules: not importable
+        found = False
+    if not found:
         raise UserError(f"train.optimizer '{name}' needs the {module} package, which is not installed: "
                         f"pip install 'realfill[{extra}]'")
 

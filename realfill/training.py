@@ -279,7 +279,10 @@ class Trainer:
                     p.data = p.data.to(dtype)
 
     def learning_rates(self) -> dict[str, float]:
-        return {name: group["lr"] for name, group in zip(self.group_names, self.optimizer.param_groups)}
+        """Each group's learning rate as a float (torchao's 8-bit AdamW holds it as a tensor); for Prodigy the
+        step size it uses, its estimate ``d`` times the rate."""
+        return {name: float(group["lr"]) * float(group.get("d", 1.0))
+                for name, group in zip(self.group_names, self.optimizer.param_groups)}
 
     # -- checkpoints ---------------------------------------------------------------------------------
 
