@@ -23,7 +23,7 @@ import json
 import math
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import torch
@@ -37,7 +37,7 @@ from realfill.device import (DTYPE_NAMES, Compute, enable_tf32, resolve_attentio
                              tune_cpu_allocator)
 from realfill.diffusion import DENOISER_GROUP, InpaintModel, loss_weights, select_conditioning  # noqa: F401
 from realfill.errors import UserError
-from realfill.layout import ADAPTER_DIR, CHECKPOINT_DIR, TRAIN_LOG, TRAIN_STATE
+from realfill.layout import ADAPTER_DIR, CHECKPOINT_DIR, TRAIN_LOG, TRAIN_STATE, adapter_snapshot, adapter_snapshots
 from realfill.optimizers import make_optimizer
 from realfill.training_data import Batch, TrainingImages, random_resized_crops
 
@@ -343,10 +343,14 @@ def fine_tune(
     console=None,
     on_step: Callable[[int, float], None] | None = None,
     compute: Compute | None = None,
+    snapshot_steps: Iterable[int] = (),
 ) -> Trainer:
     """Fine-tune ``model`` on ``scene`` per ``config.train``; writes ``run_dir/train_log.jsonl``,
     ``run_dir/checkpoint/`` every ``checkpoint_every`` steps and ``run_dir/adapter/`` at the end.
-    With ``resume``, continues from ``run_dir/checkpoint/`` (the log is cut back to it)."""
+    With ``resume``, continues from ``run_dir/checkpoint/`` (the log is cut back to it). With
+    ``train.keep_adapters``, the adapter of every checkpoint step and of each of ``snapshot_steps`` (what an
+    ablation over steps samples; never pruned) is kept as ``adapter/step-NNNNN/``, at most
+    ``train.checkpoints_total_limit`` of the checkpoint steps' (the oldest go first)."""
     train = config.train
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -361,6 +365,7 @@ def fine_tune(
             console.print(f"resuming from step {trainer.step} ({run_dir / CHECKPOINT_DIR})")
     else:
         atomic_write_text(log_path, "")
+    pinned = {int(n) for n in snapshot_steps}
     record = {"steps": train.steps, "mixed_precision": trainer.mixed_precision}  # what "auto" resolved to
     atomic_write_text(run_dir / TRAIN_STATE, json.dumps({"finished": False, **record}) + "\n")
     start = time.perf_counter()
@@ -375,7 +380,8 @@ def fine_tune(
             step = trainer.step
             logs = step % train.log_every == 0 or step == train.steps
             checkpoints = bool(train.checkpoint_every) and step % train.checkpoint_every == 0 and step < train.steps
-            if not (logs or checkpoints or on_step is not None):
+            snapshot = train.keep_adapters and step < train.steps and (checkpoints or step in pinned)
+            if not (logs or checkpoints or snapshot or on_step is not None):
                 progress.update(task, completed=step)  # the loss is read (the host waits for it) when logged
                 continue
             loss = float(step_loss)
@@ -395,12 +401,30 @@ def fine_tune(
                     plugins.train_step_end(step=step, loss=loss, learning_rates=rates, seconds=seconds)
             if on_step is not None:
                 on_step(step, loss)
+            if snapshot:  # before the checkpoint: a resume from it never lacks its snapshot
+                keep_adapter_snapshot(trainer, run_dir, step, pinned)
             if checkpoints:
                 save_checkpoint(trainer, run_dir)
     trainer.finish()
     with atomic_dir(run_dir / ADAPTER_DIR) as building:
         adapter.save(model, building)
+        for kept in adapter_snapshots(run_dir).values():  # the kept adapters move into the final folder
+            kept.rename(building / kept.name)
     trainer.restore_dtypes()
     atomic_write_text(run_dir / TRAIN_STATE, json.dumps({"finished": True, **record}) + "\n")
     shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)  # the adapter is the result now
     return trainer
+
+
+def keep_adapter_snapshot(trainer: Trainer, run_dir: Path, step: int, pinned: set[int] = frozenset()) -> Path:
+    """``adapter/step-NNNNN/``: the adapter at ``step`` (``train.keep_adapters``), written whole; then the
+    oldest unpinned snapshots beyond ``train.checkpoints_total_limit`` are removed."""
+    path = adapter_snapshot(run_dir, step)
+    with atomic_dir(path) as building:
+        trainer.adapter.save(trainer.model, building)
+    limit = trainer.train.checkpoints_total_limit
+    if limit is not None:
+        prunable = [p for s, p in adapter_snapshots(run_dir).items() if s not in pinned]
+        for old in prunable[: max(0, len(prunable) - limit)]:
+            shutil.rmtree(old, ignore_errors=True)
+    return path

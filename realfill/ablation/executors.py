@@ -141,11 +141,12 @@ def _train_body(task, plugins, progress):
         observer = _StepObserver(config.train.steps, progress)
         plugins.register(observer, name=f"ablation-progress-{id(observer)}")
     try:
-        _stage_api().train_stage(scene, config, directory, plugins=plugins)
+        _stage_api().train_stage(scene, config, directory, plugins=plugins,
+                                 snapshot_steps=task.get("snapshot_steps", ()))
     finally:
         if observer is not None:
             plugins.pm.unregister(observer)
-    return {"steps": config.train.steps}
+    return {"steps": config.train.steps, "snapshot_steps": task.get("snapshot_steps", [])}
 
 
 def _sample_body(task, plugins, progress):
@@ -153,7 +154,8 @@ def _sample_body(task, plugins, progress):
     scene = load_scene(task["scene"], max_references=config.max_references)
     directory = Path(task["dir"])
     _fresh(directory)
-    paths = _stage_api().sample_stage(scene, config, Path(task["train_dir"]), directory, plugins=plugins)
+    paths = _stage_api().sample_stage(scene, config, Path(task["train_dir"]), directory, plugins=plugins,
+                                      step=task.get("step"))
     return {"samples": len(paths)}
 
 

@@ -152,6 +152,11 @@ class Plan:
                 stages.setdefault(key, run)
         return stages
 
+    def snapshot_steps(self, train_key: str) -> list[int]:
+        """The ``train.steps`` values that share one training (``train.keep_adapters``), ascending: it trains
+        to the last and keeps the adapter at each of the others."""
+        return sorted({r.config.train.steps for r in self.runs if r.train_key == train_key and r.config is not None})
+
     def stage_dir(self, kind: str, run: RunSpec) -> Path:
         key = run.train_key if kind == "train" else run.sample_key
         return self.out / "stages" / kind / f"{_slug(run.scene_name)}-{key}"
@@ -202,8 +207,9 @@ def build_plan(
                 )
                 data = config.model_dump(mode="json")
                 train_key = _key({"scene": str(scene), **{k: data[k] for k in
-                                  ("seed", "device", "max_references", "backbone", "adapter", "masking", "train")}})
-                sample_key = _key({"train": train_key, "sample": data["sample"]})
+                                  ("seed", "device", "max_references", "backbone", "adapter", "masking")},
+                                  "train": training_payload(data["train"])})
+                sample_key = _key({"train": train_key, "sample": data["sample"], **snapshot_stage(data["train"])})
                 run_key = _key({"sample": sample_key, "ranker": data["ranker"], "select": data["select"]})
             if run_key in seen:  # two spellings of the same run: keep the first
                 continue
@@ -213,6 +219,20 @@ def build_plan(
     base = {"preset": preset, "config": str(config_file) if config_file else None, "set": list(overrides)}
     return Plan(Path(out), runs, base)
 
+
+
+# -- an axis over training steps, from one training's kept adapters ------------------------------------
+
+
+def training_payload(train: dict) -> dict:
+    """The train settings a training stage is keyed by. With ``keep_adapters`` it keeps the adapter of each
+    step an ablation asks for, so ``steps`` is left out: ``--steps 500 --steps 1000`` trains once."""
+    return {k: v for k, v in train.items() if k != "steps"} if train.get("keep_adapters") else train
+
+
+def snapshot_stage(train: dict) -> dict:
+    """What a sampling stage adds to its key when its adapter is a kept one: the step it was kept at."""
+    return {"step": train["steps"]} if train.get("keep_adapters") else {}
 
 
 def expand_scene_folders(paths: Iterable[Path]) -> list[Path]:
