@@ -90,8 +90,8 @@ class TrainConfig(Section):
     # "sdpa": PyTorch's SDPA, its own choice of backend; "default": diffusers' plain processor where there is
     # one; "flash", "efficient", "cudnn", "math": every SDPA call of every model pinned to that backend, in
     # training and sampling. "auto" (realfill.attention.choose_attention): on a Hopper GPU under torch >= 2.11
-    # every backend but cuDNN (pytorch/pytorch#196678); with train.compile on a CPU, attention over at most
-    # 64 x 64 query-key pairs per head takes the plain matmuls, which inductor fuses (SmallMathAttnProcessor,
+    # every backend but cuDNN (a defence: NaN-gradient reports pytorch#196678, cudnn-frontend#1072); with
+    # train.compile on a CPU, attention over at most 64 x 64 query-key pairs per head takes the plain matmuls, which inductor fuses (SmallMathAttnProcessor,
     # docs/benchmarks.md); elsewhere SDPA's own choice
     attention: Literal["auto", "sdpa", "default", "flash", "efficient", "cudnn", "math"] = "auto"
     threads: int | None = Field(None, ge=1, le=4096)
