@@ -170,9 +170,10 @@ class Trainer:
         with self._autocast():
             cond = self.conditioning(batch.drop_prompt[part])
         p = prepared
+        whole = part == slice(0, len(p["latents"]))  # one micro-batch: the loss's own mean, as before accumulation
         return self._denoising_loss(p["latents"][part], p["masked_latents"][part], p["masks"][part],
                                     p["unknown"][part], p["noise"][part], p["timesteps"][part], cond,
-                                    p["denominator"])
+                                    None if whole else p["denominator"])
 
     def micro_losses(self, batch: Batch) -> Iterator[torch.Tensor]:
         """Each micro-batch's share of ``batch``'s loss, in turn (after :meth:`prepare` drew for all of them);
@@ -187,7 +188,7 @@ class Trainer:
         return sum(self.micro_losses(batch))
 
     def _denoising_loss(self, latents, masked_latents, masks, unknown, noise, timesteps, cond,
-                        denominator) -> torch.Tensor:
+                        denominator=None) -> torch.Tensor:
         """The step's work after its random draws: noise the latents, predict, weigh the error. No random
         draws but LoRA dropout's, so ``train.compile`` compiles it as one region (the denoiser inlined)."""
         model = self.model  # the objective is the model's to say (InpaintModel's training methods)
@@ -200,6 +201,8 @@ class Trainer:
         error = (prediction.float() - target.float()) ** 2 * weights
         if (factor := model.timestep_loss_weighting(timesteps)) is not None:
             error = error * factor
+        if denominator is None:  # the batch is the whole step's
+            denominator = (weights.sum() * error.shape[1]).clamp(min=1.0)
         return error.sum() / denominator
 
     def _autocast(self, encode: bool = False):
