@@ -85,13 +85,19 @@ class ReferenceTrainer(Trainer):
         self.lr_scheduler = get_scheduler(train.lr_schedule, self.optimizer, num_warmup_steps=train.warmup_steps,
                                           num_training_steps=max(train.steps, 1))
 
+    def micro_losses(self, batch: Batch):
+        yield self.loss(batch)  # the recipe has no gradient accumulation: one loss a step
+
     def loss(self, batch: Batch) -> torch.Tensor:
         model, g, device, train = self.model, self.generator, self.device, self.train
         images = batch.images.to(device, torch.float32)
         masks = batch.masks.to(device, torch.float32)
+        # the VAE posteriors drawn per item, as ours (Trainer.prepare): one generator each, seeded from the run's
+        seeds = torch.randint(0, 2**62, (len(images),), generator=g).tolist()
+        posteriors = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
         with torch.no_grad():  # two VAE passes: the image, then the masked image
-            latents = model.encode_images(images, generator=g)
-            masked_latents = model.encode_images(images * (masks < 0.5), generator=g)
+            latents = model.encode_images(images, generator=posteriors)
+            masked_latents = model.encode_images(images * (masks < 0.5), generator=posteriors)
         latent_masks = model.latent_mask(masks)
         weights = loss_weights(batch.unknown, model.latent_factor).to(device)
         noise = torch.randn(latents.shape, generator=g, dtype=torch.float32).to(device)

@@ -105,11 +105,12 @@ def choose_attention(setting: str, device_type: str, capability: tuple[int, int]
     has one); a backend's name pins every SDPA call to it. ``auto``:
 
     - on a CUDA GPU of capability 9.x (H100, H200) under torch 2.11 or newer, every backend but cuDNN:
-      flash first where the dtype allows it (float16 / bfloat16), then memory-efficient, then math. Works
-      around pytorch/pytorch#196678: cuDNN attention, SDPA's default on Hopper since torch 2.11, returns NaN
-      ``grad_q`` in backward on H100/H200 (efficient and math are clean). The real-size FLUX.1 Fill step's
-      "illegal memory access" in backward on an H200 under torch 2.11 (issue 20; cf. pytorch/pytorch#150054)
-      is unconfirmed as the same fault until ``benchmarks/gpu_check.py``'s bisect runs on a GPU;
+      flash first where the dtype allows it (float16 / bfloat16), then memory-efficient, then math. A
+      defence: cuDNN attention, SDPA's default on Hopper since torch 2.11, has NaN-gradient reports there
+      (pytorch/pytorch#196678 with an explicit mask at lengths 64 mod 128; NVIDIA/cudnn-frontend#1072 on
+      an H200 without a mask). The real-size FLUX.1 Fill step's "illegal memory access" in backward on an
+      H200 under torch 2.11 (issue 20) has an unknown cause (FLUX passes no mask, at 1,536 tokens: not
+      #196678); ``benchmarks/gpu_check.py``'s bisect is the way to find it;
     - on a CPU with ``train.compile``, the small-math processor (:class:`SmallMathAttnProcessor`);
     - elsewhere, SDPA's own choice."""
     if setting in SDPA_BACKENDS:
@@ -121,7 +122,8 @@ def choose_attention(setting: str, device_type: str, capability: tuple[int, int]
     if device_type == "cpu" and compile:
         return Attention("small-math")
     if device_type == "cuda" and capability is not None and capability[0] == 9 and _version(torch_version) >= (2, 11):
-        # pytorch/pytorch#196678: cuDNN SDPA backward gives NaN grad_q on H100/H200 from torch 2.11 on
+        # a defence: cuDNN SDPA backward has NaN-gradient reports on H100/H200 from torch 2.11 on
+        # (pytorch/pytorch#196678, NVIDIA/cudnn-frontend#1072)
         half = dtype in ("float16", "bfloat16")
         return Attention("sdpa", ("flash", "efficient", "math") if half else ("efficient", "math"))
     return Attention("sdpa")

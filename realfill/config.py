@@ -19,6 +19,7 @@ from realfill.config_files import (COMPONENT_FIELDS, apply_override, base_data, 
                                    preset_names, set_component)
 from realfill.device import resolve_device
 from realfill.errors import UserError
+from realfill.optimizers import check_optimizer_installed
 from realfill.plugins import get_plugins
 
 
@@ -67,6 +68,17 @@ class TrainConfig(Section):
     adam_epsilon: float = Field(1e-8, ge=1e-30, le=1)
     # at most 1e6: far above any gradient norm a run reaches (the paper clips at 1), so no clipping at all
     max_grad_norm: float = Field(1.0, gt=0, le=1e6)
+    # the optimizer (realfill.optimizers): "adamw" (the paper's), "prodigy" (prodigyopt; its learning rates
+    # are multipliers of its own estimate, 1.0 as its authors advise), "adamw-8bit" (torchao's AdamW8bit)
+    optimizer: Literal["adamw", "prodigy", "adamw-8bit"] = "adamw"
+    # micro-batches of batch_size per optimizer step: the step's batch is batch_size x this, its gradients
+    # the same (docs/training.md), its activation memory that of one micro-batch
+    gradient_accumulation_steps: int = Field(1, ge=1, le=1024)
+    # keep the adapter of every checkpoint step (and the extra snapshot steps an ablation asks for) as
+    # adapter/step-NNNNN/; `realfill sample --run R --step N` samples from one
+    keep_adapters: bool = False
+    # with keep_adapters, at most this many step-NNNNN/ snapshots (the oldest go first); unset: all
+    checkpoints_total_limit: int | None = Field(None, ge=1, le=MAX_STEPS)
     prompt: str = "a photo of sks"
     prompt_dropout: float = Field(0.1, ge=0, le=1)
     full_mask_prob: float = Field(0.1, ge=0, le=1)
@@ -95,8 +107,8 @@ class TrainConfig(Section):
     # "sdpa": PyTorch's SDPA, its own choice of backend; "default": diffusers' plain processor where there is
     # one; "flash", "efficient", "cudnn", "math": every SDPA call of every model pinned to that backend, in
     # training and sampling. "auto" (realfill.attention.choose_attention): on a Hopper GPU under torch >= 2.11
-    # every backend but cuDNN (pytorch/pytorch#196678); with train.compile on a CPU, attention over at most
-    # 64 x 64 query-key pairs per head takes the plain matmuls, which inductor fuses (SmallMathAttnProcessor,
+    # every backend but cuDNN (a defence: NaN-gradient reports pytorch#196678, cudnn-frontend#1072); with
+    # train.compile on a CPU, attention over at most 64 x 64 query-key pairs per head takes the plain matmuls, which inductor fuses (SmallMathAttnProcessor,
     # docs/benchmarks.md); elsewhere SDPA's own choice
     attention: Literal["auto", "sdpa", "default", "flash", "efficient", "cudnn", "math"] = "auto"
     threads: int | None = Field(None, ge=1, le=4096)
@@ -279,6 +291,7 @@ def validate_config(data: dict, source: str, plugins=None) -> RunConfigBase:
         raise UserError(f"{source}: config key 'train.warmup_steps': {config.train.warmup_steps} with "
                         "train.lr_schedule='constant', which has no warmup; set train.lr_schedule="
                         "constant_with_warmup, or train.warmup_steps=0")
+    check_optimizer_installed(config.train.optimizer)
     backbone = plugins.registry("backbone").get(config.backbone.name)
     check = getattr(plugins.registry("adapter").get(config.adapter.name), "check_backbone", None)
     why = check(backbone) if check is not None else None
@@ -390,8 +403,13 @@ def resolve_config(
     """Preset (or a saved config file) <- component flags <- section flags <- ``--set`` overrides."""
     plugins = plugins or get_plugins()
     data, source = base_data(preset=preset, config_file=config_file)
+    before = dict(data.get("train") or {})
     source = apply_flags(data, source, components=components, sections=sections, overrides=overrides,
                          component_fields={role.field for role in plugins.config_roles})
+    given = {".".join(parse_override(item)[0]) for item in overrides}
+    given |= {f"{section}.{key}" for section, values in (sections or {}).items()
+              for key, value in values.items() if value is not None}
+    resolve_optimizer_rates(data, before, given)
     return validate_config(data, source, plugins)
 
 
@@ -434,6 +452,28 @@ def dump_config(config: BaseModel, like: str | None = None) -> str:
             if old and isinstance(data.get(section), dict):
                 data[section] = {old.get(key, key): value for key, value in data[section].items()}
     return tomli_w.dumps(data)
+
+
+#: the learning rates an optimizer that estimates its own step size takes as multipliers (its authors' advice)
+OWN_STEP_SIZE_RATES = {"prodigy": 1.0}
+
+
+def resolve_optimizer_rates(data: dict, before: dict, given: set[str] = frozenset()) -> None:
+    """Switching ``train.optimizer`` to one that estimates its own step size (Prodigy) sets the learning
+    rates it multiplies that estimate by to 1.0, unless the same command sets them too: the preset's AdamW
+    rates (2e-4) would make Prodigy's steps 5,000 times smaller than its authors intend."""
+    train = data.get("train")
+    if not isinstance(train, dict):
+        return
+    name = train.get("optimizer")
+    if name not in OWN_STEP_SIZE_RATES or before.get("optimizer") == name:
+        return
+    for key in ("lr_denoiser", "lr_text_encoder"):
+        spellings = {key, *(old for old, new in OLD_SPELLINGS.get("train", {}).items() if new == key)}
+        if not any(f"train.{k}" in given for k in spellings):  # ``given``: the dotted keys this command's flags set
+            for old in spellings - {key}:  # an older file's spelling gives way to the rate set here
+                train.pop(old, None)
+            train[key] = OWN_STEP_SIZE_RATES[name]
 
 
 def write_config(config: BaseModel, path: Path) -> None:

@@ -85,7 +85,9 @@ class InpaintModel:
     def encode_image_pair(self, images: torch.Tensor, masked: torch.Tensor, generator: torch.Generator | None = None
                           ) -> tuple[torch.Tensor, torch.Tensor]:
         """``encode_images(images)`` then ``encode_images(masked)``, drawing from ``generator`` in that order
-        (what training encodes every step). Override to do both in one pass with the same result."""
+        (what training encodes every step). Override to do both in one pass with the same result.
+        ``generator`` may be a list, one per item (diffusers' ``randn_tensor`` takes both): training draws
+        each item's posterior from its own, so a micro-batch draws what the whole batch would."""
         return self.encode_images(images, generator=generator), self.encode_images(masked, generator=generator)
 
     def encode_prompts(self, prompts: list[str]) -> Conditioning:

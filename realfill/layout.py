@@ -18,11 +18,36 @@ TRAIN_STATE = "train_state.json"
 STATE_FILE = "state.pt"
 #: where a checkpoint is built before it replaces the last one (named, so that fault tests can aim at it)
 CHECKPOINT_BUILDING = f"{CHECKPOINT_DIR}.tmp"
+#: ``train.keep_adapters``: the adapter at a step, ``adapter/step-00500/`` (the final one is ``adapter/``)
+SNAPSHOT_PREFIX = "step-"
+
+
+def adapter_snapshot(run_dir: Path, step: int) -> Path:
+    return Path(run_dir) / ADAPTER_DIR / f"{SNAPSHOT_PREFIX}{step:05d}"
+
+
+def adapter_snapshots(run_dir: Path) -> dict[int, Path]:
+    """The kept adapters of ``run_dir`` by step, oldest first."""
+    found = {}
+    for path in (Path(run_dir) / ADAPTER_DIR).glob(f"{SNAPSHOT_PREFIX}*"):
+        number = path.name.removeprefix(SNAPSHOT_PREFIX)
+        if path.is_dir() and number.isdigit():
+            found[int(number)] = path
+    return dict(sorted(found.items()))
 
 
 def training_finished(run_dir: Path) -> bool:
     path = Path(run_dir) / TRAIN_STATE
     return path.is_file() and json.loads(path.read_text()).get("finished", False)
+
+
+def trained_steps(run_dir: Path) -> int | None:
+    """The steps a finished training ran (its final ``adapter/``), or None."""
+    path = Path(run_dir) / TRAIN_STATE
+    if not path.is_file():
+        return None
+    state = json.loads(path.read_text())
+    return int(state["steps"]) if state.get("finished") and "steps" in state else None
 
 
 def checkpoint_status(run_dir: Path) -> str:

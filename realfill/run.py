@@ -29,7 +29,7 @@ from realfill.device import Compute, resolve_compute
 from realfill.errors import UserError
 from realfill.evaluation import RUN_RECORD
 from realfill.fingerprint import FINGERPRINT_KEY, check_same_scene, config_difference, scene_fingerprint
-from realfill.layout import ADAPTER_DIR, training_finished
+from realfill.layout import ADAPTER_DIR, adapter_snapshots, trained_steps, training_finished
 from realfill.runfolder import LOCK_FILE, RunLock
 from realfill.scene import load_scene, read_rgb
 from realfill.seed_selection import rank_candidates
@@ -56,7 +56,7 @@ def load_backbone(config, plugins, compute: Compute):
 
 
 def train_stage(scene, config, directory: Path, *, plugins, compute: Compute, resume: bool = False, console=None,
-                model=None):
+                model=None, snapshot_steps=()):
     """Fine-tune on ``scene``; writes ``directory/adapter/`` and ``directory/train_log.jsonl``. Returns the
     model with its adapter applied (in eval mode). A finished training in ``directory`` is reused when
     ``resume`` is set."""
@@ -70,13 +70,30 @@ def train_stage(scene, config, directory: Path, *, plugins, compute: Compute, re
         return model
     masking = plugins.registry("masking").create(config.masking)
     fine_tune(model, adapter, masking, scene, config, directory, plugins=plugins, resume=resume, console=console,
-              compute=compute)
+              compute=compute, snapshot_steps=snapshot_steps)
     return model
 
 
-def load_trained(config, train_dir: Path, *, plugins, compute: Compute):
-    """The backbone with the adapter weights of ``train_dir/adapter/`` loaded (a fresh process)."""
+def adapter_at_step(config, train_dir: Path, step: int | None) -> Path:
+    """``train_dir/adapter/``, or with ``step`` the adapter kept at that step (``train.keep_adapters``): its
+    ``adapter/step-NNNNN/``, or ``adapter/`` itself for the last step. One line listing the kept steps when
+    there is none at ``step``."""
     adapter_dir = Path(train_dir) / ADAPTER_DIR
+    final = trained_steps(train_dir)  # the training's own steps (an ablation's trains to its last step value)
+    if step is None or step == final:
+        return adapter_dir
+    kept = adapter_snapshots(train_dir)
+    if step not in kept:
+        steps = ", ".join(str(s) for s in [*kept, *([final] if final is not None else [])])
+        raise UserError(f"{adapter_dir}: no adapter kept at step {step} (kept: {steps or 'none'}); train with "
+                        "--set train.keep_adapters=true, which keeps the adapter of every checkpoint step")
+    return kept[step]
+
+
+def load_trained(config, train_dir: Path, *, plugins, compute: Compute, step: int | None = None):
+    """The backbone with the adapter weights of ``train_dir/adapter/`` (or of the snapshot kept at ``step``)
+    loaded (a fresh process)."""
+    adapter_dir = adapter_at_step(config, train_dir, step)
     if not adapter_dir.is_dir():
         raise UserError(f"{adapter_dir}: no trained adapter here; run `realfill train` (or fill) first")
     model = load_backbone(config, plugins, compute)
@@ -87,11 +104,12 @@ def load_trained(config, train_dir: Path, *, plugins, compute: Compute):
 
 
 def sample_stage(scene, config, train_dir: Path | None, directory: Path, *, plugins, compute: Compute, console=None,
-                 model=None) -> list[Path]:
+                 model=None, step: int | None = None) -> list[Path]:
     """``config.sample.num_samples`` completions, composited at the target's size, as
-    ``directory/samples/NNN.png``; the model is ``model`` or the backbone with ``train_dir``'s adapter."""
+    ``directory/samples/NNN.png``; the model is ``model`` or the backbone with ``train_dir``'s adapter (the
+    one kept at ``step``, if given)."""
     if model is None:
-        model = load_trained(config, Path(train_dir), plugins=plugins, compute=compute)
+        model = load_trained(config, Path(train_dir), plugins=plugins, compute=compute, step=step)
     s = config.sample
     out = Path(directory) / SAMPLES_DIR
     progress = Progress(TextColumn("sample"), BarColumn(), MofNCompleteColumn(), console=console,

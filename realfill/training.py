@@ -23,7 +23,7 @@ import json
 import math
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import torch
@@ -36,7 +36,8 @@ from realfill.compiling import compile_model, uncompile
 from realfill.device import DTYPE_NAMES, Compute, to_device, tune_cpu_allocator
 from realfill.diffusion import DENOISER_GROUP, InpaintModel, loss_weights, select_conditioning  # noqa: F401
 from realfill.errors import UserError
-from realfill.layout import ADAPTER_DIR, CHECKPOINT_DIR, TRAIN_LOG, TRAIN_STATE
+from realfill.layout import ADAPTER_DIR, CHECKPOINT_DIR, TRAIN_LOG, TRAIN_STATE, adapter_snapshot, adapter_snapshots
+from realfill.optimizers import make_optimizer
 from realfill.training_data import Batch, TrainingImages, random_resized_crops
 from realfill.validation import is_validation_step, sample_validation, strip_path, write_strip
 
@@ -70,12 +71,7 @@ class Trainer:
         self._param_dtypes = [p.dtype for p in self.params]
         for p in self.params:
             p.data = p.data.float()
-        # one fused kernel for every parameter (CPU and CUDA) instead of a Python loop over them
-        fused = all(p.device.type in ("cpu", "cuda") for p in self.params) or None
-        self.optimizer = torch.optim.AdamW(
-            groups, betas=(train.adam_beta1, train.adam_beta2), eps=train.adam_epsilon, weight_decay=train.weight_decay,
-            fused=fused,
-        )
+        self.optimizer = make_optimizer(groups, train)  # train.optimizer (realfill.optimizers)
         self.lr_scheduler = get_scheduler(train.lr_schedule, self.optimizer, num_warmup_steps=train.warmup_steps,
                                           num_training_steps=max(train.steps, 1))
         self.data = TrainingImages.from_scene(scene, train.resolution, train.crop_scale_min)
@@ -115,38 +111,80 @@ class Trainer:
 
     # -- one step ------------------------------------------------------------------------------------
 
-    def draw_batch(self) -> Batch:
+    def draw_batch(self, size: int | None = None) -> Batch:
+        """The step's batch: ``size`` items (default: the step's ``batch_size x gradient_accumulation_steps``),
+        every draw made for all of them at once, so the micro-batches of a step are slices of one batch."""
         g, t = self.generator, self.train
-        indices = torch.randint(0, len(self.data), (t.batch_size,), generator=g).tolist()
+        size = size or t.batch_size * t.gradient_accumulation_steps
+        indices = torch.randint(0, len(self.data), (size,), generator=g).tolist()
         images, unknown, is_target = random_resized_crops(self.data, indices, t.resolution, t.crop_scale_min, g)
-        masks = self.masking.make_masks(t.batch_size, t.resolution, t.resolution, is_target=is_target,
+        masks = self.masking.make_masks(size, t.resolution, t.resolution, is_target=is_target,
                                         target_masks=unknown, generator=g).float()
-        full = torch.rand(t.batch_size, generator=g) < t.full_mask_prob
+        full = torch.rand(size, generator=g) < t.full_mask_prob
         masks[full] = 1.0
         masks = torch.maximum(masks, unknown)  # the target's unknown region is never shown as known
-        drop_prompt = torch.rand(t.batch_size, generator=g) < t.prompt_dropout
+        drop_prompt = torch.rand(size, generator=g) < t.prompt_dropout
         return Batch(images, unknown, is_target, masks, drop_prompt)
 
     def conditioning(self, drop_prompt: torch.Tensor):
         table = self._cond_cache if self._cond_cache is not None else self.model.encode_prompts([self.train.prompt, ""])
         return select_conditioning(table, to_device(drop_prompt.long(), self.device))
 
-    def loss(self, batch: Batch) -> torch.Tensor:
-        """The weighted MSE of ``batch`` (draws VAE samples, noise and timesteps, in that order)."""
+    def prepare(self, batch: Batch) -> dict:
+        """Every random draw of ``batch``'s loss, made for the whole batch whatever its micro-batches: a
+        generator per item for the VAE posteriors (seeded from the run's generator, so a micro-batch's
+        encode draws what the whole batch's would), then the noise and the timesteps. The VAE encodes one
+        micro-batch (``train.batch_size`` items) at a time, without gradients."""
         model, g, device = self.model, self.generator, self.device
+        seeds = torch.randint(0, 2**62, (len(batch.images),), generator=g).tolist()
+        posteriors = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
         # every host-to-GPU copy queued without waiting (realfill.device.to_device)
         images = to_device(batch.images, device, model.dtype)
         masks = to_device(batch.masks, device, model.dtype)
-        with torch.no_grad(), self._autocast(encode=True):
-            latents, masked_latents = model.encode_image_pair(images, images * (masks < 0.5), generator=g)
+        encoded = []
+        for part in self._micro_batches(len(batch.images)):
+            with torch.no_grad(), self._autocast(encode=True):
+                encoded.append(model.encode_image_pair(images[part], images[part] * (masks[part] < 0.5),
+                                                       generator=posteriors[part]))
+        latents = torch.cat([e[0] for e in encoded])
+        masked_latents = torch.cat([e[1] for e in encoded])
         noise = to_device(torch.randn(latents.shape, generator=g, dtype=torch.float32), device, latents.dtype)
         timesteps = to_device(model.sample_training_timesteps(latents.shape[0], g), device)
-        with self._autocast():
-            cond = self.conditioning(batch.drop_prompt)
-        return self._denoising_loss(latents, masked_latents, masks, to_device(batch.unknown, device), noise,
-                                    timesteps, cond)
+        unknown = to_device(batch.unknown, device)
+        # the mean over the whole batch's weighted cells: each micro-batch's error sum is divided by it, so
+        # the micro-batches' losses (and gradients) add up to the whole batch's
+        denominator = (model.loss_weights(unknown).sum() * latents.shape[1]).clamp(min=1.0)
+        return {"latents": latents, "masked_latents": masked_latents, "masks": masks, "unknown": unknown,
+                "noise": noise, "timesteps": timesteps, "denominator": denominator}
 
-    def _denoising_loss(self, latents, masked_latents, masks, unknown, noise, timesteps, cond) -> torch.Tensor:
+    def _micro_batches(self, size: int) -> list[slice]:
+        step = self.train.batch_size
+        return [slice(i, min(i + step, size)) for i in range(0, size, step)]
+
+    def micro_loss(self, batch: Batch, prepared: dict, part: slice) -> torch.Tensor:
+        """The share of ``part`` (a micro-batch) in the whole batch's weighted MSE."""
+        with self._autocast():
+            cond = self.conditioning(batch.drop_prompt[part])
+        p = prepared
+        whole = part == slice(0, len(p["latents"]))  # one micro-batch: the loss's own mean, as before accumulation
+        return self._denoising_loss(p["latents"][part], p["masked_latents"][part], p["masks"][part],
+                                    p["unknown"][part], p["noise"][part], p["timesteps"][part], cond,
+                                    None if whole else p["denominator"])
+
+    def micro_losses(self, batch: Batch) -> Iterator[torch.Tensor]:
+        """Each micro-batch's share of ``batch``'s loss, in turn (after :meth:`prepare` drew for all of them);
+        a generator, so the step runs each share's backward before the next forward."""
+        prepared = self.prepare(batch)
+        for part in self._micro_batches(len(batch.images)):
+            yield self.micro_loss(batch, prepared, part)
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        """The weighted MSE of ``batch`` (draws VAE samples, noise and timesteps, in that order), summed over
+        its micro-batches without a backward between them."""
+        return sum(self.micro_losses(batch))
+
+    def _denoising_loss(self, latents, masked_latents, masks, unknown, noise, timesteps, cond,
+                        denominator=None) -> torch.Tensor:
         """The step's work after its random draws: noise the latents, predict, weigh the error. No random
         draws but LoRA dropout's, so ``train.compile`` compiles it as one region (the denoiser inlined)."""
         model = self.model  # the objective is the model's to say (InpaintModel's training methods)
@@ -159,7 +197,9 @@ class Trainer:
         error = (prediction.float() - target.float()) ** 2 * weights
         if (factor := model.timestep_loss_weighting(timesteps)) is not None:
             error = error * factor
-        return error.sum() / (weights.sum() * error.shape[1]).clamp(min=1.0)
+        if denominator is None:  # the batch is the whole step's
+            denominator = (weights.sum() * error.shape[1]).clamp(min=1.0)
+        return error.sum() / denominator
 
     def _autocast(self, encode: bool = False):
         """Mixed precision as ``train.mixed_precision`` resolved (a no-op in float32). The VAE's encode
@@ -181,23 +221,27 @@ class Trainer:
             return self._step()
 
     def _step(self) -> torch.Tensor:
+        """One optimizer step over ``train.gradient_accumulation_steps`` micro-batches of ``train.batch_size``:
+        each micro-batch's forward and backward in turn (its activations freed before the next), the
+        gradients summed, then clipped and applied once."""
         self._set_train_mode(True)
         batch = self.draw_batch()
-        loss = self.loss(batch)
         self.optimizer.zero_grad(set_to_none=True)
+        loss = None
+        for share in self.micro_losses(batch):
+            (self.scaler.scale(share) if self.scaler is not None else share).backward()
+            loss = share.detach() if loss is None else loss + share.detach()
         if self.scaler is not None:
-            self.scaler.scale(loss).backward()
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.params, self.train.max_grad_norm)
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
-            loss.backward()
             torch.nn.utils.clip_grad_norm_(self.params, self.train.max_grad_norm)
             self.optimizer.step()
         self.lr_scheduler.step()
         self.step += 1
-        return loss.detach()
+        return loss
 
     def _set_train_mode(self, on: bool) -> None:
         """Modules with trained parameters in train mode (LoRA dropout on), the rest in eval mode. Called
@@ -251,7 +295,10 @@ class Trainer:
                     p.data = p.data.to(dtype)
 
     def learning_rates(self) -> dict[str, float]:
-        return {name: group["lr"] for name, group in zip(self.group_names, self.optimizer.param_groups)}
+        """Each group's learning rate as a float (torchao's 8-bit AdamW holds it as a tensor); for Prodigy the
+        step size it uses, its estimate ``d`` times the rate."""
+        return {name: float(group["lr"]) * float(group.get("d", 1.0))
+                for name, group in zip(self.group_names, self.optimizer.param_groups)}
 
     # -- checkpoints ---------------------------------------------------------------------------------
 
@@ -312,10 +359,14 @@ def fine_tune(
     resume: bool = False,
     console=None,
     on_step: Callable[[int, float], None] | None = None,
+    snapshot_steps: Iterable[int] = (),
 ) -> Trainer:
     """Fine-tune ``model`` on ``scene`` per ``config.train``; writes ``run_dir/train_log.jsonl``,
     ``run_dir/checkpoint/`` every ``checkpoint_every`` steps and ``run_dir/adapter/`` at the end.
-    With ``resume``, continues from ``run_dir/checkpoint/`` (the log is cut back to it). ``compute``: the
+    With ``resume``, continues from ``run_dir/checkpoint/`` (the log is cut back to it). With
+    ``train.keep_adapters``, the adapter of every checkpoint step and of each of ``snapshot_steps`` (what an
+    ablation over steps samples; never pruned) is kept as ``adapter/step-NNNNN/``, at most
+    ``train.checkpoints_total_limit`` of the checkpoint steps' (the oldest go first). ``compute``: the
     command's, resolved and applied (``realfill.run.check_device(config, plugins).apply()``); ``plugins``:
     whose ``realfill_train_step_end`` hear each logged step (None: nobody listens)."""
     train = config.train
@@ -330,6 +381,7 @@ def fine_tune(
             console.print(f"resuming from step {trainer.step} ({run_dir / CHECKPOINT_DIR})")
     else:
         atomic_write_text(log_path, "")
+    pinned = {int(n) for n in snapshot_steps}
     record = {"steps": train.steps, "mixed_precision": trainer.mixed_precision}  # what "auto" resolved to
     atomic_write_text(run_dir / TRAIN_STATE, json.dumps({"finished": False, **record}) + "\n")
     start = time.perf_counter()
@@ -345,7 +397,8 @@ def fine_tune(
             # a validation step is logged too: its strip has its loss beside it (train_log.jsonl, the trackers)
             logs = step % train.log_every == 0 or step == train.steps or is_validation_step(train, step)
             checkpoints = bool(train.checkpoint_every) and step % train.checkpoint_every == 0 and step < train.steps
-            if not (logs or checkpoints or on_step is not None):
+            snapshot = train.keep_adapters and step < train.steps and (checkpoints or step in pinned)
+            if not (logs or checkpoints or snapshot or on_step is not None):
                 progress.update(task, completed=step)  # the loss is read (the host waits for it) when logged
                 continue
             loss = float(step_loss)
@@ -370,12 +423,30 @@ def fine_tune(
                     plugins.train_step_end(step=step, loss=loss, learning_rates=rates, seconds=seconds)
             if on_step is not None:
                 on_step(step, loss)
+            if snapshot:  # before the checkpoint: a resume from it never lacks its snapshot
+                keep_adapter_snapshot(trainer, run_dir, step, pinned)
             if checkpoints:
                 save_checkpoint(trainer, run_dir)
     trainer.finish()
     with atomic_dir(run_dir / ADAPTER_DIR) as building:
         adapter.save(model, building)
+        for kept in adapter_snapshots(run_dir).values():  # the kept adapters move into the final folder
+            kept.rename(building / kept.name)
     trainer.restore_dtypes()
     atomic_write_text(run_dir / TRAIN_STATE, json.dumps({"finished": True, **record}) + "\n")
     shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)  # the adapter is the result now
     return trainer
+
+
+def keep_adapter_snapshot(trainer: Trainer, run_dir: Path, step: int, pinned: set[int] = frozenset()) -> Path:
+    """``adapter/step-NNNNN/``: the adapter at ``step`` (``train.keep_adapters``), written whole; then the
+    oldest unpinned snapshots beyond ``train.checkpoints_total_limit`` are removed."""
+    path = adapter_snapshot(run_dir, step)
+    with atomic_dir(path) as building:
+        trainer.adapter.save(trainer.model, building)
+    limit = trainer.train.checkpoints_total_limit
+    if limit is not None:
+        prunable = [p for s, p in adapter_snapshots(run_dir).items() if s not in pinned]
+        for old in prunable[: max(0, len(prunable) - limit)]:
+            shutil.rmtree(old, ignore_errors=True)
+    return path

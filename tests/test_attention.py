@@ -24,7 +24,8 @@ H200, A100, RTX4090 = (9, 0), (8, 0), (8, 9)
 
 
 @pytest.mark.parametrize(("device", "capability", "version", "dtype", "compile", "expected"), [
-    # Hopper under torch >= 2.11: cuDNN excluded (pytorch/pytorch#196678), flash first for half precision
+    # Hopper under torch >= 2.11: cuDNN excluded as a defence (NaN-gradient reports pytorch/pytorch#196678,
+    # NVIDIA/cudnn-frontend#1072), flash first for half precision
     ("cuda", H200, "2.11.0+cu130", "bfloat16", False, Attention("sdpa", ("flash", "efficient", "math"))),
     ("cuda", H200, "2.11.0+cu130", "float16", False, Attention("sdpa", ("flash", "efficient", "math"))),
     ("cuda", H200, "2.13.1", "float32", False, Attention("sdpa", ("efficient", "math"))),

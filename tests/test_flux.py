@@ -186,10 +186,11 @@ def test_loss_falls_when_overfitting_a_fixed_batch(plugins, scene):
     assert losses[-1] < 0.7 * losses[0], losses
 
 
-def test_stock_flux_fill_pipeline_with_our_lora_gives_our_samples(plugins, scene, tmp_path):
+@pytest.mark.parametrize("adapter", ["lora", "dora"])
+def test_stock_flux_fill_pipeline_with_our_lora_gives_our_samples(plugins, scene, tmp_path, adapter):
     from realfill_plugins.backbones.tiny_flux import build_tiny_flux
 
-    config = _config(plugins, "train.steps=4", "train.lr_denoiser=5e-3", "train.lr_text_encoder=5e-3")
+    config = _config(plugins, "train.steps=4", "train.lr_denoiser=5e-3", "train.lr_text_encoder=5e-3", adapter=adapter)
     model = plugins.registry("backbone").create(config.backbone).load()
     fine_tune(model, plugins.registry("adapter").create(config.adapter), plugins.registry("masking").create(config.masking), scene, config,
               tmp_path, plugins=plugins, compute=model_compute(model, config.train))

@@ -1,5 +1,5 @@
-"""The LoRA in adapter/ is what stock diffusers reads: a fresh StableDiffusionInpaintPipeline (and the SDXL
-one) with ``load_lora_weights`` gives exactly the samples of the model we trained."""
+"""The LoRA (and DoRA) in adapter/ is what stock diffusers reads: a fresh StableDiffusionInpaintPipeline (and
+the SDXL one) with ``load_lora_weights`` gives exactly the samples of the model we trained."""
 
 from __future__ import annotations
 
@@ -18,11 +18,13 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.mark.parametrize("device", test_devices())
+@pytest.mark.parametrize("adapter", ["lora", "dora"])
 @pytest.mark.parametrize(("backbone", "builder"), [("tiny-sd2", "build_tiny_sd2"), ("tiny-sdxl", "build_tiny_sdxl")])
-def test_stock_load_lora_weights_gives_the_same_samples(plugins, example_scene, tmp_path, backbone, builder, device):
+def test_stock_load_lora_weights_gives_the_same_samples(plugins, example_scene, tmp_path, backbone, builder, device,
+                                                        adapter):
     from realfill_plugins.backbones import tiny
 
-    config = resolve_config(preset="smoke", components={"backbone": backbone},
+    config = resolve_config(preset="smoke", components={"backbone": backbone, "adapter": adapter},
                             overrides=["train.steps=4", "train.batch_size=4", "train.resolution=32",
                                        "train.lr_denoiser=5e-3", "train.lr_text_encoder=5e-3", f"device={device}"],
                             plugins=plugins)
@@ -36,6 +38,9 @@ def test_stock_load_lora_weights_gives_the_same_samples(plugins, example_scene, 
     assert any(k.startswith("unet.") for k in keys) and any(k.startswith("text_encoder.") for k in keys)
     if backbone == "tiny-sdxl":
         assert any(k.startswith("text_encoder_2.") for k in keys)
+    if adapter == "dora":  # the trained magnitudes travel, the text encoders' too
+        assert any(k.startswith("unet.") and "lora_magnitude_vector" in k for k in keys)
+        assert any(k.startswith("text_encoder.") and "lora_magnitude_vector" in k for k in keys)
 
     stock = getattr(tiny, builder)(0).to(device)  # the same base weights, untouched by us
     stock.set_progress_bar_config(disable=True)

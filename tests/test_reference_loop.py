@@ -102,10 +102,13 @@ def test_compiled_loop_gives_the_eager_losses_and_is_undone_after_training(plugi
     assert "_denoising_loss" in compiled.__dict__ and "forward" in model.vae.encoder.__dict__
     assert "forward" in model.text_encoders[0].__dict__  # the paper's LoRA trains the text encoder
     compiled_losses, eager_losses = _losses(compiled, 2), _losses(eager, 2)
-    # the first step is the same graph on the same draws; after one optimizer step inductor's reordered
-    # float sums show (measured in a clean clone: 1.06467 vs 1.06488, 2e-4 relative)
-    assert compiled_losses[0] == pytest.approx(eager_losses[0], rel=1e-4, abs=1e-6)
-    assert compiled_losses[1] == pytest.approx(eager_losses[1], rel=1e-3, abs=1e-6)
+    # the first step is the same graph on the same draws; inductor's reordered float sums show already
+    # there (measured with the per-item VAE posterior draws of gradient accumulation: 1.221933 vs 1.221686,
+    # 2.0e-4 relative; the same code with the loss's denominator inside the compiled region gives the same
+    # numbers), and more after one AdamW step, which turns the near-0 gradients' rounding into whole steps
+    # (measured: 0.990067 vs 0.989060, 1.0e-3 relative; before those draws 1.06467 vs 1.06488, 2e-4)
+    assert compiled_losses[0] == pytest.approx(eager_losses[0], rel=3e-4, abs=1e-6)
+    assert compiled_losses[1] == pytest.approx(eager_losses[1], rel=2e-3, abs=1e-6)
     compiled.finish()
     assert "_denoising_loss" not in compiled.__dict__ and "forward" not in model.vae.encoder.__dict__
     assert "forward" not in model.text_encoders[0].__dict__

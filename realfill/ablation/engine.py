@@ -113,7 +113,9 @@ def run_ablation(
             if kind == "sample" and spec.train_key in failed_stage:
                 failed_stage[key] = failed_stage[spec.train_key]
                 continue
-            if _finished(directory) is not None:
+            snapshots = plan.snapshot_steps(key) if kind == "train" and spec.config.train.keep_adapters else None
+            done = _finished(directory)
+            if done is not None and (snapshots is None or set(snapshots) <= set(done.get("snapshot_steps", []))):
                 skipped[kind] += 1
                 reporter.stage_skipped(kind, f"{spec.scene_name} {kind} {key}")
                 continue
@@ -122,9 +124,15 @@ def run_ablation(
                     "config": spec.config.model_dump(mode="json")}
             if kind == "sample":
                 task["train_dir"] = str(plan.stage_dir("train", spec))
+                if spec.config.train.keep_adapters:  # the adapter kept at this run's step
+                    task["step"] = spec.config.train.steps
             else:  # the tracker's name of a training: the runs it serves
                 served = [s.label for s in plan.runs if s.train_key == key]
                 task["track_name"] = f"{spec.scene_name}/train-{','.join(served)}"
+            if snapshots is not None:  # one training to the last step, keeping the adapter at each
+                task["config"]["train"]["steps"] = snapshots[-1]
+                task["snapshot_steps"] = snapshots
+                task["title"] += f" (steps {', '.join(map(str, snapshots))} from one training)"
             tasks.append(task)
         if tasks:
             executor.run(runner, tasks, on_start, on_done, on_progress)

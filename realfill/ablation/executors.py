@@ -163,11 +163,12 @@ def _train_body(task, plugins, progress):
         plugins.register(observer, name=f"ablation-progress-{id(observer)}")
     try:
         with _trackers(task, plugins, task["config"]):
-            _stage_api().train_stage(scene, config, directory, plugins=plugins, compute=_compute(config, plugins))
+            _stage_api().train_stage(scene, config, directory, plugins=plugins, compute=_compute(config, plugins),
+                                     snapshot_steps=task.get("snapshot_steps", ()))
     finally:
         if observer is not None:
             plugins.pm.unregister(observer)
-    return {"steps": config.train.steps}
+    return {"steps": config.train.steps, "snapshot_steps": task.get("snapshot_steps", [])}
 
 
 def _sample_body(task, plugins, progress):
@@ -176,7 +177,7 @@ def _sample_body(task, plugins, progress):
     directory = Path(task["dir"])
     _fresh(directory)
     paths = _stage_api().sample_stage(scene, config, Path(task["train_dir"]), directory, plugins=plugins,
-                                      compute=_compute(config, plugins))
+                                      compute=_compute(config, plugins), step=task.get("step"))
     return {"samples": len(paths)}
 
 

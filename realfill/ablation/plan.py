@@ -144,6 +144,9 @@ def stage_inputs(scene: Path, config, content: dict | None = None) -> dict[str, 
     inputs["train"].update(content or {})  # the scene's pixels (scene_content_key): a path is not its content
     for stage, sections in STAGE_SECTIONS.items():
         inputs[stage].update({k: data[k] for k in sections})
+    # with train.keep_adapters one training serves every step an ablation asks for: the step keys the sampling
+    inputs["train"]["train"] = training_payload(data["train"])
+    inputs["sample"].update(snapshot_stage(data["train"]))
     skip = defaulted_fields(config)
     for role in config_roles_of(config):
         if role.field not in skip:
@@ -204,6 +207,11 @@ class Plan:
             if key is not None:
                 stages.setdefault(key, run)
         return stages
+
+    def snapshot_steps(self, train_key: str) -> list[int]:
+        """The ``train.steps`` values that share one training (``train.keep_adapters``), ascending: it trains
+        to the last and keeps the adapter at each of the others."""
+        return sorted({r.config.train.steps for r in self.runs if r.train_key == train_key and r.config is not None})
 
     def stage_dir(self, kind: str, run: RunSpec) -> Path:
         key = run.train_key if kind == "train" else run.sample_key
@@ -345,6 +353,20 @@ def scene_content_key(scene: Path) -> dict:
     # every reference counts (the run's max_references is checked by the run itself, in one line)
     every = max(5, len(list((Path(scene) / "ref").iterdir())))
     return {FINGERPRINT_KEY: scene_key(load_scene(scene, max_references=every))}
+
+
+# -- an axis over training steps, from one training's kept adapters ------------------------------------
+
+
+def training_payload(train: dict) -> dict:
+    """The train settings a training stage is keyed by. With ``keep_adapters`` it keeps the adapter of each
+    step an ablation asks for, so ``steps`` is left out: ``--steps 500 --steps 1000`` trains once."""
+    return {k: v for k, v in train.items() if k != "steps"} if train.get("keep_adapters") else train
+
+
+def snapshot_stage(train: dict) -> dict:
+    """What a sampling stage adds to its key when its adapter is a kept one: the step it was kept at."""
+    return {"step": train["steps"]} if train.get("keep_adapters") else {}
 
 
 def expand_scene_folders(paths: Iterable[Path], left_out: list[Path] | None = None) -> list[Path]:

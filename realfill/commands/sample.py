@@ -1,4 +1,5 @@
-"""``realfill sample SCENE --run DIR``: the sampling stage alone, from a trained run's ``adapter/``.
+"""``realfill sample SCENE --run DIR [--step N]``: the sampling stage alone, from a trained run's ``adapter/``
+(or, with ``--step``, the adapter it kept at step N: ``train.keep_adapters``).
 
 The config is ``DIR/config.toml`` unless ``--config``/``--preset`` say otherwise; ``--samples``,
 ``--seed`` and ``--set sample.*`` change it. Samples go to ``--out`` (default: DIR) as ``samples/NNN.png``;
@@ -23,6 +24,8 @@ HELP = "sample completions from a trained run (DIR/adapter) into DIR/samples or 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("scene", type=Path, metavar="SCENE", help="the scene folder (ref/, target/)")
     parser.add_argument("--run", type=Path, required=True, metavar="DIR", help="a trained run (config.toml, adapter/)")
+    parser.add_argument("--step", type=int, metavar="N", default=None,
+                        help="sample from the adapter kept at step N (train.keep_adapters: adapter/step-NNNNN/)")
     add_config_arguments(parser)
 
 
@@ -49,7 +52,8 @@ def run(args: argparse.Namespace, ctx) -> int:
         if (out / SAMPLES_DIR).is_dir() and any((out / SAMPLES_DIR).iterdir()):
             raise UserError(f"{out / SAMPLES_DIR}: already holds samples; choose another --out")
         compute.apply()
-        model = load_trained(config, args.run, plugins=ctx.plugins, compute=compute)
+        model = load_trained(config, args.run, plugins=ctx.plugins, compute=compute,
+                             step=args.step)
         paths = sample_stage(scene, config, args.run, out, plugins=ctx.plugins, compute=compute, console=ctx.console,
                              model=model)
     ctx.console.print(f"[green]{len(paths)} samples:[/] {out / SAMPLES_DIR}", soft_wrap=True)
