@@ -167,8 +167,8 @@ REALBENCH_COLUMNS = (
     ("DINO", "dino", True, "whole image"),
     ("CLIP", "clip", True, "whole image"),
 )
-REALBENCH_SOURCE = ("Tang et al., RealFill, SIGGRAPH 2024 (arXiv 2309.16668), Table 1: RealBench, 33 scenes, "
-                    "quoted from /work/shared/DESIGN.md; the baselines' DreamSim/DINO/CLIP are not quoted there")
+REALBENCH_SOURCE = ("Tang et al., RealFill, SIGGRAPH 2024 (arXiv 2309.16668), Table 1: RealBench, 33 scenes; "
+                    "the baselines' DreamSim/DINO/CLIP are not quoted here")
 #: the paper's own numbers, as quoted (None: not quoted)
 REALBENCH_PAPER = (
     ("RealFill", (14.78, 0.424, 0.431, 0.077, 0.948, 0.962)),
