@@ -125,3 +125,20 @@ def test_the_machine_path_pattern_finds_what_it_should():
     assert MACHINE_PATH.search("(looked in: /root/.cache/torch/hub)")
     assert not MACHINE_PATH.search("~/.cache/huggingface/hub and https://example.org/home/x")
     assert not MACHINE_PATH.search("runs/motorcycle-cpu/baselines/telea")
+
+
+# -- docs/architecture.md: the role table names every role and every built-in ---------------------------
+
+
+def test_the_architecture_role_table_lists_every_role_and_builtin():
+    from realfill.inventory import read
+
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    table = text.split("## The role table", 1)[1].split("\n## ", 1)[0]
+    rows = {line.split(" | ")[0].removeprefix("| "): line for line in table.splitlines() if line.startswith("| ")}
+    for role in BUILTIN_ROLES:
+        assert role.name in rows, f"docs/architecture.md: no row for the role {role.name}"
+        assert f"`{role.base.__name__}`" in rows[role.name]
+    for entry in read(ROOT / "registry.toml"):
+        assert f"`{entry['name']}`" in rows[entry["role"]], f"docs/architecture.md: {entry['role']} {entry['name']}"
+    assert (ROOT / "docs" / "images" / "stage_graph.svg").is_file() and "images/stage_graph.svg" in text

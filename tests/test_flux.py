@@ -378,7 +378,7 @@ def test_ablate_compares_tiny_sd2_and_tiny_flux(example_scene, tmp_path):
 
 @pytest.mark.slow
 def test_real_size_flux_parameter_counts_match_the_docs():
-    """docs/architecture.md's FLUX.1 Fill figures, recomputed on the meta device (no weights): the LoRA of
+    """docs/memory.md's FLUX.1 Fill figures, recomputed on the meta device (no weights): the LoRA of
     the paper-flux preset (rank 64 on both streams' attention projections; 8 projections of 3072 x 3072 in
     each of 19 double-stream blocks, 3 in each of 38 single-stream blocks)."""
     from benchmarks.architecture import lora_parameter_counts
@@ -472,7 +472,7 @@ def test_an_unknown_quantization_is_one_line(plugins):
 
 
 def test_paper_flux_24gb_preset_is_paper_flux_with_an_int8_transformer(plugins):
-    """The 24 GB preset is paper-flux's recipe with the transformer in int8, and docs/architecture.md's count
+    """The 24 GB preset is paper-flux's recipe with the transformer in int8, and docs/memory.md's count
     of its int8 bytes holds for the real architecture (its linear layers on the meta device)."""
     from benchmarks.architecture import build_meta_flux
     from realfill.config import dump_config
