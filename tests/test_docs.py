@@ -142,3 +142,18 @@ def test_the_architecture_role_table_lists_every_role_and_builtin():
     for entry in read(ROOT / "registry.toml"):
         assert f"`{entry['name']}`" in rows[entry["role"]], f"docs/architecture.md: {entry['role']} {entry['name']}"
     assert (ROOT / "docs" / "images" / "stage_graph.svg").is_file() and "images/stage_graph.svg" in text
+
+
+def test_the_readmes_plugin_example_registers_and_validates(plugins):
+    """The README's plugin, run as written: it registers under its name and its config rejects a typo."""
+    from pydantic import ValidationError
+
+    code = re.search(r"```python\n(.*?)```", README, re.S).group(1)
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec", dont_inherit=True), namespace)  # noqa: S102 - the README's own example
+    registry = plugins.registry("masking")
+    namespace["realfill_register_masking"](registry)
+    component = registry.get("border-bands")
+    assert component is namespace["BorderBands"] and component.Config().name == "border-bands"
+    with pytest.raises(ValidationError):
+        component.Config(name="border-bands", max_fracton=0.3)
