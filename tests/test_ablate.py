@@ -333,6 +333,7 @@ def test_smoke_ablation_two_rankers_two_scenes(scenes, tmp_path, plugins, capsys
     assert read_csv(out / "results.csv") == rows
 
 
+@pytest.mark.slow
 def test_smoke_ablation_through_ray_gives_the_same_metrics(scenes, tmp_path, plugins):
     _pipeline_or_skip(plugins)
     pytest.importorskip("ray", reason="ray is not installed (pip install 'realfill[ray]')")

@@ -40,6 +40,7 @@ def test_version():
     assert proc.returncode == 0 and proc.stdout.strip() == f"realfill {__version__}"
 
 
+@pytest.mark.slow
 def test_plugins_json_lists_every_builtin_component_by_role(plugins):
     proc = realfill("plugins", "--json")
     assert proc.returncode == 0, proc.stderr

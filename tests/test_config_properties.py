@@ -140,6 +140,7 @@ def _assert_refused(code: int, err: str, key: str) -> None:
 ALL_KEYS = [("section", None, key, kind, field) for key, kind, field in SECTION_KEYS] + COMPONENT_KEYS
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_hypothesis_any_value_of_any_key_validates_or_is_refused_in_one_line(data, example_scene, tmp_path, capsys):
@@ -192,6 +193,7 @@ SMOKE_COMPONENTS = {"backbone": "tiny-sd2", "adapter": "lora", "masking": "lama-
 @pytest.mark.filterwarnings("error:invalid value encountered:RuntimeWarning")  # nan pixels: a run gone to nan
 # no shrinking: each example is a fill of seconds, and shrinking one failure took over 5 minutes here (the
 # failing draws are printed whole, one line per key)
+@pytest.mark.slow
 @settings(max_examples=4, deadline=None, database=None, derandomize=True, phases=[Phase.explicit, Phase.generate],
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                  HealthCheck.filter_too_much])

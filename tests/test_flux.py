@@ -167,6 +167,7 @@ def test_training_is_the_rectified_flow_recipe(plugins):
     assert tokens[0, 1 * 4 + 2].sum() == 0 and tokens.sum() == 15 * 64
 
 
+@pytest.mark.slow
 def test_loss_falls_when_overfitting_a_fixed_batch(plugins, scene):
     config = _config(plugins, "train.lr_unet=1e-2", "train.lr_text_encoder=1e-2", "adapter.dropout=0.0",
                      "train.prompt_dropout=0.0")
@@ -185,6 +186,7 @@ def test_loss_falls_when_overfitting_a_fixed_batch(plugins, scene):
     assert losses[-1] < 0.7 * losses[0], losses
 
 
+@pytest.mark.slow
 def test_stock_flux_fill_pipeline_with_our_lora_gives_our_samples(plugins, scene, tmp_path):
     from realfill_plugins.backbones.tiny_flux import build_tiny_flux
 
@@ -219,6 +221,7 @@ def test_stock_flux_fill_pipeline_with_our_lora_gives_our_samples(plugins, scene
     torch.testing.assert_close(alone[0], ours[1], rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("adapter", ["full", "lora"])
 def test_adapters_train_save_and_reload_to_the_same_samples(plugins, scene, tmp_path, adapter):
     from realfill.run import load_trained
@@ -328,6 +331,7 @@ def test_cli_flux_checkpoint_in_the_wrong_place_is_one_line_exit_2(example_scene
 # -- the command line -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_smoke_fill_with_tiny_flux_writes_the_whole_run_folder_in_minutes(example_scene, tmp_path):
     """``realfill fill SCENE --preset smoke --backbone tiny-flux``: the whole run folder, the known pixels
     kept outside the feathered band; 11 s here (the issue allows 3 minutes on a CPU)."""
@@ -363,6 +367,7 @@ def test_smoke_fill_with_tiny_flux_writes_the_whole_run_folder_in_minutes(exampl
         assert not np.array_equal(image[scene.mask], scene.target[scene.mask])
 
 
+@pytest.mark.slow
 def test_ablate_compares_tiny_sd2_and_tiny_flux(example_scene, tmp_path):
     import csv
 
@@ -419,6 +424,7 @@ def test_a_ddpm_sampler_on_flux_is_refused_before_anything_is_written(example_sc
 # -- backbone.quantize: the frozen transformer in int8 (torchao), LoRA beside it -----------------------
 
 
+@pytest.mark.slow
 def test_int8_weight_only_transformer_trains_saves_reloads_and_samples(plugins, scene, tmp_path):
     """``backbone.quantize = "int8-weight-only"`` (the paper-flux-24gb preset): every linear weight of the
     transformer is int8 (torchao), the LoRA beside it float32 (peft's TorchaoLoraLinear) and it trains (finite
