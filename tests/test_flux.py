@@ -312,6 +312,7 @@ def test_missing_flux_weights_name_every_place_and_the_gate(plugins, tmp_path, e
     assert f"for the transformer file {path}" in str(info.value) and str(empty_hub_cache) in str(info.value)
 
 
+@pytest.mark.slow
 def test_cli_flux_checkpoint_in_the_wrong_place_is_one_line_exit_2(example_scene, tmp_path):
     from tests.test_cli import assert_one_line_error, realfill
 
@@ -412,6 +413,7 @@ def test_paper_flux_preset_holds_the_recipe(plugins):
     assert (s.scheduler, s.steps, s.guidance_scale, s.num_samples) == ("auto", 50, 30.0, 64)
 
 
+@pytest.mark.slow
 def test_a_ddpm_sampler_on_flux_is_refused_before_anything_is_written(example_scene, tmp_path):
     from tests.test_cli import assert_one_line_error, realfill
 
