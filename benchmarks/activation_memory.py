@@ -20,7 +20,7 @@ that autocast computes in float32 are counted at bf16). Attention is counted as 
 GPU store it (query, key, value, output, log-sum-exp), not the score matrices of the math fallback.
 
     python benchmarks/activation_memory.py sdxl --resolution 1024 --dtype bfloat16 --checkpointing
-    python benchmarks/activation_memory.py --table      # the table of docs/architecture.md
+    python benchmarks/activation_memory.py --table      # the table of docs/memory.md
 """
 
 from __future__ import annotations
@@ -189,7 +189,7 @@ def main(argv=None) -> int:
     parser.add_argument("--resolution", type=int, default=512)
     parser.add_argument("--dtype", choices=list(DTYPES), default="float32")
     parser.add_argument("--checkpointing", action="store_true")
-    parser.add_argument("--table", action="store_true", help="every case of docs/architecture.md, as markdown")
+    parser.add_argument("--table", action="store_true", help="every case of docs/memory.md, as markdown")
     args = parser.parse_args(argv)
     if not args.table:
         print("ACTIVATION-MEMORY " + json.dumps(per_sample(args.kind, args.resolution, args.dtype, args.checkpointing)))

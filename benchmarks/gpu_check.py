@@ -57,8 +57,8 @@ STAGE_CAPS = {"tests": 150, "matmul": 30, "paper": 60, "paper-sdxl": 80, "paper-
 #: torch reports, first match wins.
 PEAK_TFLOPS = (("H200 NVL", None), ("H200", 989.5), ("H100 PCIe", 756.5), ("H100 NVL", None), ("H100", 989.5),
                ("A100", 312.0), ("L40S", 366.5), ("L4", 121.0), ("A10", 125.0))
-#: the bf16 matrix rate measured on an H200 here (/work/.library/device KINDS.md: 8192-cube bf16 products on
-#: random data, 769-798 TFLOP/s on 2026-10-28 and 2026-11-04; "about 790")
+#: the bf16 matrix rate measured on the H200 lent to this project (the lender's notes on its machines:
+#: 8192-cube bf16 products on random data, 769-798 TFLOP/s on 2026-10-28 and 2026-11-04; "about 790")
 MEASURED_HERE_TFLOPS = {"H200": 790.0}
 #: what torch says when the pinned SDPA backend has no kernel for these inputs on this device
 UNAVAILABLE = ("no available kernel", "no viable backend for scaled_dot_product_attention")

@@ -1,8 +1,20 @@
 """Every hook specification of realfill, in one place (like pytest's ``_pytest/hookspec.py``).
 
-Plugins implement these with ``@realfill.hookimpl`` and are found through the ``realfill`` entry-point
-group. The built-in components in ``realfill_plugins`` use exactly the same hooks. Hooks are always
-called with keyword arguments; an implementation may accept any subset of a hook's parameters.
+Plugins implement these with ``@realfill.hookimpl`` (or a plain function of the same name: an unmarked
+``realfill_*`` function counts, so a misspelled hook name fails loudly instead of doing nothing) and are
+found through the ``realfill`` entry-point group. The built-in components in ``realfill_plugins`` use
+exactly the same hooks. Hooks are always called with keyword arguments, one plugin at a time; an
+implementation may accept any subset of a hook's parameters. A plugin that raises is reported by name
+as a warning and skipped, and everything else goes on. None of the hooks is ``firstresult``.
+
+Plugins are found in this order: the built-in modules of ``realfill_plugins`` (the repository's
+``plugins/``), then every entry point in the ``realfill`` group. ``REALFILL_DISABLE_PLUGIN_AUTOLOAD=1``
+skips the entry points; ``--no-plugin NAME`` (repeatable) or ``REALFILL_NO_PLUGINS=a,b`` blocks single
+plugins (entry-point names, or built-in modules such as ``rankers.sift``). ``realfill plugins`` lists
+what loaded.
+
+docs/plugin_hooks.md is generated from this file and the role table: ``python -m realfill.hookdoc >
+docs/plugin_hooks.md``.
 """
 
 from __future__ import annotations
@@ -69,12 +81,16 @@ del _role
 def realfill_add_roles() -> list[Role]:
     """Declare new component roles; the platform then calls each role's register hook like a built-in's.
 
-    A role with a ``field`` enters the run config (validated from TOML and ``--set`` like ``ranker``) and
-    gets a ``--FIELD`` flag on ``fill``, ``train``, ``sample``, ``config`` and ``ablate`` (an axis), and a
-    column in the ablation's ``results.csv``. ``stage`` (``train``, ``sample``, ``rank``, ``report``) is the
-    stage whose ablation key holds the field; unset, training (never merged). ``plural`` names several in
-    messages; unset, the English plural of ``name``. A field at the role's ``default`` is left out of run
-    names, stage keys and a resumed run folder's ``config.toml``.
+    Each :class:`realfill.components.Role` names the role, its base class (a ``Component`` subclass whose
+    ``role`` is the role's name) and its register hook (``realfill_register_<plural>(registry)``, which the
+    plugin then implements like a built-in role's). A role with a ``field`` enters the run config (validated
+    from TOML and ``--set`` like ``ranker``) and gets a ``--FIELD`` flag on ``fill``, ``train``, ``sample``,
+    ``config`` and ``ablate`` (an axis), and a column in the ablation's ``results.csv``. ``stage`` (``train``,
+    ``sample``, ``rank``, ``report``) is the stage whose ablation key holds the field; unset, training (never
+    merged). ``plural`` names several in messages; unset, the English plural of ``name``. A field at the
+    role's ``default`` is left out of run names, stage keys and a resumed run folder's ``config.toml``.
+    ``realfill plugins`` lists the new role's components like any other. A role whose name, hook or field is
+    taken is refused with a warning naming the plugin. ``tests/plugins/new_role.py`` is a whole example.
 
     Not firstresult: every plugin's roles are added, in plugin registration order.
 

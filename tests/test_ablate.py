@@ -80,6 +80,7 @@ def ablate(*args: str) -> int:
 BASELINES = [Configuration("telea", baseline="telea"), Configuration("geometric", baseline="geometric")]
 
 
+@pytest.mark.slow
 def test_baseline_ablation_writes_results_and_a_second_run_skips_everything(scenes, tmp_path, plugins):
     out = tmp_path / "abl"
     plan = build_plan(scenes, BASELINES, out, plugins=plugins)
@@ -303,6 +304,7 @@ def _pipeline_or_skip(plugins):
             pytest.skip(f"the {ranker} ranker is not registered")
 
 
+@pytest.mark.slow
 def test_smoke_ablation_two_rankers_two_scenes(scenes, tmp_path, plugins, capsys):
     _pipeline_or_skip(plugins)
     out = tmp_path / "abl"
@@ -333,6 +335,7 @@ def test_smoke_ablation_two_rankers_two_scenes(scenes, tmp_path, plugins, capsys
     assert read_csv(out / "results.csv") == rows
 
 
+@pytest.mark.slow
 def test_smoke_ablation_through_ray_gives_the_same_metrics(scenes, tmp_path, plugins):
     _pipeline_or_skip(plugins)
     pytest.importorskip("ray", reason="ray is not installed (pip install 'realfill[ray]')")
@@ -358,6 +361,7 @@ class RecordingReporter(PlainReporter):
         self.progress.append((stage_id, done, total))
 
 
+@pytest.mark.slow
 def test_untuned_backbone_baseline_and_live_training_progress(scenes, tmp_path, plugins):
     _pipeline_or_skip(plugins)
     from realfill.commands.ablate import configurations_from_args

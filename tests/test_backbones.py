@@ -1,5 +1,5 @@
 """Backbones: tiny twins of SD2/SDXL (architecture, seeded weights), real ones loading offline from a local
-folder, missing weights named, and the real-size LoRA parameter counts of docs/architecture.md."""
+folder, missing weights named, and the real-size LoRA parameter counts of docs/memory.md."""
 
 from __future__ import annotations
 
@@ -121,7 +121,7 @@ def test_real_backbone_loads_a_local_model_folder(plugins, tmp_path, real, build
 
 @pytest.mark.slow
 def test_real_size_lora_parameter_counts_match_the_docs():
-    """docs/architecture.md's figures, recomputed on the meta device (no weights)."""
+    """docs/memory.md's figures, recomputed on the meta device (no weights)."""
     from benchmarks.architecture import lora_parameter_counts
 
     sd2 = lora_parameter_counts("sd2")

@@ -80,6 +80,7 @@ def suite(tmp_path, monkeypatch):
     return run_gate
 
 
+@pytest.mark.slow
 def test_a_clean_run_passes_in_one_run(suite, capsys):
     rc, counts = suite()
     assert rc == 0
@@ -87,6 +88,7 @@ def test_a_clean_run_passes_in_one_run(suite, capsys):
     assert "gate:" not in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_a_slowdown_in_one_run_only_passes_when_measured_again(suite, capsys):
     rc, counts = suite(median="once")
     out = capsys.readouterr().out
@@ -96,6 +98,7 @@ def test_a_slowdown_in_one_run_only_passes_when_measured_again(suite, capsys):
     assert "passed when re-measured (run 2 of 3): suite/test_suite.py::test_median[64]" in out
 
 
+@pytest.mark.slow
 def test_a_slowdown_in_every_run_fails_the_gate(suite, capsys):
     rc, counts = suite(median="always")
     assert rc == 1
@@ -103,6 +106,7 @@ def test_a_slowdown_in_every_run_fails_the_gate(suite, capsys):
     assert "gate: failed in all 3 runs: suite/test_suite.py::test_median[64]" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_a_ratio_short_of_its_target_once_passes_and_always_fails(suite, capsys):
     rc, counts = suite(ratio="once")
     assert (rc, counts) == (0, {"median": 1, "ratio": 2})

@@ -14,9 +14,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_the_fast_benchmarks_pass_with_benchmarks_disabled(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "benchmarks/test_ablate_resume.py", "benchmarks/test_ranking.py",

@@ -46,6 +46,7 @@ def test_version_is_one_line_with_the_libraries_an_issue_report_needs(tmp_path):
                            f"peft {peft.__version__})\n")
 
 
+@pytest.mark.slow
 def test_plugins_json_lists_every_builtin_component_by_role(plugins):
     proc = realfill("plugins", "--json")
     assert proc.returncode == 0, proc.stderr

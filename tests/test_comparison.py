@@ -37,6 +37,7 @@ def blurred_run(tmp_path_factory, example_scene):
     return run, scene
 
 
+@pytest.mark.slow
 def test_comparison_json_says_where_a_baseline_wins(blurred_run, plugins):
     run, scene = blurred_run
     record = compare_run(run, scene, plugins=plugins, run_label="blurred warp")

@@ -187,6 +187,7 @@ def dotted_key(role: str, component: str | None, key: str) -> str:
     return f"baselines.{component}.{key}" if role == "baseline" else f"{RUN_ROLES[role]}.{key}"
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_hypothesis_any_value_of_any_key_validates_or_is_refused_in_one_line(data, example_scene, tmp_path, capsys):
@@ -256,6 +257,7 @@ def test_the_runnable_components_are_found():
 @pytest.mark.filterwarnings("error:invalid value encountered:RuntimeWarning")  # nan pixels: a run gone to nan
 # no shrinking: each example is a fill of seconds, and shrinking one failure took over 5 minutes here (the
 # failing draws are printed whole, one line per key)
+@pytest.mark.slow
 @settings(max_examples=5, deadline=None, database=None, derandomize=True, phases=[Phase.explicit, Phase.generate],
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                  HealthCheck.filter_too_much])

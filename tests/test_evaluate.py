@@ -31,6 +31,7 @@ def result_image(example_scene, tmp_path):
     return path, image, scene
 
 
+@pytest.mark.slow
 def test_evaluate_result_json(result_image, example_scene, capsys):
     path, image, scene = result_image
     assert main(["evaluate", str(example_scene), "--result", str(path), "--json"]) == 0

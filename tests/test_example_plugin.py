@@ -34,6 +34,7 @@ def run_with(site: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "realfill", *args], capture_output=True, text=True, env=env, timeout=300)
 
 
+@pytest.mark.slow
 def test_installed_plugin_is_listed_with_its_version(installed):
     proc = run_with(installed, "plugins", "--json")
     assert proc.returncode == 0, proc.stderr
@@ -45,6 +46,7 @@ def test_installed_plugin_is_listed_with_its_version(installed):
     }
 
 
+@pytest.mark.slow
 def test_installed_plugin_is_usable_by_name(installed):
     proc = run_with(installed, "config", "--preset", "smoke", "--masking", "border-bands", "--set", "masking.max_fraction=0.3")
     assert proc.returncode == 0, proc.stderr

@@ -95,6 +95,7 @@ def _resume(out: Path, capsys) -> str:
 EXIT = {"KILL": -signal.SIGKILL, "INT": 130}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", ["KILL", "INT"])
 @pytest.mark.parametrize("stage", ["train", "sample", "rank"])
 def test_a_killed_fill_resumes_to_the_uninterrupted_bytes(reference, tmp_path, capsys, stage, sig):
@@ -120,6 +121,7 @@ def test_a_killed_fill_resumes_to_the_uninterrupted_bytes(reference, tmp_path, c
     assert not leftovers(out) and not (out / LOCK_FILE).exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", ["KILL", "INT"])
 def test_a_killed_ablation_reruns_to_the_uninterrupted_bytes(tmp_path, capsys, sig):
     straight = tmp_path / "straight"
@@ -178,6 +180,7 @@ def _assert_out_of_space(stderr: str, *fragments: str) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 def test_a_full_disk_during_a_checkpoint_keeps_the_last_one_and_resumes(reference, tmp_path, capsys):
     adapter = (reference / "adapter" / "pytorch_lora_weights.safetensors").stat().st_size
     out = tmp_path / "run"
@@ -201,6 +204,7 @@ def test_a_full_disk_during_a_checkpoint_keeps_the_last_one_and_resumes(referenc
     assert digest(out) == digest(reference)
 
 
+@pytest.mark.slow
 def test_a_full_disk_during_sampling_leaves_no_partial_samples(reference, tmp_path, capsys):
     out = tmp_path / "run"
     proc = realfill("fill", str(SCENE), *FAST, "--out", str(out), fault="enospc:*/samples*/001.png:0")
@@ -215,6 +219,7 @@ def test_a_full_disk_during_sampling_leaves_no_partial_samples(reference, tmp_pa
 # -- two writers -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_second_writer_is_refused_naming_the_first(reference, tmp_path):
     out = tmp_path / "run"
     go = tmp_path / "go"
@@ -238,6 +243,7 @@ def test_a_second_writer_is_refused_naming_the_first(reference, tmp_path):
     assert digest(out) == digest(reference)  # one consistent run: the first one's
 
 
+@pytest.mark.slow
 def test_two_writers_started_together_one_refused(reference, tmp_path):
     out = tmp_path / "run"
     procs = [realfill("fill", str(SCENE), *FAST, "--out", str(out), background=True) for _ in range(2)]

@@ -25,6 +25,7 @@ def smoke_run(tmp_path_factory, example_scene):
     return run_dir
 
 
+@pytest.mark.slow
 def test_smoke_fill_writes_the_whole_run_folder(smoke_run, example_scene):
     for name in ("config.toml", "adapter/pytorch_lora_weights.safetensors", "train_log.jsonl", "ranking.json",
                  "result.png", "contact_sheet.png"):
@@ -97,6 +98,7 @@ def test_existing_run_folder_needs_resume(smoke_run, example_scene, capsys):
     assert _digest(smoke_run) == before
 
 
+@pytest.mark.slow
 def test_resume_of_a_finished_run_reuses_its_training(smoke_run, example_scene, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(smoke_run, copy)

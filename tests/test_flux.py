@@ -168,6 +168,7 @@ def test_training_is_the_rectified_flow_recipe(plugins):
     assert tokens[0, 1 * 4 + 2].sum() == 0 and tokens.sum() == 15 * 64
 
 
+@pytest.mark.slow
 def test_loss_falls_when_overfitting_a_fixed_batch(plugins, scene):
     config = _config(plugins, "train.lr_denoiser=1e-2", "train.lr_text_encoder=1e-2", "adapter.dropout=0.0",
                      "train.prompt_dropout=0.0")
@@ -186,6 +187,7 @@ def test_loss_falls_when_overfitting_a_fixed_batch(plugins, scene):
     assert losses[-1] < 0.7 * losses[0], losses
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("adapter", ["lora", "dora"])
 def test_stock_flux_fill_pipeline_with_our_lora_gives_our_samples(plugins, scene, tmp_path, adapter):
     from realfill_plugins.backbones.tiny_flux import build_tiny_flux
@@ -221,6 +223,7 @@ def test_stock_flux_fill_pipeline_with_our_lora_gives_our_samples(plugins, scene
     torch.testing.assert_close(alone[0], ours[1], rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("adapter", ["full", "lora"])
 def test_adapters_train_save_and_reload_to_the_same_samples(plugins, scene, tmp_path, adapter):
     from realfill.run import check_device, load_trained
@@ -311,6 +314,7 @@ def test_missing_flux_weights_name_every_place_and_the_gate(plugins, tmp_path, e
     assert f"for the transformer file {path}" in str(info.value) and str(empty_hub_cache) in str(info.value)
 
 
+@pytest.mark.slow
 def test_cli_flux_checkpoint_in_the_wrong_place_is_one_line_exit_2(example_scene, tmp_path):
     from tests.test_cli import assert_one_line_error, realfill
 
@@ -330,6 +334,7 @@ def test_cli_flux_checkpoint_in_the_wrong_place_is_one_line_exit_2(example_scene
 # -- the command line -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_smoke_fill_with_tiny_flux_writes_the_whole_run_folder_in_minutes(example_scene, tmp_path):
     """``realfill fill SCENE --preset smoke --backbone tiny-flux``: the whole run folder, the known pixels
     kept outside the feathered band; 11 s here (the issue allows 3 minutes on a CPU)."""
@@ -365,6 +370,7 @@ def test_smoke_fill_with_tiny_flux_writes_the_whole_run_folder_in_minutes(exampl
         assert not np.array_equal(image[scene.mask], scene.target[scene.mask])
 
 
+@pytest.mark.slow
 def test_ablate_compares_tiny_sd2_and_tiny_flux(example_scene, tmp_path):
     import csv
 
@@ -380,7 +386,7 @@ def test_ablate_compares_tiny_sd2_and_tiny_flux(example_scene, tmp_path):
 
 @pytest.mark.slow
 def test_real_size_flux_parameter_counts_match_the_docs():
-    """docs/architecture.md's FLUX.1 Fill figures, recomputed on the meta device (no weights): the LoRA of
+    """docs/memory.md's FLUX.1 Fill figures, recomputed on the meta device (no weights): the LoRA of
     the paper-flux preset (rank 64 on both streams' attention projections; 8 projections of 3072 x 3072 in
     each of 19 double-stream blocks, 3 in each of 38 single-stream blocks)."""
     from benchmarks.architecture import lora_parameter_counts
@@ -409,6 +415,7 @@ def test_paper_flux_preset_holds_the_recipe(plugins):
     assert (s.scheduler, s.steps, s.guidance_scale, s.num_samples) == ("auto", 50, 30.0, 64)
 
 
+@pytest.mark.slow
 def test_a_ddpm_sampler_on_flux_is_refused_before_anything_is_written(example_scene, tmp_path):
     from tests.test_cli import assert_one_line_error, realfill
 
@@ -421,6 +428,7 @@ def test_a_ddpm_sampler_on_flux_is_refused_before_anything_is_written(example_sc
 # -- backbone.quantize: the frozen transformer in int8 (torchao), LoRA beside it -----------------------
 
 
+@pytest.mark.slow
 def test_int8_weight_only_transformer_trains_saves_reloads_and_samples(plugins, scene, tmp_path):
     """``backbone.quantize = "int8-weight-only"`` (the paper-flux-24gb preset): every linear weight of the
     transformer is int8 (torchao), the LoRA beside it float32 (peft's TorchaoLoraLinear) and it trains (finite
@@ -474,7 +482,7 @@ def test_an_unknown_quantization_is_one_line(plugins):
 
 
 def test_paper_flux_24gb_preset_is_paper_flux_with_an_int8_transformer(plugins):
-    """The 24 GB preset is paper-flux's recipe with the transformer in int8, and docs/architecture.md's count
+    """The 24 GB preset is paper-flux's recipe with the transformer in int8, and docs/memory.md's count
     of its int8 bytes holds for the real architecture (its linear layers on the meta device)."""
     from benchmarks.architecture import build_meta_flux
     from realfill.config import dump_config

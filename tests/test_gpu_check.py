@@ -34,6 +34,7 @@ def test_without_cuda_the_check_is_one_line_exit_2():
     assert len(lines) == 1 and "sees no CUDA GPU" in lines[0] and "--cpu-dry-run" in lines[0], proc.stderr
 
 
+@pytest.mark.slow
 def test_the_cpu_dry_run_runs_every_stage_and_writes_its_report(tmp_path):
     proc = _check(tmp_path)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
@@ -73,6 +74,7 @@ def test_the_cpu_dry_run_runs_every_stage_and_writes_its_report(tmp_path):
     assert "train step: ours / recipe (ratio)" in table and "% of peak" in table and "Bisect" not in table
 
 
+@pytest.mark.slow
 def test_a_failing_stage_is_bisected_by_attention_backend_and_checkpointing_and_localised(tmp_path):
     """A fault planted in the backward pass under gradient checkpointing (``REALFILL_GPU_CHECK_FAULT``, with
     CUDA's illegal-memory-access text): the preset fails in its training stage; the bisect reruns the model
@@ -102,6 +104,7 @@ def test_a_failing_stage_is_bisected_by_attention_backend_and_checkpointing_and_
     assert "Localised with CUDA_LAUNCH_BLOCKING=1" in table
 
 
+@pytest.mark.slow
 def test_a_spent_budget_still_writes_the_report_and_fails(tmp_path):
     proc = _check(tmp_path, "--budget", "1", timeout=300)
     assert proc.returncode == 1

@@ -33,6 +33,7 @@ def test_the_canvas_keeps_the_native_side_for_one_reference_and_shrinks_for_five
     assert canvas_layout((64, 4000), [(64, 64)], 64, 16)[0] == 16  # never below one size step
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backbone", ["tiny-sd2", "tiny-flux", "tiny-sdxl"])
 def test_in_context_completes_the_scene_and_keeps_the_known_pixels(backbone, example_scene, plugins, tmp_path):
     config = resolve_config(preset="smoke", overrides=[f'backbone.name="{backbone}"', *FAST], plugins=plugins)
@@ -65,6 +66,7 @@ def test_in_context_is_the_same_for_the_same_seed(example_scene, plugins, tmp_pa
     assert not np.array_equal(moved.image[scene.mask], once.image[scene.mask])
 
 
+@pytest.mark.slow
 def test_fill_ends_with_a_table_holding_in_context(example_scene, tmp_path, capsys):
     out = tmp_path / "run"
     code = main(["fill", str(example_scene), "--preset", "smoke", "--baseline", "in-context", "--out", str(out),
@@ -89,6 +91,7 @@ def _realbench_scene(root: Path, gt: np.ndarray, mask: np.ndarray, refs: list[np
     Image.fromarray(gt).save(root / "target" / "gt.png")
 
 
+@pytest.mark.slow
 def test_ablate_over_a_realbench_folder_writes_the_papers_table(tmp_path):
     """Two small real scenes laid out as RealBench (``RealBench/<id>/ref``, ``target/{target,mask,gt}.png``):
     an outpainting one (the astronaut, a reference shifted by 12 px) and an inpainting one (coffee)."""

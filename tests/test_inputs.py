@@ -51,6 +51,7 @@ def test_config_accepts_a_run_folder_and_names_any_other_folder(tmp_path, capsys
         _one_line(capsys, main([*command, "--config", str(other)]), str(other), "not a run folder")
 
 
+@pytest.mark.slow
 def test_fill_repeats_a_run_from_its_folder(example_scene, tmp_path, capsys):
     first = tmp_path / "first"
     assert main(["fill", str(example_scene), *QUICK, "--out", str(first)]) == 0
@@ -62,6 +63,7 @@ def test_fill_repeats_a_run_from_its_folder(example_scene, tmp_path, capsys):
         assert (second / name).read_bytes() == (first / name).read_bytes(), name
 
 
+@pytest.mark.slow
 def test_adapter_bytes_are_the_same_in_two_seeded_runs(example_scene, tmp_path):
     """Two processes, two string-hash seeds: peft's target_modules is a set, saved sorted."""
     outs = []
@@ -104,6 +106,7 @@ def test_a_matcher_in_capitals_gets_the_name_it_meant():
     assert_one_line_error(proc, "did you mean 'warp'")
 
 
+@pytest.mark.slow
 def test_keep_above_the_samples_keeps_them_all_with_a_note(example_scene, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["fill", str(example_scene), *QUICK, "--keep", "100", "--out", str(out)]) == 0
@@ -131,6 +134,7 @@ def _snapshot(folder):
     return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None) for p in sorted(folder.rglob("*"))}
 
 
+@pytest.mark.slow
 def test_a_resume_with_another_scene_is_refused_and_touches_nothing(scene, tmp_path, capsys, monkeypatch):
     """Case 1: the scene is compared by content (references, target, mask), so a moved scene still resumes,
     and the settings by key: each mismatch is one line naming what differs, exit 2, the folder untouched.

@@ -30,6 +30,7 @@ MATRIX = [(b, a, d) for b in ("tiny-sd2", "tiny-sdxl") for a in ("lora", "full")
 AUTOCAST = {"float16": "fp16", "bfloat16": "bf16"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize(("backbone", "adapter", "dtype"), MATRIX)
 def test_half_precision_fill_is_finite_and_not_flat(example_scene, tmp_path, capsys, device, backbone, adapter, dtype):
@@ -254,6 +255,7 @@ def test_sd2_missing_weights_names_both_ids_the_single_file_and_where_it_looked(
     assert looked.count(str(tmp_path / "hub")) == 2  # the cache, under both ids
 
 
+@pytest.mark.slow
 def test_a_cache_filled_under_the_withdrawn_stabilityai_id_is_found(tmp_path):
     """Users who downloaded SD2 inpainting before November 2025 have it cached as ``stabilityai/...``: the
     default (the community mirror's id) finds it there. A fresh process, so the cache folder is this one."""

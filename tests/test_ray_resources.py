@@ -19,6 +19,7 @@ SMALL = ["train.steps=2", "train.batch_size=2", "train.resolution=32", "train.ch
          "sample.steps=2", "sample.num_samples=2", "sample.batch_size=2"]
 
 
+@pytest.mark.slow
 def test_training_and_sampling_ask_for_a_gpu_and_ranking_does_not(example_scene, tmp_path, plugins):
     pytest.importorskip("ray", reason="ray is not installed (pip install 'realfill[ray]')")
     plan = build_plan([example_scene], [Configuration("sift", ['ranker.name="sift"'])], tmp_path, preset="smoke",

@@ -44,6 +44,7 @@ def make(plugins, name, **settings):
     return cls(cls.Config(**settings))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("real, tiny, pipeline, hub_id, advice", TWINS)
 def test_tiny_twin_completes_keeps_known_pixels_and_repeats_for_a_seed(real, tiny, pipeline, hub_id, advice, scene,
                                                                        plugins, one_thread):

@@ -37,6 +37,7 @@ def _losses(trainer, steps: int) -> list[float]:
     return [trainer.train_step() for _ in range(steps)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "adapter",
     [
@@ -79,6 +80,7 @@ def test_batched_lama_boxes_are_the_recipes_per_item_masks(size):
     assert 0.2 < batched.mean() < 0.8  # real masks, not all empty or all full
 
 
+@pytest.mark.slow
 def test_a_different_seed_gives_a_different_loss(plugins, example_scene):
     """The agreement above is not vacuous: the same loop on another seed gives another loss."""
     adapter = {"name": "lora", "train_text_encoder": False}

@@ -59,6 +59,7 @@ def test_sampling_size_keeps_aspect_and_multiples():
     assert sampling_size(10, 1000, 64, 16) == (16, 64)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["tiny-sd2", "tiny-sdxl"])
 def test_generic_loop_equals_the_stock_pipeline(plugins, name):
     """The loop a pixel-space backbone uses gives what StableDiffusion(XL)InpaintPipeline gives."""

@@ -112,6 +112,7 @@ def _masked_psnr(model, scene, config) -> float:
     return float(np.mean([psnr(x, scene.gt, scene.mask) for x in samples]))
 
 
+@pytest.mark.slow
 def test_training_makes_the_masked_error_fall(plugins, example_scene, tmp_path):
     """The whole loop on the real scene, 250 steps at 32 px: the fill moves towards the ground truth, well
     past the untrained model and up to filling the hole with the target's mean known colour (this tiny

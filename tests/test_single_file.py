@@ -55,6 +55,7 @@ def _sample(model) -> torch.Tensor:
                           scheduler=model.make_scheduler("ddim"), steps=3)
 
 
+@pytest.mark.slow
 def test_single_file_is_in_the_original_layout(tmp_path):
     """What the file holds is Stability's layout, not diffusers' (or from_single_file would not convert)."""
     from safetensors import safe_open
@@ -158,6 +159,7 @@ def test_sdxl_single_file_with_equal_encoder_widths_is_refused(tmp_path):
         _backbone("sdxl-inpaint", model=str(path), config=str(config)).load()
 
 
+@pytest.mark.slow
 def test_cli_missing_single_file_config_is_one_line_exit_2(example_scene, tmp_path):
     from tests.test_cli import assert_one_line_error, realfill
 

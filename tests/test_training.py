@@ -37,6 +37,7 @@ def _trainer(plugins, config, scene):
                    config.train, seed=config.seed, compute=model_compute(model, config.train))
 
 
+@pytest.mark.slow
 def test_loss_falls_when_overfitting_a_fixed_batch(plugins, scene):
     config = _config(plugins, "train.lr_denoiser=1e-2", "train.lr_text_encoder=1e-2", "adapter.dropout=0.0",
                      "train.prompt_dropout=0.0")
