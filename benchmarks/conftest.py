@@ -11,6 +11,11 @@
 - every benchmark's JSON carries the machine (CPU model, cores, memory) and the versions of torch,
   diffusers, transformers, peft and the benchmark thread count (``machine_info`` in ``--benchmark-json``);
   the ratio helper adds the load average before and after to each benchmark's ``extra_info``.
+- every benchmark declares how the gate (``benchmarks/gate.py``) compares its median with a saved one:
+  ``@pytest.mark.calibration("compute" | "memory")`` (divided by that calibration kernel,
+  ``benchmarks/calibration.py``) or ``"ratio"`` (its in-run ratio alone); it goes in ``extra_info`` with
+  ``inner_loops``, the calls per timed round (a millisecond-scale case is timed over rounds of at least
+  ``MIN_ROUND_S``).
 
 With ``--benchmark-disable`` (pytest-benchmark's way to run benchmarks as plain tests) every benchmark runs
 its code once and keeps its correctness assertions; nothing is timed to a standard, so no speed target is

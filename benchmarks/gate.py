@@ -297,7 +297,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"gate: saved {path} with this run's calibration")
         return rc
     if failing:
-        print(f"gate: failed in all {attempts} runs: {', '.join(failing)}")
+        runs_said = f"all {attempts} runs" if attempts > 1 else "its one run (--attempts 1)"
+        print(f"gate: failed in {runs_said}: {', '.join(failing)}")
         return 1
     if attempt > 1:
         print(f"gate: passed when re-measured (run {attempt} of {attempts}): every benchmark that failed an "
