@@ -230,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", type=Path, help="compare with this saved JSON (default: the newest in "
                         "--storage with a calibration)")
     parser.add_argument("--save", metavar="NAME", help="run once and save a baseline with its calibration")
+    parser.add_argument("--results", type=Path, help="copy each run's pytest-benchmark JSON here (the last run's "
+                        "stays), with the run's calibration in machine_info")
     opts = parser.parse_args(argv[:split])
     pytest_options = [*argv[split + 1:], f"--benchmark-storage=file://{opts.storage.resolve()}"]
     margin = opts.margin / 100
@@ -274,6 +276,11 @@ def main(argv: list[str] | None = None) -> int:
                 return rc or 1
             calibration = combine(calibrations[-2:])  # the kernels timed just before and just after this run
             benchmarks = results_by_node(results)
+            if opts.results and results.exists():
+                data = json.loads(results.read_text())
+                data["machine_info"]["calibration"] = {"start": calibrations[-2], "end": calibrations[-1],
+                                                       "combined": calibration}
+                opts.results.write_text(json.dumps(data, indent=4) + "\n")
             failing = [node for node in failed if node not in benchmarks]  # failed before it was timed
             for node, bench in benchmarks.items():
                 runs[node] = runs.get(node, 0) + 1
