@@ -11,6 +11,11 @@
 - every benchmark's JSON carries the machine (CPU model, cores, memory) and the versions of torch,
   diffusers, transformers, peft and the benchmark thread count (``machine_info`` in ``--benchmark-json``);
   the ratio helper adds the load average before and after to each benchmark's ``extra_info``.
+- every benchmark declares how the gate (``benchmarks/gate.py``) compares its median with a saved one:
+  ``@pytest.mark.calibration("compute" | "memory")`` (divided by that calibration kernel,
+  ``benchmarks/calibration.py``) or ``"ratio"`` (its in-run ratio alone); it goes in ``extra_info`` with
+  ``inner_loops``, the calls per timed round (a millisecond-scale case is timed over rounds of at least
+  ``MIN_ROUND_S``).
 
 With ``--benchmark-disable`` (pytest-benchmark's way to run benchmarks as plain tests) every benchmark runs
 its code once and keeps its correctness assertions; nothing is timed to a standard, so no speed target is
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import platform
 import statistics
@@ -38,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from calibration import KINDS, RATIO_ONLY
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
@@ -46,6 +53,9 @@ THREADS = int(os.environ.get("REALFILL_BENCH_THREADS", "1"))
 #: targets themselves); scripts/bench.sh --ci sets it, so the CI gate catches real regressions (a cache
 #: that stopped caching drops a ratio to about 1) and not the run-to-run spread of a target met narrowly
 RATIO_MARGIN = float(os.environ.get("REALFILL_BENCH_RATIO_MARGIN", "0"))
+#: a timed round lasts at least this long (seconds): a millisecond-scale case calls its code several times a
+#: round (``timed_ratio``'s inner loop), so run-to-run jitter of a few milliseconds does not swamp it
+MIN_ROUND_S = 0.1
 #: torch's default thread count here (every core), which realfill uses unless train.threads says otherwise
 ALL_CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 #: set from --benchmark-disable: benchmarks run once as plain tests, no target is checked
@@ -55,6 +65,26 @@ DISABLED = False
 def pytest_configure(config):
     global DISABLED
     DISABLED = bool(config.getoption("benchmark_disable", False))
+    config.addinivalue_line(
+        "markers", "calibration(kind): how benchmarks/gate.py compares this benchmark's median with a saved one: "
+        f"divided by the calibration kernel of that kind ({', '.join(KINDS)}; benchmarks/calibration.py), or "
+        f"'{RATIO_ONLY}' (judged by its in-run ratio alone)")
+
+
+@pytest.fixture(autouse=True)
+def _calibration_kind(request):
+    """Record the benchmark's calibration kind (its ``calibration`` marker) in its ``extra_info``, where the
+    gate reads it; a benchmark without one fails here, so none is compared by a rule nobody chose."""
+    if "benchmark" not in request.fixturenames:
+        yield
+        return
+    marker = request.node.get_closest_marker("calibration")
+    kind = marker.args[0] if marker and marker.args else None
+    if kind not in (*KINDS, RATIO_ONLY):
+        pytest.fail(f"{request.node.nodeid}: declare how the gate compares it: @pytest.mark.calibration(KIND), "
+                    f"KIND one of {', '.join((*KINDS, RATIO_ONLY))} (got {kind!r})", pytrace=False)
+    request.getfixturevalue("benchmark").extra_info.update(calibration=kind, inner_loops=1)
+    yield
 
 
 def median_seconds(benchmark, own_times: list[float]) -> float:
@@ -154,35 +184,61 @@ def _sync():
         torch.cuda.synchronize()
 
 
+def inner_loops(call: Callable[[], object], min_round_s: float) -> int:
+    """How many calls of ``call`` make a round of at least ``min_round_s`` seconds (timed on one call, after
+    the warm-up): a millisecond-scale case is timed over enough calls that it can be compared at all.
+    One with ``--benchmark-disable`` (one untimed round)."""
+    if DISABLED or min_round_s <= 0:
+        return 1
+    _sync()
+    start = time.perf_counter()
+    call()
+    _sync()
+    return max(1, math.ceil(min_round_s / max(time.perf_counter() - start, 1e-9)))
+
+
 def timed_ratio(benchmark, baseline: Callable[[], object], candidate: Callable[[], object], *, rounds: int = 5,
-                warmup_rounds: int = 1) -> Ratio:
+                warmup_rounds: int = 1, min_round_s: float = MIN_ROUND_S) -> Ratio:
     """Interleave ``baseline`` and ``candidate`` (each called with no arguments) for ``warmup_rounds`` +
-    ``rounds`` rounds; the candidate is pytest-benchmark's measurement. Returns the medians and ratio."""
+    ``rounds`` rounds; the candidate is pytest-benchmark's measurement. Returns the medians and ratio, per
+    call. A round calls each ``inner`` times, enough that a candidate round lasts ``min_round_s`` (the count
+    goes in ``extra_info["inner_loops"]``, which the gate divides pytest-benchmark's round median by)."""
     baseline_times: list[float] = []
     candidate_times: list[float] = []
+    inner = 1
 
     def time_baseline():
         _sync()
         start = time.perf_counter()
-        baseline()
+        for _ in range(inner):
+            baseline()
         _sync()
-        baseline_times.append(time.perf_counter() - start)
+        baseline_times.append((time.perf_counter() - start) / inner)
 
     def timed_candidate():
         start = time.perf_counter()
-        candidate()
+        for _ in range(inner):
+            candidate()
         _sync()
-        candidate_times.append(time.perf_counter() - start)
+        candidate_times.append((time.perf_counter() - start) / inner)
 
     load_before = os.getloadavg()[0]
+    if warmup_rounds and not benchmark.disabled:
+        baseline()
+        candidate()
+        warmup_rounds -= 1
+    inner = 1 if benchmark.disabled else inner_loops(candidate, min_round_s)
     benchmark.pedantic(timed_candidate, setup=time_baseline, rounds=rounds, warmup_rounds=warmup_rounds)
     measured = baseline_times if benchmark.disabled else baseline_times[warmup_rounds:]  # disabled: one round
-    result = Ratio(measured, median_seconds(benchmark, candidate_times), load_before, os.getloadavg()[0])
+    timed = benchmark.stats is not None and not benchmark.disabled  # pytest-benchmark's median is per round
+    candidate_median_s = median_seconds(benchmark, candidate_times) / (inner if timed else 1)
+    result = Ratio(measured, candidate_median_s, load_before, os.getloadavg()[0])
     benchmark.extra_info.update({
         "baseline_median_s": round(result.baseline_median_s, 5),
         "candidate_median_s": round(result.candidate_median_s, 5),
         "speedup": round(result.speedup, 3),
         "rounds": rounds,
+        "inner_loops": inner,
         "load_average_1m": [round(load_before, 2), round(result.load_after, 2)],
     })
     return result

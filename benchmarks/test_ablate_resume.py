@@ -13,6 +13,7 @@ import shutil
 import time
 from pathlib import Path
 
+import pytest
 from conftest import median_seconds, meets_target
 from rich.console import Console
 
@@ -42,6 +43,7 @@ def _case(tmp: Path, plugins):
     return "baselines 2 x 2 scenes", lambda out: build_plan(scenes, configs, out, plugins=plugins)
 
 
+@pytest.mark.calibration("ratio")  # milliseconds of file checks: judged by resumed / first, its name's promise
 def test_resumed_ablation_is_a_small_fraction_of_the_first(benchmark, tmp_path):
     plugins = RealfillPlugins(autoload=False)
     name, make_plan = _case(tmp_path, plugins)

@@ -30,6 +30,7 @@ MARGIN_DB = 1.0
 
 
 @pytest.mark.slow
+@pytest.mark.calibration("compute")  # fine-tuning and sampling: dense arithmetic
 def test_cpu_preset_beats_telea_within_budget(benchmark, tmp_path):
     plugins = RealfillPlugins(autoload=False)
     config = resolve_config(preset="cpu", plugins=plugins)

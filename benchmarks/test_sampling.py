@@ -18,6 +18,7 @@ N = 16
 STEPS = 20
 
 
+@pytest.mark.calibration("compute")
 @pytest.mark.parametrize("resolution", [64, pytest.param(128, marks=pytest.mark.slow)])
 def test_batched_sampling_vs_one_at_a_time(resolution, ratio, benchmark, bench_threads):
     batched = make_sampler(num_samples=N, batch_size=N, resolution=resolution, steps=STEPS)

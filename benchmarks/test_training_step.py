@@ -41,6 +41,7 @@ def _seeded(trainer):
     return step
 
 
+@pytest.mark.calibration("compute")
 @pytest.mark.parametrize("threads", THREAD_COUNTS)
 @pytest.mark.parametrize("resolution", RESOLUTIONS)
 def test_training_step_eager_vs_reference(resolution, threads, ratio, benchmark):
@@ -68,6 +69,7 @@ def test_training_step_eager_vs_reference(resolution, threads, ratio, benchmark)
            f"load {result.load_before:.1f}->{result.load_after:.1f}")
 
 
+@pytest.mark.calibration("compute")
 @pytest.mark.parametrize("threads", THREAD_COUNTS)
 @pytest.mark.parametrize("resolution", RESOLUTIONS)
 def test_training_step_compiled_vs_reference(resolution, threads, ratio, benchmark):
@@ -109,6 +111,7 @@ VARIANTS = {"sdpa": ("no", "sdpa"), "bf16": ("bf16", "default"), "bf16+sdpa": ("
 
 
 @pytest.mark.slow
+@pytest.mark.calibration("compute")
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_training_step_precision_and_attention(variant, ratio, benchmark):
     """What bf16 autocast (``train.mixed_precision``) and SDPA attention (``train.attention``) buy our eager

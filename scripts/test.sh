@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Set up (scripts/setup.sh), run the whole test suite on the CPU, then the fast benchmark subset as a
 # regression gate (scripts/bench.sh --ci: in-run ratios against their targets, with a margin, and
-# absolute medians against the baseline saved on this CPU model). SKIP_BENCH=1 runs the tests alone.
-# --fast (first argument): the edit-test loop's tier, every test not marked slow, and no gate.
+# medians against the newest calibrated baseline, relative to each machine's speed). SKIP_BENCH=1 runs the
+# tests alone. --fast (first argument): the edit-test loop's tier, every test not marked slow, and no gate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FAST=0
