@@ -105,6 +105,9 @@ class Backbone(Component):
     #: whether ``load`` returns a model around a diffusers pipeline (``model.pipeline``), which an adapter
     #: such as ``lora`` saves its weights through; False for a bare model (``scratch-pixel``)
     diffusers_pipeline: ClassVar[bool] = True
+    #: ``train.resolution`` must be a multiple of this many pixels (FLUX: 16, one 2x2-packed token of its 8x
+    #: latents); 1: any side
+    resolution_step: ClassVar[int] = 1
 
     def load(self, device: Any = "cpu", dtype: Any = None):  # -> InpaintModel
         raise NotImplementedError

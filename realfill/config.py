@@ -299,6 +299,11 @@ def validate_config(data: dict, source: str, plugins=None) -> RunConfigBase:
         raise UserError(f"{source}: config key 'adapter.name': {why}")
     resolve_backbone_defaults(config, backbone)
     check_sides(config, backbone.native_resolution, source)
+    step = backbone.resolution_step
+    if config.train.resolution % step:  # a crop the backbone cannot pack stops here, not in the first step
+        raise UserError(f"{source}: config key 'train.resolution': {config.train.resolution} is not a multiple of "
+                        f"{step}, the pixels of one of backbone '{backbone.name}''s latent tokens; use "
+                        f"{max(step, config.train.resolution // step * step)}")
     timesteps = getattr(config.backbone, "num_train_timesteps", None)  # a backbone trained from scratch
     if timesteps is not None and config.sample.steps > timesteps:
         raise UserError(f"{source}: config key 'sample.steps': {config.sample.steps} is more than the "

@@ -260,7 +260,7 @@ def write_run_report(run_dir: Path) -> Path:
     comparison = _read_json(run_dir / COMPARISON_FILE) or {}
     results = []
     for method in comparison.get("methods") or []:
-        if (run_dir / method["result"]).is_file():
+        if method.get("result") and (run_dir / method["result"]).is_file():  # a failed baseline has none
             values = method.get("values", {})
             scores = ", ".join(f"{k} {values[k]:.3g}" for k in (comparison.get("shown") or [])[:2] if _finite(values.get(k)))
             results.append((Path(method["result"]).as_posix(), f"{method['method']}{': ' + scores if scores else ''}"))

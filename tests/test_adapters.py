@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from safetensors import safe_open
 
+from realfill.device import model_compute
 from realfill.config import resolve_config
 from realfill.errors import UserError
 from realfill.run import load_trained
@@ -42,16 +43,16 @@ def _adapter_tensors(module) -> dict:
 def test_trains_saves_and_reloads(plugins, scene, tmp_path, backbone, adapter):
     config = resolve_config(preset="smoke", components={"backbone": backbone, "adapter": adapter},
                             overrides=["train.steps=2", "train.batch_size=2", "train.resolution=32",
-                                       "train.lr_unet=5e-3", "train.lr_text_encoder=5e-3"], plugins=plugins)
-    model = plugins.backbones.create(config.backbone).load()
-    fine_tune(model, plugins.adapters.create(config.adapter), plugins.masking.create(config.masking), scene, config,
-              tmp_path, plugins=plugins)
+                                       "train.lr_denoiser=5e-3", "train.lr_text_encoder=5e-3"], plugins=plugins)
+    model = plugins.registry("backbone").create(config.backbone).load()
+    fine_tune(model, plugins.registry("adapter").create(config.adapter), plugins.registry("masking").create(config.masking), scene, config,
+              tmp_path, plugins=plugins, compute=model_compute(model, config.train))
     trained = {key: _adapter_tensors(module) for key, module in model.trainable_modules().items()}
     # the denoiser trains, and the text encoder(s) where the family trains them (FLUX's CLIP: yes, T5: never)
     assert all(trained[key] for key in trained), {k: len(v) for k, v in trained.items()}
     assert all(any(tag in name for name in trained["unet"]) for tag in TENSOR_NAMES[adapter])
 
-    fresh = load_trained(config, tmp_path, plugins=plugins)  # a fresh model with the saved adapter
+    fresh = load_trained(config, tmp_path, plugins=plugins, compute=model_compute(model, config.train))  # a fresh model with the saved adapter
     reloaded = {key: _adapter_tensors(module) for key, module in fresh.trainable_modules().items()}
     for key in trained:
         assert trained[key].keys() == reloaded[key].keys(), key
@@ -60,7 +61,7 @@ def test_trains_saves_and_reloads(plugins, scene, tmp_path, backbone, adapter):
     kwargs = dict(prompt="a photo of sks", resolution=32, steps=2, num_samples=1, seed=0, scheduler="auto")
     ours = sample_completions(model, scene.target, scene.mask, **kwargs)[0]
     again = sample_completions(fresh, scene.target, scene.mask, **kwargs)[0]
-    untuned = sample_completions(plugins.backbones.create(config.backbone).load(), scene.target, scene.mask,
+    untuned = sample_completions(plugins.registry("backbone").create(config.backbone).load(), scene.target, scene.mask,
                                  **kwargs)[0]
     np.testing.assert_allclose(ours.astype(int), again.astype(int), atol=1)
     assert np.abs(ours.astype(int) - untuned.astype(int)).max() > 1  # two steps of the adapter change the samples
@@ -71,9 +72,9 @@ def test_peft_files_hold_the_config_and_refuse_another_adapter(plugins, scene, t
     config = resolve_config(preset="smoke", components={"adapter": adapter},
                             overrides=["train.steps=1", "train.batch_size=1", "train.resolution=32",
                                        "adapter.rank=4"], plugins=plugins)
-    model = plugins.backbones.create(config.backbone).load()
-    fine_tune(model, plugins.adapters.create(config.adapter), plugins.masking.create(config.masking), scene, config,
-              tmp_path, plugins=plugins)
+    model = plugins.registry("backbone").create(config.backbone).load()
+    fine_tune(model, plugins.registry("adapter").create(config.adapter), plugins.registry("masking").create(config.masking), scene, config,
+              tmp_path, plugins=plugins, compute=model_compute(model, config.train))
     files = sorted(p.name for p in (tmp_path / "adapter").iterdir())
     assert files == ["text_encoder_peft.safetensors", "unet_peft.safetensors"]
     with safe_open(str(tmp_path / "adapter" / "unet_peft.safetensors"), "pt") as f:
@@ -81,11 +82,11 @@ def test_peft_files_hold_the_config_and_refuse_another_adapter(plugins, scene, t
     assert metadata["adapter"] == adapter and json.loads(metadata["peft_config"])["r"] == 4
     other = "lokr" if adapter == "loha" else "loha"
     with pytest.raises(UserError, match=f"holds adapter '{adapter}', not '{other}'"):
-        plugins.adapters.create(plugins.adapters.get(other).Config()).load(
-            plugins.backbones.create(config.backbone).load(), tmp_path / "adapter")
+        plugins.registry("adapter").create(plugins.registry("adapter").get(other).Config()).load(
+            plugins.registry("backbone").create(config.backbone).load(), tmp_path / "adapter")
     wider = config.adapter.model_copy(update={"rank": 8})
     with pytest.raises(UserError, match="does not fit backbone module"):
-        plugins.adapters.create(wider).load(plugins.backbones.create(config.backbone).load(), tmp_path / "adapter")
+        plugins.registry("adapter").create(wider).load(plugins.registry("backbone").create(config.backbone).load(), tmp_path / "adapter")
 
 
 @pytest.mark.parametrize(("adapter", "setting", "fragment"), [

@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from realfill.device import model_compute
 from realfill.cli import main
 from realfill.config import resolve_config, write_config
 from realfill.scene import load_scene
@@ -25,9 +26,10 @@ TINY = ["train.batch_size=2", "train.resolution=32", "train.log_every=1"]
 
 def _train(plugins, scene, directory, *overrides, snapshot_steps=()):
     config = resolve_config(preset="smoke", overrides=[*TINY, *overrides], plugins=plugins)
-    model = plugins.backbones.create(config.backbone).load()
-    fine_tune(model, plugins.adapters.create(config.adapter), plugins.masking.create(config.masking), scene, config,
-              directory, plugins=plugins, snapshot_steps=snapshot_steps)
+    model = plugins.registry("backbone").create(config.backbone).load()
+    fine_tune(model, plugins.registry("adapter").create(config.adapter), plugins.registry("masking").create(config.masking), scene, config,
+              directory, plugins=plugins, snapshot_steps=snapshot_steps,
+              compute=model_compute(model, config.train))
     write_config(config, directory / "config.toml")
     return config
 

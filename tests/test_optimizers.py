@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from realfill.device import model_compute
 from realfill.checkpoints import load_checkpoint
 from realfill.cli import main
 from realfill.config import resolve_config
@@ -51,9 +52,10 @@ def test_killed_and_resumed_equals_straight(plugins, scene, tmp_path, optimizer,
                      "train.log_every=1")
 
     def run(directory, resume=False):
-        model = plugins.backbones.create(config.backbone).load()
-        return fine_tune(model, plugins.adapters.create(config.adapter), plugins.masking.create(config.masking),
-                         scene, config, directory, plugins=plugins, resume=resume)
+        model = plugins.registry("backbone").create(config.backbone).load()
+        return fine_tune(model, plugins.registry("adapter").create(config.adapter), plugins.registry("masking").create(config.masking),
+                         scene, config, directory, plugins=plugins, resume=resume,
+                         compute=model_compute(model, config.train))
 
     straight = run(tmp_path / "straight")
     assert type(straight.optimizer).__name__ == kind
@@ -66,9 +68,9 @@ def test_killed_and_resumed_equals_straight(plugins, scene, tmp_path, optimizer,
     assert state["step"] == 2 and state["optimizer"]["state"]
 
     # the checkpoint's optimizer state goes into a fresh trainer and comes out byte for byte
-    model = plugins.backbones.create(config.backbone).load()
-    fresh = Trainer(model, plugins.adapters.create(config.adapter), plugins.masking.create(config.masking), scene,
-                    config.train, seed=config.seed)
+    model = plugins.registry("backbone").create(config.backbone).load()
+    fresh = Trainer(model, plugins.registry("adapter").create(config.adapter), plugins.registry("masking").create(config.masking), scene,
+                    config.train, seed=config.seed, compute=model_compute(model, config.train))
     fresh.load_state_dict(state)
     assert _bytes(fresh.optimizer.state_dict()) == _bytes(state["optimizer"])
 
@@ -82,17 +84,17 @@ def test_killed_and_resumed_equals_straight(plugins, scene, tmp_path, optimizer,
 
 def test_prodigy_takes_learning_rate_one_unless_given(plugins):
     config = _config(plugins, "train.optimizer=prodigy")
-    assert (config.train.lr_unet, config.train.lr_text_encoder) == (1.0, 1.0)
-    config = _config(plugins, "train.optimizer=prodigy", "train.lr_unet=0.5")
-    assert (config.train.lr_unet, config.train.lr_text_encoder) == (0.5, 1.0)
-    assert _config(plugins).train.lr_unet == 2e-4  # AdamW keeps the paper's rates
+    assert (config.train.lr_denoiser, config.train.lr_text_encoder) == (1.0, 1.0)
+    config = _config(plugins, "train.optimizer=prodigy", "train.lr_denoiser=0.5")
+    assert (config.train.lr_denoiser, config.train.lr_text_encoder) == (0.5, 1.0)
+    assert _config(plugins).train.lr_denoiser == 2e-4  # AdamW keeps the paper's rates
 
 
 def test_prodigy_estimates_a_step_size_and_trains(plugins, scene):
     config = _config(plugins, "train.optimizer=prodigy")
-    model = plugins.backbones.create(config.backbone).load()
-    trainer = Trainer(model, plugins.adapters.create(config.adapter), plugins.masking.create(config.masking), scene,
-                      config.train, seed=config.seed)
+    model = plugins.registry("backbone").create(config.backbone).load()
+    trainer = Trainer(model, plugins.registry("adapter").create(config.adapter), plugins.registry("masking").create(config.masking), scene,
+                      config.train, seed=config.seed, compute=model_compute(model, config.train))
     before = {k: v.clone() for k, v in trainer.trainable_state().items()}
     for _ in range(3):
         trainer.train_step()

@@ -87,7 +87,7 @@ def test_a_plugin_role_has_a_registry_and_a_run_config_field(with_note, tmp_path
 
 def test_without_the_plugin_the_role_is_not_there(plugins):
     assert "note" not in plugins.registries
-    with pytest.raises(UserError, match="unknown config key 'note'"):
+    with pytest.raises(UserError, match="unknown config section 'note'"):
         resolve_config(preset="smoke", overrides=["note.name=none"], plugins=plugins)
 
 

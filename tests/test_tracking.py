@@ -54,14 +54,17 @@ def test_fill_writes_validation_strips_and_tensorboard_reads_them(tracked_run):
 def _tiny_training(tmp_path, name, **train):
     """fine_tune on tiny-sd2 and the example scene, returning the run folder and the losses logged."""
     from realfill.config import resolve_config
-    from realfill.run import train_stage
+    from realfill.plugins import get_plugins
+    from realfill.run import check_device, train_stage
     from realfill.scene import load_scene
 
     sets = [f"train.{key}={value}" for key, value in {"steps": 4, "log_every": 1, "threads": 1, **train}.items()]
     config = resolve_config(preset="smoke", overrides=[*sets, "sample.num_samples=2", "train.validation_images=2"])
     scene = load_scene("examples/motorcycle")
     out = tmp_path / name
-    return out, config, scene, lambda **kw: train_stage(scene, config, out, **kw)
+    plugins = get_plugins()
+    compute = check_device(config, plugins)
+    return out, config, scene, lambda **kw: train_stage(scene, config, out, plugins=plugins, compute=compute, **kw)
 
 
 @pytest.mark.slow

@@ -96,6 +96,8 @@ class FluxBackbone(Backbone):
 
     #: FLUX.1 Fill's own sampling: flow-matching Euler (the model's default_scheduler), 50 steps, guidance 30
     sampling = SamplingDefaults(steps=50, guidance_scale=30.0)
+    #: a training crop is packed into 2x2 tokens of 8x latents: its side a multiple of 16 pixels
+    resolution_step = 16
 
     def quantize(self, model: FluxInpaintModel, device: Any = None) -> FluxInpaintModel:
         """``backbone.quantize`` applied to the loaded model's transformer (after any dtype cast: a quantized

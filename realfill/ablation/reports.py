@@ -223,7 +223,7 @@ REALBENCH_COLUMNS = (
     ("CLIP", "clip", True, "whole image"),
 )
 REALBENCH_SOURCE = ("Tang et al., \"RealFill: Reference-Driven Generation for Authentic Image Completion\", "
-                    "SIGGRAPH 2024, arXiv 2309.16668 (https://arxiv.org/abs/2309.16668), Table 1: RealBench, 33 "
+                    "SIGGRAPH 2024, arXiv 2309.16668, Table 1: RealBench, 33 "
                     "scenes; the baselines' DreamSim/DINO/CLIP values are not quoted here")
 #: the paper's own numbers, as quoted (None: not quoted)
 REALBENCH_PAPER = (
