@@ -12,6 +12,7 @@ import pytest
 from safetensors import safe_open
 
 from realfill.device import model_compute
+from realfill.diffusion import DENOISER_GROUP
 from realfill.config import resolve_config
 from realfill.errors import UserError
 from realfill.run import load_trained
@@ -50,7 +51,7 @@ def test_trains_saves_and_reloads(plugins, scene, tmp_path, backbone, adapter):
     trained = {key: _adapter_tensors(module) for key, module in model.trainable_modules().items()}
     # the denoiser trains, and the text encoder(s) where the family trains them (FLUX's CLIP: yes, T5: never)
     assert all(trained[key] for key in trained), {k: len(v) for k, v in trained.items()}
-    assert all(any(tag in name for name in trained["unet"]) for tag in TENSOR_NAMES[adapter])
+    assert all(any(tag in name for name in trained[DENOISER_GROUP]) for tag in TENSOR_NAMES[adapter])
 
     fresh = load_trained(config, tmp_path, plugins=plugins, compute=model_compute(model, config.train))  # a fresh model with the saved adapter
     reloaded = {key: _adapter_tensors(module) for key, module in fresh.trainable_modules().items()}
@@ -76,8 +77,8 @@ def test_peft_files_hold_the_config_and_refuse_another_adapter(plugins, scene, t
     fine_tune(model, plugins.registry("adapter").create(config.adapter), plugins.registry("masking").create(config.masking), scene, config,
               tmp_path, plugins=plugins, compute=model_compute(model, config.train))
     files = sorted(p.name for p in (tmp_path / "adapter").iterdir())
-    assert files == ["text_encoder_peft.safetensors", "unet_peft.safetensors"]
-    with safe_open(str(tmp_path / "adapter" / "unet_peft.safetensors"), "pt") as f:
+    assert files == ["denoiser_peft.safetensors", "text_encoder_peft.safetensors"]
+    with safe_open(str(tmp_path / "adapter" / "denoiser_peft.safetensors"), "pt") as f:
         metadata = f.metadata()
     assert metadata["adapter"] == adapter and json.loads(metadata["peft_config"])["r"] == 4
     other = "lokr" if adapter == "loha" else "loha"

@@ -17,6 +17,7 @@ from realfill.cli import main
 from realfill.config import resolve_config, write_config
 from realfill.scene import load_scene
 from realfill.training import fine_tune
+from tests.conftest import record_scene
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -38,6 +39,7 @@ def test_kept_adapters_are_the_adapters_of_shorter_runs(plugins, example_scene, 
     scene = load_scene(example_scene)
     _train(plugins, scene, tmp_path / "long", "train.steps=4", "train.checkpoint_every=1", "train.keep_adapters=true",
            "train.checkpoints_total_limit=1", snapshot_steps=[1])
+    record_scene(tmp_path / "long", example_scene)  # as fill and train do: sample checks the folder's scene
     kept = sorted(p.name for p in (tmp_path / "long" / "adapter").glob("step-*"))
     # checkpoints at 1, 2, 3 (4 is the final adapter/); the limit keeps the newest one, and step 1 is pinned
     assert kept == ["step-00001", "step-00003"]

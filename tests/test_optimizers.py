@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from realfill.device import model_compute
+from realfill.diffusion import DENOISER_GROUP
 from realfill.checkpoints import load_checkpoint
 from realfill.cli import main
 from realfill.config import resolve_config
@@ -103,7 +104,7 @@ def test_prodigy_estimates_a_step_size_and_trains(plugins, scene):
     group = trainer.optimizer.param_groups[0]
     assert group["lr"] == 1.0
     # what the log records is the step size Prodigy uses: its estimate d times the rate, not the bare 1.0
-    assert trainer.learning_rates()["unet"] == group["d"] * 1.0 < 1e-3
+    assert trainer.learning_rates()[DENOISER_GROUP] == group["d"] * 1.0 < 1e-3
 
 
 def test_a_missing_optimizer_package_is_one_line_naming_the_extra(monkeypatch, capsys):
