@@ -28,6 +28,7 @@ def _paper_cadence() -> dict:
     return {key: train[key] for key in ("validation_steps", "validation_images", "validation_sample_steps")}
 
 
+@pytest.mark.calibration("ratio")  # judged by its in-run cost (a strip against a step), not a saved median
 @pytest.mark.parametrize("threads", [THREADS])
 def test_training_step_with_a_validation_strip_vs_without(threads, ratio, benchmark):
     from realfill.run import known_pixels_kept
