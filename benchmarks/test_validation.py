@@ -12,10 +12,12 @@ step against 0.067 s a sampling step at batch 8 on an H200), so the share there 
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 from _stages import SCENE, run_config
-from conftest import THREADS, meets_target, report, torch_threads
+from conftest import ROOT, THREADS, meets_target, report, torch_threads
 
 #: the share of training time the strips may take at the paper preset's cadence
 TARGET_SHARE = 0.05
@@ -31,7 +33,9 @@ def _paper_cadence() -> dict:
 @pytest.mark.calibration("ratio")  # judged by its in-run cost (a strip against a step), not a saved median
 @pytest.mark.parametrize("threads", [THREADS])
 def test_training_step_with_a_validation_strip_vs_without(threads, ratio, benchmark):
-    from realfill.run import known_pixels_kept
+    if str(ROOT) not in sys.path:  # the test helpers live under tests/, not in the installed package
+        sys.path.insert(0, str(ROOT))
+    from tests.material import known_pixels_kept
     from realfill.scene import load_scene
     from realfill.device import model_compute
     from realfill.training import Trainer
