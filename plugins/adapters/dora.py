@@ -8,27 +8,18 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
-
 from realfill.diffusion import DENOISER_GROUP
 from realfill.hookspecs import hookimpl
-from realfill_plugins.adapters.peft_family import LoraFormatAdapter, PeftSettings
+from realfill_plugins.adapters.lora import Lora
 
 
-class Dora(LoraFormatAdapter):
+class Dora(Lora):
     name = "dora"
     summary = "peft DoRA (LoRA on the direction + trained magnitudes) on the modules lora trains"
+    use_dora = True  # the rest of its peft config is lora's
 
-    class Config(PeftSettings):
+    class Config(Lora.Config):
         name: Literal["dora"] = "dora"
-        dropout: float = Field(0.1, ge=0, lt=1)
-
-    def peft_config(self, targets):
-        from peft import LoraConfig  # start-up time
-
-        c = self.config
-        return LoraConfig(r=c.rank, lora_alpha=float(c.alpha), lora_dropout=c.dropout, init_lora_weights="gaussian",
-                          use_dora=True, target_modules=list(targets))
 
     def lora_layers(self, module, key: str) -> dict:
         layers = super().lora_layers(module, key)

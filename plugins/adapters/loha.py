@@ -7,21 +7,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
-
 from realfill.hookspecs import hookimpl
-from realfill_plugins.adapters.peft_family import PeftFileAdapter, PeftSettings
+from realfill_plugins.adapters.peft_family import LycorisSettings, PeftFileAdapter
 
 
 class Loha(PeftFileAdapter):
     name = "loha"
     summary = "peft LoHa (low-rank Hadamard product) on the modules lora trains; peft files, not diffusers LoRA"
 
-    class Config(PeftSettings):
+    class Config(LycorisSettings):
         name: Literal["loha"] = "loha"
-        # the chance of dropping each rank (row) of the update, and the whole module's update, in a step
-        rank_dropout: float = Field(0.0, ge=0, lt=1)
-        module_dropout: float = Field(0.0, ge=0, lt=1)
 
     def peft_config(self, targets):
         from peft import LoHaConfig  # start-up time

@@ -10,17 +10,15 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from realfill.hookspecs import hookimpl
-from realfill_plugins.adapters.peft_family import PeftFileAdapter, PeftSettings
+from realfill_plugins.adapters.peft_family import LycorisSettings, PeftFileAdapter
 
 
 class Lokr(PeftFileAdapter):
     name = "lokr"
     summary = "peft LoKr (Kronecker-product update) on the modules lora trains; peft files, not diffusers LoRA"
 
-    class Config(PeftSettings):
+    class Config(LycorisSettings):
         name: Literal["lokr"] = "lokr"
-        rank_dropout: float = Field(0.0, ge=0, lt=1)
-        module_dropout: float = Field(0.0, ge=0, lt=1)
         # also factor w1 into two low-rank matrices (fewer parameters still)
         decompose_both: bool = False
         # the factor the Kronecker product splits each side by; -1: as near the square root as divides

@@ -20,6 +20,9 @@ class Lora(LoraFormatAdapter):
     name = "lora"
     summary = "peft LoRA on denoiser attention (UNet to_q/k/v/out; FLUX both streams) and text encoder(s)"
 
+    #: DoRA's switch (``dora`` subclasses this adapter and sets it)
+    use_dora = False
+
     class Config(PeftSettings):
         name: Literal["lora"] = "lora"
         dropout: float = Field(0.1, ge=0, lt=1)
@@ -31,7 +34,7 @@ class Lora(LoraFormatAdapter):
         # float(): the default alpha is the int 16, a config read back from TOML holds 16.0; the adapter's
         # metadata must not tell a fresh run from its --config repeat
         return LoraConfig(r=c.rank, lora_alpha=float(c.alpha), lora_dropout=c.dropout, init_lora_weights="gaussian",
-                          target_modules=list(targets))
+                          use_dora=self.use_dora, target_modules=list(targets))
 
 
 @hookimpl

@@ -41,6 +41,14 @@ class PeftSettings(ComponentConfig):
     text_encoder_targets: list[str] = ["q_proj", "k_proj", "v_proj", "out_proj"]
 
 
+class LycorisSettings(PeftSettings):
+    """LoHa's and LoKr's settings beyond every peft adapter's: their dropouts (none by default)."""
+
+    # the chance of dropping each rank (row) of the update, and the whole module's update, in a step
+    rank_dropout: float = Field(0.0, ge=0, lt=1)
+    module_dropout: float = Field(0.0, ge=0, lt=1)
+
+
 def sorted_sets(config: dict) -> dict:
     """A peft config as a dict with its sets sorted: peft keeps target_modules as a set, whose order changes
     with the process's string hashing; sorted, a file's bytes are the same in every identical seeded run."""
