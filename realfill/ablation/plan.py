@@ -253,7 +253,6 @@ def build_plan(
                     preset=preset, config_file=config_file, overrides=[*overrides, *configuration.overrides], plugins=plugins
                 )
                 data = config.model_dump(mode="json")
-                data = config.model_dump(mode="json")
                 inputs = {"run": {"scene": str(scene), **content, "baseline": configuration.baseline,
                                   **{k: data[k] for k in MODEL_BASELINE_SECTIONS},
                                   **({"settings": own} if (own := (data.get("baselines") or {}).get(configuration.baseline))
